@@ -1,0 +1,38 @@
+"""Instants from outside: the real clock, a replay clock started at NPV_GUARD_NOW, and `--at`."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def parse_instant(text: str) -> datetime:
+    """ISO 8601. With an offset or Z it is that instant; without one, Europe/Paris wall time."""
+    raw = text.strip()
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an ISO 8601 instant (e.g. 2026-12-01T10:30:00+01:00)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=PARIS)
+    return parsed.astimezone(UTC)
+
+
+class Clock:
+    """Now. Started at a given instant, it runs on in real time from there (replay mode)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.start = start
+        self._started = time.monotonic()
+
+    @property
+    def replay(self) -> bool:
+        return self.start is not None
+
+    def now(self) -> datetime:
+        if self.start is None:
+            return datetime.now(UTC)
+        return self.start + timedelta(seconds=time.monotonic() - self._started)

@@ -1,0 +1,312 @@
+"""Settings: one TOML file plus `NPV_GUARD_*` environment variables, read once at start.
+
+Every key of the file can be overridden by `NPV_GUARD_<SECTION>_<KEY>` (top-level keys:
+`NPV_GUARD_<KEY>`), and every string key can instead be read from a file named by the same
+variable with `_FILE` appended (container secrets). A broken value stops the program with one
+line that names the key and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from npv_guard.clock import parse_instant
+from npv_guard.core.model import DEFAULT_BANNED_SECTORS, PROFESSIONAL_ID, Policy, Professional
+from npv_guard.core.numbering import parse as parse_number
+from npv_guard.core.reasons import ReasonCode
+
+ENV_PREFIX = "NPV_GUARD_"
+CONFIG_ENV = "NPV_GUARD_CONFIG"
+NOW_ENV = "NPV_GUARD_NOW"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the operator: `key: problem`."""
+
+
+@dataclass(frozen=True)
+class RulesSettings:
+    local_holidays: bool = True
+    banned_sectors: tuple[str, ...] = tuple(sorted(DEFAULT_BANNED_SECTORS))
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    timeout_ms: int = 200
+    fail_open: bool = False
+    cluster: bool = False
+    key_prefix: str = "npv"
+
+
+@dataclass(frozen=True)
+class AriSettings:
+    url: str = "http://127.0.0.1:8088"
+    username: str = "npvguard"
+    password: str = ""
+    app: str = "npv-guard"
+    # Where allowed calls go; {number} is the consumer's E.164 number.
+    carrier: str = "PJSIP/{number}@carrier"
+    ring_timeout_s: int = 60
+    reject_cause: int = 21
+    # Per reason code Q.850 cause, e.g. {"STATE_UNAVAILABLE" = 34}.
+    reject_causes: dict[str, int] = field(default_factory=dict)
+    agent_refusal_code: str = "*9"
+    consumer_refusal_key: str = "9"
+    hangup_on_refusal: bool = False
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+    audit_file: str = ""  # empty: audit lines go to standard output
+
+
+@dataclass(frozen=True)
+class Settings:
+    hash_secret: str = ""
+    previous_hash_secrets: tuple[str, ...] = ()
+    rules: RulesSettings = field(default_factory=RulesSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    ari: AriSettings = field(default_factory=AriSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    professionals: tuple[Professional, ...] = ()
+    # Start of the guard's clock when NPV_GUARD_NOW is set (replay mode).
+    now: datetime | None = None
+    source: str = "defaults"
+
+    def policy(self) -> Policy:
+        return Policy(
+            local_holidays=self.rules.local_holidays,
+            banned_sectors=frozenset(self.rules.banned_sectors),
+            fail_open=self.redis.fail_open,
+            professionals=self.professionals,
+        )
+
+    def require_hash_secret(self) -> str:
+        if len(self.hash_secret) < 16:
+            raise ConfigError(
+                "hash_secret: required to store consumer numbers (at least 16 characters); "
+                "set NPV_GUARD_HASH_SECRET, NPV_GUARD_HASH_SECRET_FILE or hash_secret in the config file"
+            )
+        return self.hash_secret
+
+
+_SECTIONS = {"rules": RulesSettings, "redis": RedisSettings, "ari": AriSettings, "log": LogSettings}
+_SPECIAL = {"professionals", "now", "source"}
+
+
+def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the file (argument, else NPV_GUARD_CONFIG) and the environment."""
+    env = os.environ if environ is None else environ
+    path = path or env.get(CONFIG_ENV) or None
+    document: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                document = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {path}: {error}") from None
+    known = {f.name for f in fields(Settings)} - {"now", "source"}
+    for key in document:
+        if key not in known:
+            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    hints = get_type_hints(Settings)
+    for f in fields(Settings):
+        if f.name in _SPECIAL:
+            continue
+        if f.name in _SECTIONS:
+            values[f.name] = _load_section(f.name, _SECTIONS[f.name], document.get(f.name, {}), env)
+        else:
+            values[f.name] = _value(f.name, hints[f.name], document.get(f.name, MISSING), env, f.name)
+    values["professionals"] = _professionals(document.get("professionals", MISSING), env)
+    values["now"] = _now(env.get(NOW_ENV))
+    values["source"] = path or "defaults"
+    settings = Settings(**{k: v for k, v in values.items() if v is not MISSING})
+    _validate(settings)
+    return settings
+
+
+def _load_section(name: str, cls: type[Any], table: Any, env: Mapping[str, str]) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: expected a table, got {type(table).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    for key in table:
+        if key not in names:
+            raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(sorted(names))})")
+    values = {}
+    for f in fields(cls):
+        value = _value(f"{name}.{f.name}", hints[f.name], table.get(f.name, MISSING), env, f"{name}_{f.name}")
+        if value is not MISSING:
+            values[f.name] = value
+    return cls(**values)
+
+
+def _value(key: str, kind: Any, from_file: Any, env: Mapping[str, str], env_key: str) -> Any:
+    variable = ENV_PREFIX + env_key.upper()
+    if variable in env:
+        return _coerce(key, kind, env[variable], from_env=True)
+    if kind is str and variable + "_FILE" in env:
+        secret_path = env[variable + "_FILE"]
+        try:
+            return Path(secret_path).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(f"{key}: cannot read {variable}_FILE {secret_path}: {error.strerror}") from None
+    if from_file is MISSING:
+        return MISSING
+    return _coerce(key, kind, from_file, from_env=False)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, kind: Any, raw: Any, *, from_env: bool) -> Any:
+    origin = get_origin(kind)
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            if from_env and str(raw).strip().lower() in _TRUE | _FALSE:
+                return str(raw).strip().lower() in _TRUE
+        elif kind is int:
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                return raw
+            if from_env:
+                return int(str(raw).strip())
+        elif kind is float:
+            if isinstance(raw, int | float) and not isinstance(raw, bool):
+                return float(raw)
+            if from_env:
+                return float(str(raw).strip())
+        elif kind is str:
+            if isinstance(raw, str):
+                return raw
+        elif origin is tuple:
+            items = _split_list(raw) if from_env and isinstance(raw, str) else raw
+            if isinstance(items, list) and all(isinstance(item, str) for item in items):
+                return tuple(item.strip() for item in items if item.strip())
+        elif origin is dict:
+            table = json.loads(raw) if from_env and isinstance(raw, str) else raw
+            value_kind = get_args(kind)[1]
+            if isinstance(table, dict) and all(
+                isinstance(v, value_kind) and not isinstance(v, bool) for v in table.values()
+            ):
+                return dict(table)
+    except (ValueError, TypeError):
+        pass
+    raise ConfigError(f"{key}: expected {_describe(kind)}, got {raw!r}"[:300])
+
+
+def _split_list(raw: str) -> Any:
+    text = raw.strip()
+    return json.loads(text) if text.startswith("[") else text.split(",")
+
+
+def _describe(kind: Any) -> str:
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "an integer"
+    if kind is float:
+        return "a number"
+    if kind is str:
+        return "a string"
+    if get_origin(kind) is tuple:
+        return "a list of strings"
+    return "a table of integers"
+
+
+def _professionals(raw: Any, env: Mapping[str, str]) -> tuple[Professional, ...]:
+    variable = ENV_PREFIX + "PROFESSIONALS"
+    if variable in env:
+        try:
+            raw = json.loads(env[variable])
+        except ValueError as error:
+            raise ConfigError(f"professionals: {variable} is not JSON: {error}") from None
+    if raw is MISSING:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("professionals: expected a list of tables ([[professionals]])")
+    result: list[Professional] = []
+    owners: dict[str, str] = {}
+    for index, entry in enumerate(raw):
+        where = f"professionals[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table with id, name, siren, npvs")
+        unknown = set(entry) - {"id", "name", "siren", "npvs"}
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (known: id, name, npvs, siren)")
+        ident = entry.get("id")
+        if not isinstance(ident, str) or not PROFESSIONAL_ID.match(ident):
+            raise ConfigError(f"{where}.id: expected 1-64 letters, digits or _.+- , got {ident!r}")
+        if any(p.id == ident for p in result):
+            raise ConfigError(f"{where}.id: {ident!r} is defined twice")
+        name = entry.get("name", "")
+        siren = entry.get("siren")
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.name: expected a string")
+        if siren is not None and not (isinstance(siren, str) and len(siren) == 9 and siren.isdigit()):
+            raise ConfigError(f"{where}.siren: expected 9 digits, got {siren!r}")
+        npvs = entry.get("npvs", [])
+        if not isinstance(npvs, list):
+            raise ConfigError(f"{where}.npvs: expected a list of numbers")
+        nationals: list[str] = []
+        for position, spelled in enumerate(npvs):
+            number = parse_number(spelled if isinstance(spelled, str) else None)
+            if not number.is_npv or number.national is None:
+                raise ConfigError(f"{where}.npvs[{position}]: {spelled!r} is not an NPV number")
+            if number.national in owners:
+                raise ConfigError(
+                    f"{where}.npvs[{position}]: {spelled!r} is already assigned to {owners[number.national]!r}"
+                )
+            owners[number.national] = ident
+            nationals.append(number.national)
+        result.append(Professional(ident, name, siren, tuple(nationals)))
+    return tuple(result)
+
+
+def _now(raw: str | None) -> datetime | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return parse_instant(raw)
+    except ValueError as error:
+        raise ConfigError(f"{NOW_ENV}: {error}") from None
+
+
+def _validate(settings: Settings) -> None:
+    if settings.redis.timeout_ms <= 0:
+        raise ConfigError(f"redis.timeout_ms: must be positive, got {settings.redis.timeout_ms}")
+    if not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"redis.url: expected redis://, rediss:// or unix://, got {settings.redis.url!r}")
+    for code, cause in settings.ari.reject_causes.items():
+        if code not in ReasonCode.__members__ and code != "GUARD_UNAVAILABLE":
+            raise ConfigError(f"ari.reject_causes.{code}: unknown reason code")
+        if not 1 <= cause <= 127:
+            raise ConfigError(f"ari.reject_causes.{code}: Q.850 cause must be 1-127, got {cause}")
+    if not 1 <= settings.ari.reject_cause <= 127:
+        raise ConfigError(f"ari.reject_cause: Q.850 cause must be 1-127, got {settings.ari.reject_cause}")
+    if "{number}" not in settings.ari.carrier:
+        raise ConfigError(f"ari.carrier: must contain {{number}}, got {settings.ari.carrier!r}")
+    for key in ("agent_refusal_code", "consumer_refusal_key"):
+        code = getattr(settings.ari, key)
+        if code and not all(ch in "0123456789*#ABCD" for ch in code):
+            raise ConfigError(f"ari.{key}: DTMF digits only (0-9 * # A-D) or empty to switch off, got {code!r}")
+    if settings.log.level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"log.level: expected debug, info, warning or error, got {settings.log.level!r}")
+    for sector in settings.rules.banned_sectors:
+        if not sector.replace("_", "").isalnum():
+            raise ConfigError(f"rules.banned_sectors: {sector!r} is not a sector name")

@@ -1,0 +1,365 @@
+"""`prepare` then `decide`: the one place where a call becomes a verdict.
+
+`prepare` needs no stored state: it normalises the numbers, resolves the professional, places the
+consumer and applies the caller, consumer and calendar rules. Its result names the pair whose
+state the adapters fetch; `decide` then applies the stateful rules to that snapshot. Every
+failing rule is reported, never just the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from npv_guard.core import regimes
+from npv_guard.core.calendar import local_issues, local_midnight
+from npv_guard.core.model import (
+    PROFESSIONAL_ID,
+    Basis,
+    CallRequest,
+    ConsentEvent,
+    PairState,
+    Policy,
+    Refusal,
+    StateUnavailable,
+)
+from npv_guard.core.numbering import NumberKind, PhoneNumber, parse
+from npv_guard.core.reasons import Reason, ReasonCode
+from npv_guard.core.territories import METROPOLE, Place, PostcodeError, place_of, place_of_postcode
+
+MAX_ATTEMPTS = 4
+ATTEMPT_WINDOW_DAYS = 30  # consumer-local days D-29 ... D
+REFUSAL_BLOCK_DAYS = 60  # refused on day R: blocked until 00:00 of R+61, consumer time
+
+STATEFUL_RULES = ("frequency_cap", "refusal_block", "consent")
+
+_CALLER_KIND_TEXT = {
+    NumberKind.MOBILE: "a mobile number, reserved to persons",
+    NumberKind.PLATFORM: "a 0937-0939 platform number (SMS through a platform only)",
+    NumberKind.PREMIUM_OR_SHORT: "a premium-rate or short number, forbidden as caller ID",
+    NumberKind.SPECIAL: "a special-rate service number",
+    NumberKind.GEOGRAPHIC: "an ordinary geographic number",
+    NumberKind.NON_GEOGRAPHIC: "an ordinary 09 number",
+    NumberKind.FOREIGN: "a foreign number",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    request: CallRequest
+    caller: PhoneNumber
+    callee: PhoneNumber
+    professional: str | None
+    places: tuple[Place, ...]  # where the consumer may be, the most likely first
+    regime: regimes.Regime
+    reasons: tuple[Reason, ...]  # caller and consumer rules
+    calendar_reasons: tuple[Reason, ...]  # lifted by an express out-of-hours consent
+
+    @property
+    def consumer(self) -> str | None:
+        """The consumer's E.164 number, once the consumer could be placed."""
+        return self.callee.e164 if self.places else None
+
+    @property
+    def pair(self) -> tuple[str, str] | None:
+        """(professional, consumer E.164) whose stored state `decide` needs, when both are known."""
+        consumer = self.consumer
+        return (self.professional, consumer) if self.professional and consumer else None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    prepared: Prepared
+    reasons: tuple[Reason, ...]
+    not_evaluated: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return not self.reasons
+
+    @property
+    def verdict(self) -> str:
+        return "allow" if self.allowed else "reject"
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(reason.code.value for reason in self.reasons)
+
+    @property
+    def local_time(self) -> datetime | None:
+        places = self.prepared.places
+        return self.prepared.request.at.astimezone(places[0].territory.zone) if places else None
+
+    def as_dict(self) -> dict[str, object]:
+        prepared = self.prepared
+        local = self.local_time
+        territory = prepared.places[0].territory if prepared.places else None
+        return {
+            "verdict": self.verdict,
+            "reasons": [reason.as_dict() for reason in self.reasons],
+            "caller": prepared.caller.e164,
+            "callee": prepared.callee.e164,
+            "caller_kind": prepared.caller.kind.value,
+            "professional": prepared.professional,
+            "territory": territory.code if territory else None,
+            "timezone": territory.timezone if territory else None,
+            "local_time": local.isoformat() if local else None,
+            "at": prepared.request.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "regime": prepared.regime.as_dict(),
+            "not_evaluated": list(self.not_evaluated),
+        }
+
+
+def prepare(request: CallRequest, policy: Policy) -> Prepared:
+    if request.at.tzinfo is None:
+        raise ValueError("the instant of a call must carry its offset")
+    caller, callee = parse(request.caller), parse(request.callee)
+    places, consumer_problem = locate_consumer(callee, request.consumer_postcode)
+    reasons: list[Reason] = []
+    local_day = request.at.astimezone((places[0].territory if places else METROPOLE).zone).date()
+    regime = regimes.Regime(local_day)
+    _check_caller(caller, regime, reasons)
+    professional = _resolve_professional(caller, request.professional, policy, reasons)
+    if consumer_problem:
+        reasons.append(consumer_problem)
+    return Prepared(
+        request=request,
+        caller=caller,
+        callee=callee,
+        professional=professional,
+        places=places,
+        regime=regime,
+        reasons=tuple(reasons),
+        calendar_reasons=_calendar_reasons(places, request.at, regime, policy),
+    )
+
+
+def _check_caller(caller: PhoneNumber, regime: regimes.Regime, reasons: list[Reason]) -> None:
+    if caller.kind is NumberKind.MASKED:
+        reasons.append(
+            Reason(ReasonCode.CALLER_MISSING, f"caller ID is {caller.problem}: telemarketing must show a number")
+        )
+    elif caller.kind is NumberKind.INVALID:
+        reasons.append(
+            Reason(ReasonCode.CALLER_INVALID, f"caller ID {caller.raw[:40]!r} is not a phone number: {caller.problem}")
+        )
+    elif not caller.is_npv and (regime.npv or caller.kind is NumberKind.PREMIUM_OR_SHORT):
+        shown = caller.e164 or caller.national or caller.raw
+        reasons.append(
+            Reason(
+                ReasonCode.CALLER_NOT_NPV,
+                f"caller ID {shown} is {_CALLER_KIND_TEXT.get(caller.kind, caller.kind.value)}, "
+                "not a verified polyvalent number (NPV)",
+            )
+        )
+
+
+def _resolve_professional(
+    caller: PhoneNumber, requested: str | None, policy: Policy, reasons: list[Reason]
+) -> str | None:
+    """The professional the call is made for: the pair's first half."""
+    requested = (requested or "").strip() or None
+    if requested is not None and not PROFESSIONAL_ID.match(requested):
+        reasons.append(Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"professional id {requested[:64]!r} is malformed"))
+        return None
+    if not policy.professionals:
+        # Without a directory the caller number stands for the professional.
+        return requested or caller.e164
+    owner = policy.owner_of(caller.national) if caller.national else None
+    if requested is None:
+        if owner is None and caller.is_npv:
+            reasons.append(
+                Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"NPV {caller.e164} is assigned to no known professional")
+            )
+        return owner.id if owner else None
+    professional = policy.professional(requested)
+    if professional is None:
+        reasons.append(Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"professional {requested!r} is not configured"))
+        return None
+    if caller.is_npv and owner is not professional:
+        whose = f"assigned to {owner.id!r}" if owner else "assigned to no known professional"
+        reasons.append(
+            Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"NPV {caller.e164} is {whose}, not to {professional.id!r}")
+        )
+    return professional.id
+
+
+def locate_consumer(callee: PhoneNumber, postcode: str | None) -> tuple[tuple[Place, ...], Reason | None]:
+    """Where the consumer may be, the most likely place first, or why the consumer cannot be placed."""
+    if callee.kind in (NumberKind.MASKED, NumberKind.INVALID):
+        return (), Reason(ReasonCode.CONSUMER_INVALID, f"called number {callee.raw[:40]!r}: {callee.problem}")
+    if callee.kind is NumberKind.FOREIGN:
+        return (), Reason(
+            ReasonCode.CONSUMER_INVALID, f"called number {callee.e164} is outside the French numbering plan"
+        )
+    if callee.kind in (NumberKind.SPECIAL, NumberKind.PREMIUM_OR_SHORT):
+        shown = callee.e164 or callee.national
+        return (), Reason(
+            ReasonCode.CONSUMER_INVALID, f"called number {shown} is a service number, not a consumer line"
+        )
+    from_number = tuple(place_of(territory) for territory in callee.territories)
+    if not postcode or not postcode.strip():
+        return from_number, None
+    try:
+        declared = place_of_postcode(postcode)
+    except PostcodeError as error:
+        return (), Reason(ReasonCode.CONSUMER_INVALID, str(error))
+    if any(place.territory == declared.territory for place in from_number):
+        return (declared,), None
+    # The postcode and the number disagree: honour both clocks and calendars.
+    return (declared, *from_number), None
+
+
+def _calendar_reasons(
+    places: tuple[Place, ...], at: datetime, regime: regimes.Regime, policy: Policy
+) -> tuple[Reason, ...]:
+    if not regime.calendar:
+        return ()
+    found: dict[ReasonCode, Reason] = {}
+    for place in places:
+        local, issues = local_issues(place, at, policy.windows, policy.local_holidays)
+        where = f"{local:%A %Y-%m-%d %H:%M:%S} in {place.territory.name} ({place.territory.timezone})"
+        if issues.weekend:
+            found.setdefault(ReasonCode.WEEKEND, Reason(ReasonCode.WEEKEND, f"it is {where}: no calls at weekends"))
+        if issues.holiday:
+            found.setdefault(
+                ReasonCode.PUBLIC_HOLIDAY,
+                Reason(ReasonCode.PUBLIC_HOLIDAY, f"it is {where}, a public holiday: {issues.holiday}"),
+            )
+        if issues.outside_hours:
+            windows = " and ".join(str(window) for window in policy.windows)
+            found.setdefault(
+                ReasonCode.OUTSIDE_HOURS,
+                Reason(ReasonCode.OUTSIDE_HOURS, f"it is {where}: calls only {windows}"),
+            )
+    order = (ReasonCode.OUTSIDE_HOURS, ReasonCode.WEEKEND, ReasonCode.PUBLIC_HOLIDAY)
+    return tuple(found[code] for code in order if code in found)
+
+
+def decide(prepared: Prepared, state: PairState | StateUnavailable | None, policy: Policy) -> Verdict:
+    """Apply the stateful rules to the pair's snapshot. `state` None means "offline": not evaluated."""
+    request, regime = prepared.request, prepared.regime
+    reasons = list(prepared.reasons)
+    calendar = list(prepared.calendar_reasons)
+    banned = bool(request.sector) and request.sector in policy.banned_sectors and regime.sector_ban
+
+    if state is None or prepared.pair is None:
+        # Offline, or no pair to look up (a caller or consumer rule already rejects): without
+        # proof of a contract, a banned sector stays banned.
+        if banned:
+            reasons.append(_sector_reason(request.sector))
+        skipped = STATEFUL_RULES if prepared.places else ("calendar", *STATEFUL_RULES)
+        return Verdict(prepared, tuple(reasons + calendar), skipped)
+    if isinstance(state, StateUnavailable):
+        if policy.fail_open:
+            return Verdict(prepared, tuple(reasons + calendar), STATEFUL_RULES)
+        detail = f" ({state.detail})" if state.detail else ""
+        unavailable = Reason(ReasonCode.STATE_UNAVAILABLE, f"attempts, refusals and consents could not be read{detail}")
+        if banned:
+            reasons.append(_sector_reason(request.sector))
+        return Verdict(prepared, (*reasons, *calendar, unavailable), STATEFUL_RULES)
+
+    consent = effective_consent(prepared, state)
+    if consent is not None and consent.granted and consent.outside_hours:
+        calendar = []
+    reasons.extend(calendar)
+    if regime.calendar:
+        reasons.extend(_frequency_reasons(prepared, state))
+        reasons.extend(_refusal_reasons(prepared, state))
+    if regime.opt_in or request.automated:
+        why = "a recorded-message call (CPCE L. 34-5)" if request.automated and not regime.opt_in else "opt-in"
+        if consent is None:
+            reasons.append(Reason(ReasonCode.NO_CONSENT, f"no consent or contract on record for this consumer ({why})"))
+        elif not consent.granted:
+            reasons.append(
+                Reason(
+                    ReasonCode.CONSENT_WITHDRAWN,
+                    f"consent withdrawn or refused at {_utc(consent.at)}; a new consent is needed",
+                )
+            )
+    if banned and not (consent is not None and consent.granted and consent.basis is Basis.CONTRACT):
+        reasons.append(_sector_reason(request.sector))
+    return Verdict(prepared, tuple(reasons))
+
+
+def effective_consent(prepared: Prepared, state: PairState) -> ConsentEvent | None:
+    """The latest consent event at the call's instant."""
+    at = prepared.request.at
+    # At equal instants a withdrawal wins: the conservative reading.
+    return max(
+        (event for event in state.consents if event.at <= at),
+        key=lambda event: (event.at, not event.granted),
+        default=None,
+    )
+
+
+def refusal_withdrawal(places: tuple[Place, ...], refusal: Refusal) -> ConsentEvent | None:
+    """Since opt-in, a refusal also withdraws consent for good (L. 221-16): the event to store with it.
+
+    Decided when the refusal is recorded, from the refusal's own consumer-local day, so the
+    withdrawal outlives the refusal's 60-day record.
+    """
+    day = refusal.at.astimezone(places[0].territory.zone).date()
+    if not regimes.Regime(day).opt_in:
+        return None
+    return ConsentEvent(refusal.at, granted=False, proof=f"refusal by the {refusal.source.value}")
+
+
+def _frequency_reasons(prepared: Prepared, state: PairState) -> list[Reason]:
+    at = prepared.request.at
+    window_start = min(
+        local_midnight(place, at.astimezone(place.territory.zone).date() - timedelta(days=ATTEMPT_WINDOW_DAYS - 1))
+        for place in prepared.places
+    )
+    counted = sorted(attempt.at for attempt in state.attempts if window_start <= attempt.at <= at)
+    if len(counted) < MAX_ATTEMPTS:
+        return []
+    return [
+        Reason(
+            ReasonCode.FREQUENCY_CAP,
+            f"{len(counted)} attempts since {_utc(window_start)} "
+            f"(at most {MAX_ATTEMPTS} in {ATTEMPT_WINDOW_DAYS} days); oldest counted at {_utc(counted[0])}",
+        )
+    ]
+
+
+def refusal_block_end(places: tuple[Place, ...], refused_at: datetime) -> datetime:
+    """00:00 of the 61st consumer-local day after the refusal, the latest over the consumer's places."""
+    return max(
+        local_midnight(
+            place, refused_at.astimezone(place.territory.zone).date() + timedelta(days=REFUSAL_BLOCK_DAYS + 1)
+        )
+        for place in places
+    )
+
+
+def _refusal_reasons(prepared: Prepared, state: PairState) -> list[Reason]:
+    at = prepared.request.at
+    zone = prepared.places[0].territory.zone
+    blocking = [
+        refusal
+        for refusal in state.refusals
+        if refusal.at <= at
+        and regimes.Regime(refusal.at.astimezone(zone).date()).calendar
+        and at < refusal_block_end(prepared.places, refusal.at)
+    ]
+    if not blocking:
+        return []
+    latest = max(blocking, key=lambda refusal: refusal.at)
+    return [
+        Reason(
+            ReasonCode.REFUSAL_BLOCK,
+            f"consumer refused at {_utc(latest.at)} ({latest.source.value}); no contact before "
+            f"{_utc(refusal_block_end(prepared.places, latest.at))}",
+        )
+    ]
+
+
+def _sector_reason(sector: str | None) -> Reason:
+    return Reason(
+        ReasonCode.SECTOR_BANNED, f"sector {sector!r} may not be canvassed by phone outside a contract in progress"
+    )
+
+
+def _utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,115 @@
+"""The facts the core decides on: a call request, the pair's stored history, and the policy."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from npv_guard.core.calendar import CALL_WINDOWS, Window
+
+PROFESSIONAL_ID = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
+
+# Sectors that may not be canvassed by phone whatever the consent, outside a contract in progress
+# (L. 223-1): energy-saving housing works, renewable energy, adaptation to ageing or disability.
+DEFAULT_BANNED_SECTORS = frozenset({"energy_renovation", "renewable_energy", "home_adaptation"})
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """One outbound call as the PBX sees it, before any interpretation."""
+
+    caller: str | None  # caller ID as received
+    callee: str | None  # number as dialled
+    at: datetime  # aware instant the call is placed
+    professional: str | None = None  # the legal entity the call is made for
+    consumer_postcode: str | None = None
+    sector: str | None = None  # what the campaign sells, when it declares it
+    automated: bool = False  # a recorded-message call (CPCE L. 34-5 needs consent)
+
+
+class Basis(StrEnum):
+    CONSENT = "consent"
+    CONTRACT = "contract"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    at: datetime
+    call_id: str = ""
+
+
+class RefusalSource(StrEnum):
+    AGENT = "agent"  # agent keyed the code on the calling leg
+    CONSUMER = "consumer"  # consumer pressed the key on the called leg
+    OPERATOR = "operator"  # entered by hand (CLI, API)
+    SMS = "sms"  # STOP reply
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    at: datetime
+    source: RefusalSource = RefusalSource.OPERATOR
+    call_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentEvent:
+    """A grant (with its basis and proof) or a withdrawal, at the instant it happened."""
+
+    at: datetime
+    granted: bool
+    basis: Basis | None = None
+    proof: str = ""
+    outside_hours: bool = False  # express consent to be called outside D. 223-9 days and hours
+
+
+@dataclass(frozen=True, slots=True)
+class PairState:
+    """Everything stored for one (professional, consumer) pair. Order does not matter."""
+
+    attempts: tuple[Attempt, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+    consents: tuple[ConsentEvent, ...] = ()
+
+
+class StateUnavailable:
+    """Stands for a state the store could not deliver in time."""
+
+    def __init__(self, detail: str = "") -> None:
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"StateUnavailable({self.detail!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Professional:
+    id: str
+    name: str = ""
+    siren: str | None = None
+    npvs: tuple[str, ...] = ()  # national digits of the NPVs its operator assigned to it
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The readings an operator may choose (REGULATION.md "choice" marks) and the failure policy."""
+
+    local_holidays: bool = True
+    banned_sectors: frozenset[str] = DEFAULT_BANNED_SECTORS
+    fail_open: bool = False
+    windows: tuple[Window, ...] = CALL_WINDOWS
+    professionals: tuple[Professional, ...] = ()
+    _owners: dict[str, Professional] = field(init=False, repr=False, compare=False)
+    _by_id: dict[str, Professional] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_owners", {npv: p for p in self.professionals for npv in p.npvs})
+        object.__setattr__(self, "_by_id", {p.id: p for p in self.professionals})
+
+    def owner_of(self, national: str) -> Professional | None:
+        return self._owners.get(national)
+
+    def professional(self, professional_id: str) -> Professional | None:
+        return self._by_id.get(professional_id)
