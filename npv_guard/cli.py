@@ -1,0 +1,424 @@
+"""`npv-guard`: the command line. Exit status: 0 allow / done, 1 reject / failed, 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TextIO
+
+from npv_guard import __version__
+from npv_guard.clock import Clock, parse_instant
+from npv_guard.config import ConfigError, Settings, load_settings
+from npv_guard.core.decide import Verdict, locate_consumer
+from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource
+from npv_guard.core.numbering import parse as parse_number
+from npv_guard.core.reasons import SUMMARY, ReasonCode
+from npv_guard.service import Guard, PairError
+from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+IMPORT_BATCH = 2000
+
+
+class UsageError(Exception):
+    pass
+
+
+def _common(parser: argparse.ArgumentParser, *, at: bool = True) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
+    parser.add_argument("--redis", metavar="URL", help="Redis URL (default: $NPV_GUARD_REDIS_URL or the config)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    if at:
+        parser.add_argument(
+            "--at", metavar="INSTANT", help="ISO 8601 instant; without offset: Europe/Paris wall time (default: now)"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="npv-guard", description="French telemarketing compliance guard for Asterisk."
+    )
+    parser.add_argument("--version", action="version", version=f"npv-guard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="may this call be placed?")
+    check.add_argument("--caller", required=True, metavar="NUMBER", help="caller ID as the dialer sends it")
+    check.add_argument("--callee", required=True, metavar="NUMBER", help="number as dialled")
+    check.add_argument("--professional", metavar="ID", help="professional the call is made for")
+    check.add_argument("--consumer-postcode", metavar="CODE", help="consumer's postcode or department")
+    check.add_argument("--sector", metavar="NAME", help="what the campaign sells (see rules.banned_sectors)")
+    check.add_argument("--automated", action="store_true", help="recorded-message call (needs consent)")
+    check.add_argument("--offline", action="store_true", help="only the rules that need no stored state")
+    check.add_argument("--record", action="store_true", help="count an allowed call as an attempt (atomic)")
+    _common(check)
+
+    refusal = commands.add_parser("refusal", help="record a consumer's refusal").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    record = refusal.add_parser("record", help="the consumer refused during a call")
+    _pair_arguments(record)
+    record.add_argument(
+        "--source", choices=[s.value for s in RefusalSource], default=RefusalSource.OPERATOR.value,
+        help="who signalled the refusal (default: operator)",
+    )  # fmt: skip
+    _common(record)
+
+    consent = commands.add_parser("consent", help="consents and contracts").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    grant = consent.add_parser("grant", help="record a consent or a contract in progress")
+    _pair_arguments(grant)
+    grant.add_argument("--basis", choices=[b.value for b in Basis], default=Basis.CONSENT.value)
+    grant.add_argument("--proof", default="", metavar="TEXT", help="how, when and where it was given")
+    grant.add_argument(
+        "--outside-hours", action="store_true", help="express consent to be called outside the legal days and hours"
+    )
+    _common(grant)
+    withdraw = consent.add_parser("withdraw", help="record a withdrawal of consent")
+    _pair_arguments(withdraw)
+    withdraw.add_argument("--proof", default="", metavar="TEXT", help="how the withdrawal reached you")
+    _common(withdraw)
+    bulk = consent.add_parser("import", help="bulk import a CSV: number,date,basis,proof[,outside_hours]")
+    bulk.add_argument("--professional", required=True, metavar="ID")
+    bulk.add_argument("file", metavar="FILE.csv", help="CSV file ('-' for standard input)")
+    _common(bulk, at=False)
+
+    history = commands.add_parser("history", help="what is stored for a (professional, consumer) pair")
+    _pair_arguments(history)
+    _common(history, at=False)
+
+    reasons = commands.add_parser("reasons", help="list the reason codes")
+    reasons.add_argument("--json", action="store_true")
+    return parser
+
+
+def _pair_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--professional", required=True, metavar="ID")
+    parser.add_argument("--callee", required=True, metavar="NUMBER", help="the consumer's number")
+
+
+class Context:
+    """What a command needs, built once from the settings."""
+
+    def __init__(self, args: argparse.Namespace, environ: dict[str, str] | None = None) -> None:
+        self.args = args
+        settings = load_settings(getattr(args, "config", None), environ)
+        if getattr(args, "redis", None):
+            settings = replace(settings, redis=replace(settings.redis, url=args.redis))
+        self.settings: Settings = settings
+        self.clock = Clock(settings.now)
+
+    def at(self) -> datetime:
+        raw = getattr(self.args, "at", None)
+        if raw:
+            try:
+                return parse_instant(raw)
+            except ValueError as error:
+                raise UsageError(f"--at: {error}") from None
+        return self.clock.now()
+
+    def store(self) -> Store:
+        settings = self.settings
+        hasher = ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
+        return Store.connect(
+            settings.redis.url,
+            hasher,
+            cluster=settings.redis.cluster,
+            prefix=settings.redis.key_prefix,
+            timeout=settings.redis.timeout_ms / 1000,
+        )
+
+
+def _iso(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _print_json(payload: dict[str, Any], out: TextIO) -> None:
+    out.write(json.dumps(payload, ensure_ascii=False) + "\n")
+
+
+async def _check(ctx: Context, out: TextIO) -> int:
+    args = ctx.args
+    request = CallRequest(
+        caller=args.caller,
+        callee=args.callee,
+        at=ctx.at(),
+        professional=args.professional,
+        consumer_postcode=args.consumer_postcode,
+        sector=args.sector,
+        automated=args.automated,
+    )
+    if args.offline and args.record:
+        raise UsageError("--record needs the stored state: drop --offline")
+    store = None if args.offline else ctx.store()
+    guard = Guard(ctx.settings.policy(), store)
+    try:
+        verdict = await guard.check(request, record=args.record, offline=args.offline)
+    finally:
+        if store:
+            await store.close()
+    if args.json:
+        payload = verdict.as_dict()
+        if args.record:
+            payload["recorded"] = verdict.allowed
+        _print_json(payload, out)
+    else:
+        out.write(_explain(verdict, offline=args.offline, recorded=args.record and verdict.allowed))
+    return EXIT_OK if verdict.allowed else EXIT_FAILED
+
+
+def _explain(verdict: Verdict, *, offline: bool, recorded: bool) -> str:
+    data = verdict.as_dict()
+    lines = [
+        f"{verdict.verdict.upper()}  {data['caller'] or verdict.prepared.caller.raw[:40]!s} -> "
+        f"{data['callee'] or verdict.prepared.callee.raw[:40]!s}"
+    ]
+    if data["local_time"]:
+        lines.append(f"  consumer time: {data['local_time']} ({data['timezone']})")
+    lines.append(f"  professional: {data['professional'] or '-'}")
+    lines.extend(f"  {reason.code.value}: {reason.message}" for reason in verdict.reasons)
+    if verdict.not_evaluated:
+        why = "offline" if offline else "state unavailable or not needed"
+        lines.append(f"  not evaluated ({why}): {', '.join(verdict.not_evaluated)}")
+    if recorded:
+        lines.append("  attempt recorded")
+    return "\n".join(lines) + "\n"
+
+
+async def _refusal(ctx: Context, out: TextIO) -> int:
+    args = ctx.args
+    store = ctx.store()
+    try:
+        outcome = await Guard(ctx.settings.policy(), store).record_refusal(
+            args.professional, args.callee, ctx.at(), RefusalSource(args.source)
+        )
+    finally:
+        await store.close()
+    payload = {
+        "recorded": True,
+        "professional": args.professional,
+        "at": _iso(outcome.refusal.at),
+        "source": outcome.refusal.source.value,
+        "blocked_until": _iso(outcome.blocked_until),
+        "withdraws_consent": outcome.withdraws_consent,
+    }
+    if args.json:
+        _print_json(payload, out)
+    else:
+        until = "until a new consent is recorded" if outcome.withdraws_consent else f"until {payload['blocked_until']}"
+        out.write(f"refusal recorded at {payload['at']}: {args.professional} may not call this consumer {until}\n")
+    return EXIT_OK
+
+
+async def _consent(ctx: Context, out: TextIO) -> int:
+    args = ctx.args
+    store = ctx.store()
+    guard = Guard(ctx.settings.policy(), store)
+    try:
+        if args.action == "grant":
+            event = await guard.grant_consent(
+                args.professional, args.callee, ctx.at(), Basis(args.basis), args.proof, args.outside_hours
+            )
+        else:
+            event = await guard.withdraw_consent(args.professional, args.callee, ctx.at(), args.proof)
+    finally:
+        await store.close()
+    payload = {
+        "recorded": True,
+        "professional": args.professional,
+        "granted": event.granted,
+        "basis": event.basis.value if event.basis else None,
+        "at": _iso(event.at),
+        "outside_hours": event.outside_hours,
+    }
+    if args.json:
+        _print_json(payload, out)
+    else:
+        what = f"{event.basis.value if event.basis else ''} granted" if event.granted else "consent withdrawn"
+        out.write(f"{what} for {args.professional} at {payload['at']}\n")
+    return EXIT_OK
+
+
+async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
+    args = ctx.args
+    store = ctx.store()
+    # A command-line tool reading its own input file: blocking reads are what we want here.
+    handle: TextIO = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115, ASYNC230
+    imported = rejected = 0
+    progress = _Progress(err)
+    pending: list[tuple[str, ConsentEvent]] = []
+    try:
+        reader = csv.reader(handle)
+        for line_number, row in enumerate(reader, start=1):
+            if line_number == 1 and row and row[0].strip().lower() in {"number", "phone", "numero", "numéro", "msisdn"}:
+                continue
+            try:
+                pending.append(_consent_row(row))
+            except ValueError as problem:
+                rejected += 1
+                err.write(f"{args.file}:{line_number}: {problem}\n")
+            if len(pending) >= IMPORT_BATCH:
+                imported += await store.record_consents(args.professional, pending)
+                pending.clear()
+                progress.show(imported, rejected)
+        if pending:
+            imported += await store.record_consents(args.professional, pending)
+    except StoreUnavailable as error:
+        progress.done()
+        err.write(f"npv-guard: {error}; {imported} rows imported before the failure, re-run to finish\n")
+        return EXIT_FAILED
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
+        await store.close()
+    progress.done()
+    summary = {"imported": imported, "rejected": rejected, "seconds": round(progress.elapsed(), 3)}
+    if args.json:
+        _print_json(summary, out)
+    else:
+        out.write(f"imported {imported} consents, rejected {rejected} rows in {summary['seconds']} s\n")
+    return EXIT_OK if rejected == 0 else EXIT_FAILED
+
+
+def _consent_row(row: Sequence[str]) -> tuple[str, ConsentEvent]:
+    if len(row) < 2:
+        raise ValueError("expected number,date[,basis[,proof[,outside_hours]]]")
+    cells = [cell.strip() for cell in row] + [""] * (5 - len(row))
+    number = parse_number(cells[0])
+    places, problem = locate_consumer(number, None)
+    if problem or number.e164 is None:
+        raise ValueError(f"number {cells[0][:40]!r}: {problem.message if problem else 'cannot be placed'}")
+    try:
+        instant = datetime.fromisoformat(cells[1])
+    except ValueError:
+        raise ValueError(f"date {cells[1][:40]!r} is not ISO 8601 (2026-09-01 or 2026-09-01T10:00:00+02:00)") from None
+    if instant.tzinfo is None:  # a bare date or wall time is the consumer's own
+        instant = instant.replace(tzinfo=places[0].territory.zone)
+    try:
+        basis = Basis(cells[2] or Basis.CONSENT.value)
+    except ValueError:
+        raise ValueError(f"basis {cells[2][:20]!r} is neither 'consent' nor 'contract'") from None
+    flag = cells[4].lower()
+    if flag not in {"", "0", "1", "true", "false", "yes", "no"}:
+        raise ValueError(f"outside_hours {cells[4][:20]!r} is not true/false")
+    event = ConsentEvent(
+        instant.astimezone(UTC), granted=True, basis=basis, proof=cells[3], outside_hours=flag in {"1", "true", "yes"}
+    )
+    return number.e164, event
+
+
+class _Progress:
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self._tty = err.isatty()
+        self._start = time.monotonic()
+        self._shown = 0.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def show(self, imported: int, rejected: int) -> None:
+        now = time.monotonic()
+        if not self._tty or now - self._shown < 0.25:
+            return
+        self._shown = now
+        rate = imported / max(self.elapsed(), 1e-6)
+        bar = "#" * min(30, int(self.elapsed()) % 31)
+        self._err.write(f"\r[{bar:<30}] {imported:>9} imported  {rejected} rejected  {rate:,.0f}/s")
+        self._err.flush()
+
+    def done(self) -> None:
+        if self._tty and self._shown:
+            self._err.write("\n")
+
+
+async def _history(ctx: Context, out: TextIO) -> int:
+    args = ctx.args
+    store = ctx.store()
+    try:
+        consumer, history = await Guard(ctx.settings.policy(), store).history(args.professional, args.callee)
+    finally:
+        await store.close()
+    del consumer
+    state = history.state
+    payload: dict[str, Any] = {
+        "professional": args.professional,
+        "attempts": [{"at": _iso(a.at), "call_id": a.call_id} for a in sorted(state.attempts, key=lambda a: a.at)],
+        "refusals": [
+            {"at": _iso(r.at), "source": r.source.value, "call_id": r.call_id}
+            for r in sorted(state.refusals, key=lambda r: r.at)
+        ],
+        "consents": [
+            {
+                "at": _iso(c.at),
+                "granted": c.granted,
+                "basis": c.basis.value if c.basis else None,
+                "proof": c.proof,
+                "outside_hours": c.outside_hours,
+            }
+            for c in sorted(state.consents, key=lambda c: c.at)
+        ],
+        "ttl_seconds": history.ttl_seconds,
+    }
+    if args.json:
+        _print_json(payload, out)
+        return EXIT_OK
+    out.write(f"professional {args.professional}, consumer {args.callee} (stored under a keyed hash)\n")
+    for name in ("attempts", "refusals", "consents"):
+        items = payload[name]
+        out.write(f"{name}: {len(items)}\n")
+        for item in items:
+            detail = ", ".join(f"{k}={v}" for k, v in item.items() if k != "at" and v not in ("", None))
+            out.write(f"  {item['at']}  {detail}\n")
+    return EXIT_OK
+
+
+def _reasons(args: argparse.Namespace, out: TextIO) -> int:
+    if args.json:
+        _print_json({code.value: SUMMARY[code] for code in ReasonCode}, out)
+    else:
+        out.writelines(f"{code.value:<20} {SUMMARY[code]}\n" for code in ReasonCode)
+    return EXIT_OK
+
+
+def _fail(message: str, code: int, err: TextIO) -> int:
+    err.write(f"npv-guard: {message}\n")
+    return code
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> NoReturn:
+    sys.exit(run(argv, out=out, err=err))
+
+
+def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = build_parser().parse_args(argv)
+    if args.command == "reasons":
+        return _reasons(args, out)
+    try:
+        ctx = Context(args)
+        commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
+            "check": lambda: _check(ctx, out),
+            "refusal": lambda: _refusal(ctx, out),
+            "consent": lambda: _consent_import(ctx, out, err) if args.action == "import" else _consent(ctx, out),
+            "history": lambda: _history(ctx, out),
+        }
+        return asyncio.run(commands[args.command]())
+    except (ConfigError, UsageError) as error:
+        return _fail(str(error), EXIT_USAGE, err)
+    except PairError as error:
+        return _fail(str(error), EXIT_USAGE, err)
+    except StoreUnavailable as error:
+        return _fail(f"{error}: nothing was recorded", EXIT_FAILED, err)
+    except OSError as error:
+        return _fail(f"{error.filename or ''}: {error.strerror}", EXIT_USAGE, err)
+    except KeyboardInterrupt:
+        return 130

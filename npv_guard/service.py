@@ -1,0 +1,124 @@
+"""The one service every adapter (CLI, ARI, AGI) shares: rules plus store, and nothing more."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from npv_guard.core.decide import (
+    Prepared,
+    Verdict,
+    decide,
+    locate_consumer,
+    prepare,
+    refusal_block_end,
+    refusal_withdrawal,
+)
+from npv_guard.core.model import (
+    Attempt,
+    Basis,
+    CallRequest,
+    ConsentEvent,
+    Policy,
+    Refusal,
+    RefusalSource,
+    StateUnavailable,
+)
+from npv_guard.core.numbering import parse
+from npv_guard.core.territories import Place
+from npv_guard.store import PairHistory, Store, StoreUnavailable
+
+log = logging.getLogger("npv_guard.service")
+
+# Each lost race means another guard just wrote this pair; a handful of rounds settles any
+# realistic contention (at most 4 writers can win before the cap rejects everyone else).
+MAX_RECORD_ROUNDS = 16
+
+
+class PairError(ValueError):
+    """A refusal or consent command whose consumer number cannot be placed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalOutcome:
+    refusal: Refusal
+    withdraws_consent: bool  # since opt-in: blocked until a new consent
+    blocked_until: datetime  # the 60-day block of D. 223-9
+
+
+class Guard:
+    def __init__(self, policy: Policy, store: Store | None) -> None:
+        self.policy = policy
+        self.store = store
+
+    async def check(self, request: CallRequest, *, record: bool, offline: bool = False, call_id: str = "") -> Verdict:
+        """Decide on a call; with `record`, an allowed call is counted as an attempt atomically."""
+        prepared = prepare(request, self.policy)
+        pair = prepared.pair
+        if offline or pair is None:
+            return decide(prepared, None, self.policy)
+        if self.store is None:
+            return decide(prepared, StateUnavailable("no store configured"), self.policy)
+        professional, consumer = pair
+        for _ in range(MAX_RECORD_ROUNDS):
+            try:
+                snapshot = await self.store.snapshot(professional, consumer, request.at)
+            except StoreUnavailable as error:
+                return self._unavailable(prepared, str(error))
+            verdict = decide(prepared, snapshot.state, self.policy)
+            if not (record and verdict.allowed):
+                return verdict
+            try:
+                if await self.store.record_attempt(
+                    professional, consumer, Attempt(request.at, call_id), snapshot.version
+                ):
+                    return verdict
+            except StoreUnavailable as error:
+                # The attempt may or may not be stored: the call must not go ahead uncounted.
+                return self._unavailable(prepared, str(error), allow_fail_open=False)
+        return self._unavailable(prepared, f"pair kept changing for {MAX_RECORD_ROUNDS} rounds", allow_fail_open=False)
+
+    def _unavailable(self, prepared: Prepared, detail: str, *, allow_fail_open: bool = True) -> Verdict:
+        log.warning("state unavailable: %s", detail)
+        policy = self.policy if allow_fail_open else replace(self.policy, fail_open=False)
+        return decide(prepared, StateUnavailable(detail), policy)
+
+    def _store(self) -> Store:
+        if self.store is None:
+            raise StoreUnavailable("no store configured")
+        return self.store
+
+    async def record_refusal(
+        self, professional: str, callee: str, at: datetime, source: RefusalSource, call_id: str = ""
+    ) -> RefusalOutcome:
+        consumer, places = self._consumer(callee)
+        refusal = Refusal(at, source, call_id)
+        withdrawal = refusal_withdrawal(places, refusal)
+        await self._store().record_refusal(professional, consumer, refusal, withdrawal)
+        return RefusalOutcome(refusal, withdrawal is not None, refusal_block_end(places, at))
+
+    async def grant_consent(
+        self, professional: str, callee: str, at: datetime, basis: Basis, proof: str, outside_hours: bool = False
+    ) -> ConsentEvent:
+        consumer, _ = self._consumer(callee)
+        event = ConsentEvent(at, granted=True, basis=basis, proof=proof, outside_hours=outside_hours)
+        await self._store().record_consent(professional, consumer, event)
+        return event
+
+    async def withdraw_consent(self, professional: str, callee: str, at: datetime, proof: str = "") -> ConsentEvent:
+        consumer, _ = self._consumer(callee)
+        event = ConsentEvent(at, granted=False, proof=proof or "withdrawn")
+        await self._store().record_consent(professional, consumer, event)
+        return event
+
+    async def history(self, professional: str, callee: str) -> tuple[str, PairHistory]:
+        consumer, _ = self._consumer(callee)
+        return consumer, await self._store().history(professional, consumer)
+
+    def _consumer(self, callee: str) -> tuple[str, tuple[Place, ...]]:
+        number = parse(callee)
+        places, problem = locate_consumer(number, None)
+        if problem or number.e164 is None:
+            raise PairError(problem.message if problem else f"called number {callee!r} cannot be placed")
+        return number.e164, places

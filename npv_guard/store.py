@@ -1,0 +1,404 @@
+"""Redis access, and nothing else: the per-pair history and its atomic scripts.
+
+Data model, per (professional, consumer) pair, all under one hash tag so that one decision
+touches one Cluster slot:
+
+    {prefix}:{<professional>|<hmac>}:a   ZSET attempts    member "<ms>:<call id>"     score ms
+    {prefix}:{<professional>|<hmac>}:r   ZSET refusals    member JSON                 score ms
+    {prefix}:{<professional>|<hmac>}:c   ZSET consents    member JSON (grant/withdraw) score ms
+    {prefix}:{<professional>|<hmac>}:v   STRING version, bumped by every write
+
+`<hmac>` is HMAC-SHA256(secret, consumer E.164), so no key or value holds a consumer number.
+Whether a stored fact still counts is computed from its own instant by the decision core; the
+TTLs below only clean up: attempts live 31 days, refusals 62 days, consents for ever (proof).
+
+Check-and-record is optimistic: read a snapshot with its version, decide in Python (the rules
+live in one place), then record the attempt only if the version is unchanged. A concurrent
+writer makes the record fail and the caller decides again on fresh state, so no two guards can
+let a fifth attempt through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from npv_guard.core.model import (
+    Attempt,
+    Basis,
+    ConsentEvent,
+    PairState,
+    Refusal,
+    RefusalSource,
+)
+
+ATTEMPTS_TTL = timedelta(days=31)
+REFUSALS_TTL = timedelta(days=62)
+# Attempts older than this before the newest one can never count again.
+ATTEMPTS_KEEP = timedelta(days=32)
+CONSENT_EVENTS_READ = 16
+
+T = TypeVar("T")
+
+
+class StoreUnavailable(Exception):
+    """Redis could not answer in time; the message says why, without secrets."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    state: PairState
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class PairHistory:
+    """Everything held for a pair, for a supervisor answering a complaint."""
+
+    state: PairState
+    ttl_seconds: dict[str, int]
+
+
+_SNAPSHOT = """
+local version = redis.call('GET', KEYS[4]) or '0'
+local attempts = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[3], 'WITHSCORES')
+local refusals = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], ARGV[3], 'WITHSCORES')
+local consents = redis.call('ZREVRANGEBYSCORE', KEYS[3], ARGV[3], '-inf', 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+return {version, attempts, refusals, consents}
+"""
+
+# KEYS: attempts, version. ARGV: expected version, ms, member, ttl ms, drop-before ms.
+_RECORD_ATTEMPT = """
+local version = redis.call('GET', KEYS[2]) or '0'
+if version ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+
+# KEYS: refusals, consents, version. ARGV: ms, refusal member, refusal ttl ms, withdrawal member or ''.
+_RECORD_REFUSAL = """
+local added = redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[1], ARGV[4]) end
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return added
+"""
+
+# KEYS: consents, version. ARGV: ms, member, version ttl ms.
+_RECORD_CONSENT = """
+local added = redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return added
+"""
+
+
+def _ms(instant: datetime) -> int:
+    return int(instant.timestamp() * 1000)
+
+
+def _instant(score: float | str) -> datetime:
+    return datetime.fromtimestamp(float(score) / 1000, UTC)
+
+
+class PairKeys:
+    """The four keys of one pair, under one hash tag."""
+
+    __slots__ = ("attempts", "consents", "refusals", "version")
+
+    def __init__(self, prefix: str, professional: str, digest: str) -> None:
+        base = f"{prefix}:{{{professional}|{digest}}}"
+        self.attempts = base + ":a"
+        self.refusals = base + ":r"
+        self.consents = base + ":c"
+        self.version = base + ":v"
+
+
+class ConsumerHasher:
+    """Keyed hash of consumer numbers; older secrets are kept readable during a rotation."""
+
+    def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
+        self._secret = secret.encode()
+        self._previous = [old.encode() for old in previous]
+
+    @staticmethod
+    def _digest(secret: bytes, e164: str) -> str:
+        return hmac.new(secret, e164.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def digest(self, e164: str) -> str:
+        return self._digest(self._secret, e164)
+
+    def previous_digests(self, e164: str) -> list[str]:
+        return [self._digest(secret, e164) for secret in self._previous]
+
+
+def _encode_refusal(refusal: Refusal) -> str:
+    return json.dumps({"id": uuid.uuid4().hex[:12], "source": refusal.source.value, "call": refusal.call_id})
+
+
+def _encode_consent(event: ConsentEvent) -> str:
+    fields = {
+        "granted": event.granted,
+        "basis": event.basis.value if event.basis else None,
+        "proof": event.proof,
+        "outside_hours": event.outside_hours,
+    }
+    # The same event stored twice (an import run again) stays one member of the set.
+    identity = hashlib.sha256(json.dumps([_ms(event.at), fields], sort_keys=True).encode()).hexdigest()[:12]
+    return json.dumps({"id": identity, **fields}, ensure_ascii=False)
+
+
+def _decode_attempts(flat: Sequence[Any]) -> list[Attempt]:
+    result = []
+    for member, score in zip(flat[::2], flat[1::2], strict=True):
+        call_id = _text(member).partition(":")[2]
+        result.append(Attempt(_instant(score), "" if call_id.startswith("~") else call_id))
+    return result
+
+
+def _decode_refusals(flat: Sequence[Any]) -> list[Refusal]:
+    result = []
+    for member, score in zip(flat[::2], flat[1::2], strict=True):
+        data = json.loads(_text(member))
+        result.append(Refusal(_instant(score), RefusalSource(data["source"]), data.get("call", "")))
+    return result
+
+
+def _decode_consents(flat: Sequence[Any]) -> list[ConsentEvent]:
+    result = []
+    for member, score in zip(flat[::2], flat[1::2], strict=True):
+        data = json.loads(_text(member))
+        result.append(
+            ConsentEvent(
+                _instant(score),
+                granted=bool(data["granted"]),
+                basis=Basis(data["basis"]) if data.get("basis") else None,
+                proof=data.get("proof", ""),
+                outside_hours=bool(data.get("outside_hours", False)),
+            )
+        )
+    return result
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Store:
+    """The pair histories in Redis (single server, Sentinel-fronted or Cluster)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        hasher: ConsumerHasher,
+        *,
+        prefix: str = "npv",
+        timeout: float = 0.2,
+    ) -> None:
+        self._client = client
+        self._hasher = hasher
+        self._prefix = prefix
+        self._timeout = timeout
+        self._snapshot = client.register_script(_SNAPSHOT)
+        self._record_attempt = client.register_script(_RECORD_ATTEMPT)
+        self._record_refusal = client.register_script(_RECORD_REFUSAL)
+        self._record_consent = client.register_script(_RECORD_CONSENT)
+        self._init_lock = asyncio.Lock()
+        self._initialised = False
+
+    @classmethod
+    def connect(
+        cls, url: str, hasher: ConsumerHasher, *, cluster: bool = False, prefix: str = "npv", timeout: float = 0.2
+    ) -> Store:
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        client: aioredis.Redis | RedisCluster
+        if cluster:
+            client = RedisCluster.from_url(url, **options)
+        else:
+            client = aioredis.Redis.from_url(url, health_check_interval=10, **options)
+        return cls(client, hasher, prefix=prefix, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def keys(self, professional: str, consumer: str) -> PairKeys:
+        return PairKeys(self._prefix, professional, self._hasher.digest(consumer))
+
+    async def _call(self, what: str, action: Callable[[], Awaitable[T]], *, idempotent: bool = False) -> T:
+        """Run one Redis exchange within the timeout; any failure becomes StoreUnavailable.
+
+        Idempotent reads get one immediate second chance: a connection dropped by a Redis restart
+        or a Cluster failover is usually replaced on the next try.
+        """
+        tries = 2 if idempotent else 1
+        for attempt in range(tries):
+            try:
+                if isinstance(self._client, RedisCluster) and not self._initialised:
+                    await asyncio.wait_for(self._initialise(), self._timeout)
+                return await asyncio.wait_for(action(), self._timeout)
+            except TimeoutError:
+                failure = f"redis did not answer {what} within {self._timeout * 1000:.0f} ms"
+            except (RedisError, OSError) as error:
+                failure = f"redis {what} failed: {type(error).__name__}: {error}"[:200]
+            except Exception as error:  # redis-py's own bugs must not escape either
+                failure = f"redis {what} failed unexpectedly: {type(error).__name__}: {error}"[:200]
+            if attempt + 1 == tries:
+                break
+        raise StoreUnavailable(failure)
+
+    async def _initialise(self) -> None:
+        # redis-py's cluster client discovers its slots lazily, and concurrent first commands can
+        # race inside that discovery: do it once, under a lock.
+        async with self._init_lock:
+            if not self._initialised and isinstance(self._client, RedisCluster):
+                await self._client.initialize()
+                self._initialised = True
+
+    async def ping(self) -> bool:
+        return bool(await self._call("ping", self._client.ping, idempotent=True))
+
+    async def snapshot(self, professional: str, consumer: str, at: datetime) -> Snapshot:
+        """The pair's state as seen at instant `at` (later facts are not read)."""
+        keys = self.keys(professional, consumer)
+        version, state = await self._read(keys, at)
+        for digest in self._hasher.previous_digests(consumer):
+            _, old = await self._read(PairKeys(self._prefix, professional, digest), at)
+            state = PairState(
+                state.attempts + old.attempts, state.refusals + old.refusals, state.consents + old.consents
+            )
+        return Snapshot(state, version)
+
+    async def _read(self, keys: PairKeys, at: datetime) -> tuple[str, PairState]:
+        until = _ms(at)
+        args: list[int | str] = [
+            until - _ms_span(ATTEMPTS_KEEP),
+            until - _ms_span(REFUSALS_TTL),
+            until,
+            CONSENT_EVENTS_READ,
+        ]
+        raw = await self._call(
+            "snapshot",
+            lambda: self._snapshot(keys=[keys.attempts, keys.refusals, keys.consents, keys.version], args=args),
+            idempotent=True,
+        )
+        version, attempts, refusals, consents = raw
+        state = PairState(
+            tuple(_decode_attempts(attempts)), tuple(_decode_refusals(refusals)), tuple(_decode_consents(consents))
+        )
+        return _text(version), state
+
+    async def record_attempt(self, professional: str, consumer: str, attempt: Attempt, expected_version: str) -> bool:
+        """Count an attempt if nothing was written for the pair since the snapshot `expected_version`."""
+        keys = self.keys(professional, consumer)
+        at = _ms(attempt.at)
+        # With a call id the member is deterministic, so recording the same call twice counts once.
+        member = f"{at}:{attempt.call_id or '~' + uuid.uuid4().hex[:12]}"
+        args: list[int | str] = [
+            expected_version,
+            at,
+            member,
+            _ms_span(ATTEMPTS_TTL),
+            at - _ms_span(ATTEMPTS_KEEP),
+            _ms_span(REFUSALS_TTL),
+        ]
+        done = await self._call(
+            "record attempt", lambda: self._record_attempt(keys=[keys.attempts, keys.version], args=args)
+        )
+        return bool(done)
+
+    async def record_refusal(
+        self, professional: str, consumer: str, refusal: Refusal, withdrawal: ConsentEvent | None
+    ) -> None:
+        keys = self.keys(professional, consumer)
+        args: list[int | str] = [
+            _ms(refusal.at),
+            _encode_refusal(refusal),
+            _ms_span(REFUSALS_TTL),
+            _encode_consent(withdrawal) if withdrawal else "",
+        ]
+        await self._call(
+            "record refusal",
+            lambda: self._record_refusal(keys=[keys.refusals, keys.consents, keys.version], args=args),
+        )
+
+    async def record_consent(self, professional: str, consumer: str, event: ConsentEvent) -> None:
+        keys = self.keys(professional, consumer)
+        args: list[int | str] = [_ms(event.at), _encode_consent(event), _ms_span(REFUSALS_TTL)]
+        await self._call("record consent", lambda: self._record_consent(keys=[keys.consents, keys.version], args=args))
+
+    async def record_consents(self, professional: str, rows: Iterable[tuple[str, ConsentEvent]]) -> int:
+        """Bulk grant (import): one pipelined round trip for the whole batch."""
+        batch = list(rows)
+        if not batch:
+            return 0
+        version_ttl = _ms_span(REFUSALS_TTL)
+
+        async def send() -> list[Any]:
+            # Plain commands, not the script: Cluster pipelines refuse EVALSHA. Per row, the
+            # consent lands before the version bump, so a racing decision can only be stricter.
+            pipe = self._client.pipeline(transaction=False)
+            for consumer, event in batch:
+                keys = self.keys(professional, consumer)
+                pipe.zadd(keys.consents, {_encode_consent(event): _ms(event.at)})
+                pipe.incr(keys.version)
+                pipe.pexpire(keys.version, version_ttl)
+            return list(await pipe.execute())
+
+        try:
+            results = await asyncio.wait_for(send(), max(self._timeout, 0.02 * len(batch)))
+        except TimeoutError:
+            raise StoreUnavailable("redis did not finish a consent batch in time") from None
+        except Exception as error:  # any client failure, redis-py's own bugs included
+            raise StoreUnavailable(f"redis consent batch failed: {type(error).__name__}: {error}"[:200]) from None
+        return len(results) // 3
+
+    async def history(self, professional: str, consumer: str) -> PairHistory:
+        keys = self.keys(professional, consumer)
+        client = self._client
+
+        async def read() -> tuple[Any, ...]:
+            return tuple(
+                await asyncio.gather(
+                    client.zrange(keys.attempts, 0, -1, withscores=True),
+                    client.zrange(keys.refusals, 0, -1, withscores=True),
+                    client.zrange(keys.consents, 0, -1, withscores=True),
+                    client.pttl(keys.attempts),
+                    client.pttl(keys.refusals),
+                    client.pttl(keys.consents),
+                )
+            )
+
+        attempts, refusals, consents, *ttls = await self._call("history", read, idempotent=True)
+
+        def flat(pairs: Sequence[tuple[Any, float]]) -> list[Any]:
+            return [item for pair in pairs for item in pair]
+
+        state = PairState(
+            tuple(_decode_attempts(flat(attempts))),
+            tuple(_decode_refusals(flat(refusals))),
+            tuple(_decode_consents(flat(consents))),
+        )
+        names = ("attempts", "refusals", "consents")
+        return PairHistory(
+            state, {name: int(ttl) // 1000 if ttl >= 0 else int(ttl) for name, ttl in zip(names, ttls, strict=True)}
+        )
+
+
+def _ms_span(span: timedelta) -> int:
+    return int(span.total_seconds() * 1000)

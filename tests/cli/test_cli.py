@@ -1,0 +1,235 @@
+"""The installed `npv-guard` command, run as a subprocess: the contract other tools depend on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.support.redis_servers import RedisServer
+
+EXE = shutil.which("npv-guard", path=str(Path(sys.executable).parent)) or "npv-guard"
+SECRET = "cli-test-secret-0123456789"
+
+
+def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NPV_GUARD_")}
+    return subprocess.run(
+        [EXE, *args], capture_output=True, text=True, env={**base, **(env or {})}, input=stdin, timeout=60, check=False
+    )
+
+
+# --- check --offline: no store needed ------------------------------------------------------------
+
+
+def test_allow_exit_0_and_json_shape() -> None:
+    result = run("check", "--caller", "01 62 00 00 01", "--callee", "06 12 34 56 78",
+                 "--at", "2026-12-01T10:00:00", "--offline", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "allow"
+    assert data["reasons"] == []
+    assert data["caller"] == "+33162000001" and data["callee"] == "+33612345678"
+    assert data["timezone"] == "Europe/Paris"
+    assert data["local_time"] == "2026-12-01T10:00:00+01:00"
+    assert data["not_evaluated"] == ["frequency_cap", "refusal_block", "consent"]
+
+
+def test_reject_exit_1_lists_every_reason() -> None:
+    result = run("check", "--caller", "0612345678", "--callee", "0612345679",
+                 "--at", "2026-12-06T21:00:00", "--offline", "--json")  # fmt: skip
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "reject"
+    assert {r["code"] for r in data["reasons"]} == {"CALLER_NOT_NPV", "WEEKEND", "OUTSIDE_HOURS"}
+    assert all(r["message"] for r in data["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("at", "local"),
+    [
+        ("2026-12-01T10:00:00Z", "2026-12-01T11:00:00+01:00"),
+        ("2026-12-01T10:00:00+01:00", "2026-12-01T10:00:00+01:00"),
+        ("2026-12-01T10:00:00", "2026-12-01T10:00:00+01:00"),  # Paris wall time
+        ("2026-07-01T10:00:00", "2026-07-01T10:00:00+02:00"),
+    ],
+)
+def test_at_offset_or_paris_wall_time(at: str, local: str) -> None:
+    result = run("check", "--caller", "0162000001", "--callee", "0612345678", "--at", at, "--offline", "--json")
+    assert json.loads(result.stdout)["local_time"] == local
+
+
+def test_human_output_explains() -> None:
+    result = run("check", "--caller", "anonymous", "--callee", "0612345678", "--at", "2026-12-01T11:00", "--offline")
+    assert result.returncode == 1
+    assert "REJECT" in result.stdout and "CALLER_MISSING" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "--callee", "0612345678"],
+        ["check", "--caller", "0162000001", "--callee", "0612345678", "--at", "tomorrow", "--offline"],
+        ["check", "--caller", "0162000001", "--callee", "0612345678", "--offline", "--record"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip()
+
+
+def test_broken_config_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[redis]\ntimeout_ms = "soon"\n')
+    result = run("check", "--caller", "0162000001", "--callee", "0612345678", "--offline", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "redis.timeout_ms" in result.stderr
+
+
+def test_npv_guard_now_sets_the_clock() -> None:
+    env = {"NPV_GUARD_NOW": "2026-12-01T10:30:00+01:00"}
+    result = run("check", "--caller", "0162000001", "--callee", "0612345678", "--offline", "--json", env=env)
+    assert json.loads(result.stdout)["local_time"].startswith("2026-12-01T10:30")
+
+
+def test_professional_directory_from_config(tmp_path: Path) -> None:
+    config = tmp_path / "guard.toml"
+    config.write_text('[[professionals]]\nid = "acme"\nnpvs = ["0162000001"]\n')
+    base = [
+        "check",
+        "--callee",
+        "0612345678",
+        "--at",
+        "2026-12-01T11:00",
+        "--offline",
+        "--json",
+        "--config",
+        str(config),
+    ]
+    ok = run(*base, "--caller", "0162000001")
+    assert json.loads(ok.stdout)["professional"] == "acme"
+    stranger = run(*base, "--caller", "0162000002")
+    assert stranger.returncode == 1
+    assert [r["code"] for r in json.loads(stranger.stdout)["reasons"]] == ["CALLER_NOT_ASSIGNED"]
+
+
+def test_reasons_lists_every_code() -> None:
+    result = run("reasons", "--json")
+    assert set(json.loads(result.stdout)) >= {"CALLER_MISSING", "FREQUENCY_CAP", "STATE_UNAVAILABLE"}
+
+
+# --- stateful commands on a real Redis -------------------------------------------------------------
+
+
+@pytest.fixture
+def env(redis_server: RedisServer) -> dict[str, str]:
+    # A fresh key prefix per test keeps tests apart on the shared server.
+    return {
+        "NPV_GUARD_REDIS_URL": redis_server.url,
+        "NPV_GUARD_HASH_SECRET": SECRET,
+        "NPV_GUARD_REDIS_KEY_PREFIX": "cli" + uuid.uuid4().hex[:8],
+    }
+
+
+@pytest.mark.redis
+def test_consent_check_record_cap_history(env: dict[str, str]) -> None:
+    pair = ["--professional", "acme", "--callee", "06 12 34 56 78"]
+    check = ["check", "--caller", "0162000001", "--callee", "+33612345678", "--professional", "acme", "--json"]
+    assert json.loads(run(*check, "--at", "2026-11-16T11:00", env=env).stdout)["reasons"][0]["code"] == "NO_CONSENT"
+    granted = run("consent", "grant", *pair, "--at", "2026-09-01T12:00", "--proof", "web form", "--json", env=env)
+    assert granted.returncode == 0, granted.stderr
+    for day in ("16", "17", "18", "19"):
+        result = run(*check, "--at", f"2026-11-{day}T11:00", "--record", env=env)
+        assert result.returncode == 0, result.stdout
+        assert json.loads(result.stdout)["recorded"] is True
+    fifth = run(*check, "--at", "2026-11-20T11:00", "--record", env=env)
+    assert fifth.returncode == 1
+    assert [r["code"] for r in json.loads(fifth.stdout)["reasons"]] == ["FREQUENCY_CAP"]
+    history = json.loads(run("history", *pair, "--json", env=env).stdout)
+    assert len(history["attempts"]) == 4
+    assert history["consents"][0]["proof"] == "web form"
+    assert "612345678" not in json.dumps(history)
+
+
+@pytest.mark.redis
+def test_refusal_record_blocks(env: dict[str, str]) -> None:
+    pair = ["--professional", "acme", "--callee", "0612345678"]
+    run("consent", "grant", *pair, "--at", "2026-09-01T12:00", env=env)
+    recorded = run("refusal", "record", *pair, "--at", "2026-11-16T11:05", "--source", "agent", "--json", env=env)
+    assert recorded.returncode == 0, recorded.stderr
+    data = json.loads(recorded.stdout)
+    assert data["withdraws_consent"] is True and data["blocked_until"] == "2027-01-15T23:00:00Z"
+    check = ["check", "--caller", "0162000001", "--callee", "0612345678", "--professional", "acme", "--json"]
+    codes = {r["code"] for r in json.loads(run(*check, "--at", "2026-11-17T11:00", env=env).stdout)["reasons"]}
+    assert codes == {"REFUSAL_BLOCK", "CONSENT_WITHDRAWN"}
+
+
+@pytest.mark.redis
+def test_consent_withdraw(env: dict[str, str]) -> None:
+    pair = ["--professional", "acme", "--callee", "0612345678"]
+    run("consent", "grant", *pair, "--at", "2026-09-01T12:00", env=env)
+    assert run("consent", "withdraw", *pair, "--at", "2026-11-01T12:00", env=env).returncode == 0
+    check = ["check", "--caller", "0162000001", "--callee", "0612345678", "--professional", "acme", "--json"]
+    data = json.loads(run(*check, "--at", "2026-11-17T11:00", env=env).stdout)
+    assert [r["code"] for r in data["reasons"]] == ["CONSENT_WITHDRAWN"]
+
+
+@pytest.mark.redis
+def test_consent_import_reports_bad_rows_by_line(env: dict[str, str], tmp_path: Path) -> None:
+    rows = tmp_path / "consents.csv"
+    rows.write_text(
+        "number,date,basis,proof\n"
+        "0612345678,2026-09-01,consent,web form\n"
+        "not-a-number,2026-09-01,consent,x\n"
+        "0612345679,yesterday,consent,x\n"
+        "0612345680,2026-09-01,maybe,x\n"
+        "+33612345681,2026-09-01T10:00:00+02:00,contract,contract 7\n",
+        encoding="utf-8",
+    )
+    result = run("consent", "import", "--professional", "acme", str(rows), "--json", env=env)
+    assert result.returncode == 1  # some rows were rejected
+    assert json.loads(result.stdout)["imported"] == 2
+    assert json.loads(result.stdout)["rejected"] == 3
+    errors = result.stderr.splitlines()
+    assert [line.split(":")[1] for line in errors] == ["3", "4", "5"]
+    check = ["check", "--caller", "0162000001", "--professional", "acme", "--at", "2026-11-17T11:00", "--json"]
+    assert run(*check, "--callee", "0612345678", env=env).returncode == 0
+    assert run(*check, "--callee", "0612345681", env=env).returncode == 0
+    assert run(*check, "--callee", "0612345679", env=env).returncode == 1
+
+
+@pytest.mark.redis
+def test_separate_guard_processes_let_exactly_four_through(env: dict[str, str]) -> None:
+    pair = ["--professional", "acme", "--callee", "0612345678"]
+    run("consent", "grant", *pair, "--at", "2026-09-01T12:00", env=env)
+    check = ["check", "--caller", "0162000001", "--callee", "0612345678", "--professional", "acme",
+             "--at", "2026-11-16T11:00", "--record"]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        codes = list(pool.map(lambda _: run(*check, env={**env, "NPV_GUARD_REDIS_TIMEOUT_MS": "3000"}).returncode,
+                              range(12)))  # fmt: skip
+    assert sorted(codes) == [0] * 4 + [1] * 8
+
+
+def test_stateful_check_without_secret_is_a_usage_error() -> None:
+    result = run("check", "--caller", "0162000001", "--callee", "0612345678")
+    assert result.returncode == 2
+    assert "hash_secret" in result.stderr
+
+
+def test_redis_down_fails_closed(tmp_path: Path) -> None:
+    env = {"NPV_GUARD_HASH_SECRET": SECRET, "NPV_GUARD_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = run("check", "--caller", "0162000001", "--callee", "0612345678", "--at", "2026-11-16T11:00",
+                 "--json", env=env)  # fmt: skip
+    assert result.returncode == 1
+    assert [r["code"] for r in json.loads(result.stdout)["reasons"]] == ["STATE_UNAVAILABLE"]
+    refusal = run("refusal", "record", "--professional", "acme", "--callee", "0612345678", env=env)
+    assert refusal.returncode == 1 and "nothing was recorded" in refusal.stderr

@@ -1,0 +1,272 @@
+"""The store on a real redis-server and a real 3-master Redis Cluster (never a fake)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.crc import key_slot
+
+from npv_guard.clock import parse_instant
+from npv_guard.core.model import Attempt, Basis, CallRequest, ConsentEvent, Policy, RefusalSource
+from npv_guard.core.reasons import ReasonCode
+from npv_guard.service import Guard
+from npv_guard.store import ConsumerHasher, Store
+from tests.support.redis_servers import RedisCluster, RedisServer
+
+pytestmark = pytest.mark.redis
+
+SECRET = "test-secret-0123456789abcdef"
+NPV = "+33162000001"
+CONSUMER = "+33612345678"
+SPELLINGS_OF_CONSUMER = ("+33612345678", "33612345678", "0612345678", "612345678", "12345678")
+
+
+@dataclass
+class Backend:
+    url: str
+    cluster: bool
+    prefix: str
+
+    def store(self, secret: str = SECRET, previous: tuple[str, ...] = (), timeout: float = 0.5) -> Store:
+        hasher = ConsumerHasher(secret, previous)
+        return Store.connect(self.url, hasher, cluster=self.cluster, prefix=self.prefix, timeout=timeout)
+
+    def raw(self) -> aioredis.Redis | AsyncRedisCluster:
+        if self.cluster:
+            return AsyncRedisCluster.from_url(self.url)
+        return aioredis.Redis.from_url(self.url)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    prefix = "t" + uuid.uuid4().hex[:8]
+    if request.param == "single":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return Backend(server.url, False, prefix)
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    return Backend(cluster.url, True, prefix)
+
+
+@pytest.fixture
+async def guard(backend: Backend) -> AsyncIterator[Guard]:
+    store = backend.store()
+    yield Guard(Policy(), store)
+    await store.close()
+
+
+def call(when: str, callee: str = CONSUMER, caller: str = NPV, professional: str | None = None) -> CallRequest:
+    return CallRequest(caller, callee, parse_instant(when), professional)
+
+
+async def consent(
+    guard: Guard, professional: str = NPV, callee: str = CONSUMER, when: str = "2026-09-01T12:00"
+) -> None:
+    await guard.grant_consent(professional, callee, parse_instant(when), Basis.CONSENT, "signed web form #42")
+
+
+async def test_four_attempts_then_the_cap(guard: Guard) -> None:
+    await consent(guard)
+    days = ["2026-11-16T11:00", "2026-11-17T11:00", "2026-11-18T11:00", "2026-11-19T11:00"]
+    for day in days:
+        assert (await guard.check(call(day), record=True)).allowed
+    fifth = await guard.check(call("2026-11-20T11:00"), record=True)
+    assert fifth.codes == (ReasonCode.FREQUENCY_CAP,)
+
+
+async def test_rejected_calls_are_not_attempts(guard: Guard) -> None:
+    await consent(guard)
+    for _ in range(6):  # Saturday: rejected, never counted
+        assert not (await guard.check(call("2026-11-14T11:00"), record=True)).allowed
+    for day in ["2026-11-16T11:00", "2026-11-17T11:00", "2026-11-18T11:00", "2026-11-19T11:00"]:
+        assert (await guard.check(call(day), record=True)).allowed
+
+
+async def test_check_without_record_counts_nothing(guard: Guard) -> None:
+    await consent(guard)
+    for _ in range(6):
+        assert (await guard.check(call("2026-11-16T11:00"), record=False)).allowed
+
+
+async def test_window_slides_across_its_edge(guard: Guard) -> None:
+    await consent(guard)
+    for day in ["2026-11-02T11:00", "2026-11-20T11:00", "2026-11-24T11:00", "2026-11-27T11:00"]:
+        assert (await guard.check(call(day), record=True)).allowed
+    # D-29 of 2026-12-01 is 2026-11-02: still counted; on 2026-12-02 it has left the window.
+    assert not (await guard.check(call("2026-12-01T11:00"), record=False)).allowed
+    assert (await guard.check(call("2026-12-02T11:00"), record=False)).allowed
+
+
+async def put_attempt(store: Store, when: str, professional: str = NPV) -> None:
+    instant = parse_instant(when)
+    snapshot = await store.snapshot(professional, CONSUMER, instant)
+    assert await store.record_attempt(professional, CONSUMER, Attempt(instant), snapshot.version)
+
+
+@pytest.mark.parametrize(("oldest", "capped"), [("2026-10-24T22:00:00Z", True), ("2026-10-24T21:59:59Z", False)])
+async def test_window_across_dst(backend: Backend, guard: Guard, oldest: str, capped: bool) -> None:
+    # D-29 of Monday 2026-11-23 is Sunday 2026-10-25, the autumn change: it starts at 22:00Z the 24th.
+    await consent(guard)
+    store = backend.store()
+    try:
+        for when in [oldest, "2026-11-02T11:00", "2026-11-09T11:00", "2026-11-16T11:00"]:
+            await put_attempt(store, when)
+    finally:
+        await store.close()
+    result = await guard.check(call("2026-11-23T11:00"), record=False)
+    assert (result.codes == (ReasonCode.FREQUENCY_CAP,)) is capped
+    assert result.allowed is not capped
+
+
+async def test_refusal_block_edges(guard: Guard) -> None:
+    # Before opt-in: a 60-day block, no consent needed.
+    outcome = await guard.record_refusal(NPV, CONSUMER, parse_instant("2026-01-05T15:00"), RefusalSource.AGENT)
+    assert not outcome.withdraws_consent
+    assert outcome.blocked_until == parse_instant("2026-03-07T00:00")
+    before = await guard.check(call("2026-03-06T23:59:59"), record=False)
+    at_end = await guard.check(call("2026-03-07T00:00:00"), record=False)
+    assert ReasonCode.REFUSAL_BLOCK in before.codes
+    assert ReasonCode.REFUSAL_BLOCK not in at_end.codes
+    assert (await guard.check(call("2026-03-09T11:00"), record=False)).allowed
+
+
+async def test_refusal_since_opt_in_withdraws_consent_for_good(guard: Guard) -> None:
+    await consent(guard)
+    assert (await guard.check(call("2026-09-10T11:00"), record=True)).allowed
+    outcome = await guard.record_refusal(NPV, CONSUMER, parse_instant("2026-09-10T11:05"), RefusalSource.CONSUMER)
+    assert outcome.withdraws_consent
+    later = await guard.check(call("2027-03-02T11:00"), record=False)
+    assert later.codes == (ReasonCode.CONSENT_WITHDRAWN,)
+    # The consent given before the refusal still shows when replaying the morning of the call.
+    assert (await guard.check(call("2026-09-10T11:01"), record=False)).allowed
+    await consent(guard, when="2027-03-03T09:00")
+    assert (await guard.check(call("2027-03-03T11:00"), record=False)).allowed
+
+
+async def test_consent_grant_and_withdraw(guard: Guard) -> None:
+    assert (await guard.check(call("2026-11-16T11:00"), record=False)).codes == (ReasonCode.NO_CONSENT,)
+    await consent(guard, when="2026-11-16T10:00")
+    assert (await guard.check(call("2026-11-16T11:00"), record=False)).allowed
+    await guard.withdraw_consent(NPV, CONSUMER, parse_instant("2026-11-16T12:00"), "email")
+    assert (await guard.check(call("2026-11-16T14:00"), record=False)).codes == (ReasonCode.CONSENT_WITHDRAWN,)
+    assert (await guard.check(call("2026-11-16T11:00"), record=False)).allowed  # replay: before withdrawal
+
+
+async def test_contract_basis(guard: Guard) -> None:
+    await guard.grant_consent(NPV, CONSUMER, parse_instant("2026-09-01T12:00"), Basis.CONTRACT, "contract C-1")
+    request = CallRequest(NPV, CONSUMER, parse_instant("2026-11-16T11:00"), sector="energy_renovation")
+    assert (await guard.check(request, record=False)).allowed
+
+
+async def test_professionals_do_not_share_counters(backend: Backend) -> None:
+    store = backend.store()
+    guard = Guard(Policy(), store)
+    try:
+        for professional in ("acme", "globex"):
+            await consent(guard, professional=professional)
+        for day in ["2026-11-16T11:00", "2026-11-17T11:00", "2026-11-18T11:00", "2026-11-19T11:00"]:
+            assert (await guard.check(call(day, professional="acme"), record=True)).allowed
+        assert not (await guard.check(call("2026-11-20T11:00", professional="acme"), record=True)).allowed
+        assert (await guard.check(call("2026-11-20T11:00", professional="globex"), record=True)).allowed
+        await guard.record_refusal("acme", CONSUMER, parse_instant("2026-11-20T11:30"), RefusalSource.AGENT)
+        assert (await guard.check(call("2026-11-23T11:00", professional="globex"), record=False)).allowed
+    finally:
+        await store.close()
+
+
+async def test_ttls_and_no_clear_text_number(backend: Backend, guard: Guard) -> None:
+    await consent(guard)
+    assert (await guard.check(call("2026-11-16T11:00"), record=True)).allowed
+    await guard.record_refusal(NPV, CONSUMER, parse_instant("2026-11-16T11:05"), RefusalSource.AGENT)
+    raw = backend.raw()
+    try:
+        keys = [key async for key in raw.scan_iter(match=f"{backend.prefix}:*")]
+        assert len(keys) == 4
+        dump = ""
+        for key in keys:
+            name = key.decode()
+            ttl = await raw.pttl(name)
+            if name.endswith(":a"):
+                assert timedelta(days=30) < timedelta(milliseconds=ttl) <= timedelta(days=31)
+            elif name.endswith((":r", ":v")):
+                assert timedelta(days=61) < timedelta(milliseconds=ttl) <= timedelta(days=62)
+            else:
+                assert name.endswith(":c") and ttl == -1  # proof: no TTL
+            kind = (await raw.type(name)).decode()
+            if kind == "zset":
+                dump += repr(await raw.zrange(name, 0, -1, withscores=True))
+            else:
+                dump += repr(await raw.get(name))
+            dump += name
+        for spelling in SPELLINGS_OF_CONSUMER:
+            assert spelling not in dump
+    finally:
+        await raw.aclose()
+
+
+async def test_all_keys_of_a_pair_share_one_cluster_slot(backend: Backend) -> None:
+    store = backend.store()
+    try:
+        keys = store.keys("acme", CONSUMER)
+        slots = {key_slot(k.encode()) for k in (keys.attempts, keys.refusals, keys.consents, keys.version)}
+        assert len(slots) == 1
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("concurrency", [60])
+async def test_concurrent_guards_let_exactly_four_through(backend: Backend, concurrency: int) -> None:
+    stores = [backend.store(timeout=5.0) for _ in range(6)]  # six guards, one Redis
+    guards = [Guard(Policy(), store) for store in stores]
+    try:
+        await consent(guards[0])
+        request = call("2026-11-16T11:00")
+        results = await asyncio.gather(
+            *(guards[i % len(guards)].check(request, record=True, call_id=f"c{i}") for i in range(concurrency))
+        )
+        allowed = [r for r in results if r.allowed]
+        rejected_codes = {r.codes for r in results if not r.allowed}
+        assert len(allowed) == 4
+        assert rejected_codes == {(ReasonCode.FREQUENCY_CAP,)}
+        _, history = await guards[0].history(NPV, CONSUMER)
+        assert len(history.state.attempts) == 4
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_rotation_keeps_old_facts_readable(backend: Backend) -> None:
+    old = backend.store(secret="old-secret-0123456789abc")
+    guard_old = Guard(Policy(), old)
+    await guard_old.record_refusal(NPV, CONSUMER, parse_instant("2026-11-16T11:05"), RefusalSource.AGENT)
+    await old.close()
+    rotated = backend.store(secret="new-secret-0123456789abc", previous=("old-secret-0123456789abc",))
+    forgotten = backend.store(secret="new-secret-0123456789abc")
+    try:
+        still_blocked = await Guard(Policy(), rotated).check(call("2026-11-17T11:00"), record=False)
+        assert ReasonCode.REFUSAL_BLOCK in still_blocked.codes
+        lost = await Guard(Policy(), forgotten).check(call("2026-11-17T11:00"), record=False)
+        assert ReasonCode.REFUSAL_BLOCK not in lost.codes
+    finally:
+        await rotated.close()
+        await forgotten.close()
+
+
+async def test_bulk_consents(guard: Guard, backend: Backend) -> None:
+    store = backend.store(timeout=5.0)
+    try:
+        rows = [
+            (f"+336{n:08d}", ConsentEvent(parse_instant("2026-09-01T12:00"), True, Basis.CONSENT, f"form {n}"))
+            for n in range(500)
+        ]
+        assert await store.record_consents(NPV, rows) == 500
+        verdict = await Guard(Policy(), store).check(call("2026-11-16T11:00", callee="06 00 00 01 23"), record=False)
+        assert verdict.allowed
+    finally:
+        await store.close()

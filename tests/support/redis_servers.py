@@ -1,0 +1,133 @@
+"""Real redis-server processes on loopback, started and stopped by the test suite."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+def free_tcp_port(count: int = 1) -> int:
+    """A port p such that p .. p+count-1 and their cluster bus ports (+10000) are free."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count + 10000 > 65535:
+            continue
+        if all(_free(port) and _free(port + 10000) for port in range(base, base + count)):
+            return base
+    raise RuntimeError("no free loopback TCP ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class RedisServer:
+    """One redis-server bound to 127.0.0.1 with no persistence (or AOF when asked)."""
+
+    def __init__(self, port: int | None = None, *, cluster: bool = False, appendonly: bool = False) -> None:
+        self.port = port or free_tcp_port()
+        self.cluster = cluster
+        self.appendonly = appendonly
+        self.dir = Path(tempfile.mkdtemp(prefix=f"npv-redis-{self.port}-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        args = [
+            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+            "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir),
+            "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
+        ]  # fmt: skip
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / "nodes.conf")]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_ready()
+        return self
+
+    def cli(self, *command: str) -> str:
+        result = subprocess.run(
+            [REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port), *command],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+        return result.stdout.strip()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server on port {self.port} exited: {log}")
+            if self.cli("PING") == "PONG":
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} not ready after {timeout} s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """Three masters on consecutive loopback ports, joined with `redis-cli --cluster create`."""
+
+    def __init__(self) -> None:
+        base = free_tcp_port(3)
+        self.nodes = [RedisServer(base + offset, cluster=True) for offset in range(3)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        result = subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {result.stdout[-1000:]} {result.stderr[-1000:]}")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if all("cluster_state:ok" in node.cli("CLUSTER", "INFO") for node in self.nodes):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("redis cluster did not reach cluster_state:ok")
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
