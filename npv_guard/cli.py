@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     _pair_arguments(history)
     _common(history, at=False)
 
+    run = commands.add_parser("run", help="run the guard as an ARI (Stasis) application")
+    run.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
+    run.add_argument("--redis", metavar="URL", help="Redis URL (default: $NPV_GUARD_REDIS_URL or the config)")
+    run.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
+
     reasons = commands.add_parser("reasons", help="list the reason codes")
     reasons.add_argument("--json", action="store_true")
     return parser
@@ -380,6 +385,16 @@ async def _history(ctx: Context, out: TextIO) -> int:
     return EXIT_OK
 
 
+async def _run_ari(ctx: Context) -> int:
+    # Imported here so that `check` does not pay for aioari and aiohttp at every start.
+    from npv_guard import logs  # noqa: PLC0415
+    from npv_guard.runner import run_ari  # noqa: PLC0415
+
+    logs.setup(ctx.settings.log.level)
+    ctx.settings.require_hash_secret()
+    return await run_ari(ctx.settings, drain_s=ctx.args.drain_seconds)
+
+
 def _reasons(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         _print_json({code.value: SUMMARY[code] for code in ReasonCode}, out)
@@ -410,6 +425,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             "refusal": lambda: _refusal(ctx, out),
             "consent": lambda: _consent_import(ctx, out, err) if args.action == "import" else _consent(ctx, out),
             "history": lambda: _history(ctx, out),
+            "run": lambda: _run_ari(ctx),
         }
         return asyncio.run(commands[args.command]())
     except (ConfigError, UsageError) as error:

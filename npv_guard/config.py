@@ -74,6 +74,8 @@ class LogSettings:
 class Settings:
     hash_secret: str = ""
     previous_hash_secrets: tuple[str, ...] = ()
+    # Refusals that cannot reach Redis wait here (fsync'd) until replayed.
+    journal_path: str = "/var/lib/npv-guard/refusals.journal"
     rules: RulesSettings = field(default_factory=RulesSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     ari: AriSettings = field(default_factory=AriSettings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -20,6 +21,7 @@ from npv_guard.core.model import (
     Basis,
     CallRequest,
     ConsentEvent,
+    PairState,
     Policy,
     Refusal,
     RefusalSource,
@@ -27,7 +29,8 @@ from npv_guard.core.model import (
 )
 from npv_guard.core.numbering import parse
 from npv_guard.core.territories import Place
-from npv_guard.store import PairHistory, Store, StoreUnavailable
+from npv_guard.journal import JournalEntry, RefusalJournal
+from npv_guard.store import PairHistory, Snapshot, Store, StoreUnavailable
 
 log = logging.getLogger("npv_guard.service")
 
@@ -45,12 +48,14 @@ class RefusalOutcome:
     refusal: Refusal
     withdraws_consent: bool  # since opt-in: blocked until a new consent
     blocked_until: datetime  # the 60-day block of D. 223-9
+    journaled: bool = False  # Redis was unavailable: kept in the local journal until replayed
 
 
 class Guard:
-    def __init__(self, policy: Policy, store: Store | None) -> None:
+    def __init__(self, policy: Policy, store: Store | None, journal: RefusalJournal | None = None) -> None:
         self.policy = policy
         self.store = store
+        self.journal = journal
 
     async def check(self, request: CallRequest, *, record: bool, offline: bool = False, call_id: str = "") -> Verdict:
         """Decide on a call; with `record`, an allowed call is counted as an attempt atomically."""
@@ -61,12 +66,14 @@ class Guard:
         if self.store is None:
             return decide(prepared, StateUnavailable("no store configured"), self.policy)
         professional, consumer = pair
+        journaled = self.journal.pending_for(professional, self.store.digest(consumer)) if self.journal else []
         for _ in range(MAX_RECORD_ROUNDS):
             try:
                 snapshot = await self.store.snapshot(professional, consumer, request.at)
             except StoreUnavailable as error:
-                return self._unavailable(prepared, str(error))
-            verdict = decide(prepared, snapshot.state, self.policy)
+                # A refusal waiting in the journal must block even an operator who chose fail-open.
+                return self._unavailable(prepared, str(error), allow_fail_open=not journaled)
+            verdict = decide(prepared, _with_journal(snapshot, journaled).state, self.policy)
             if not (record and verdict.allowed):
                 return verdict
             try:
@@ -89,14 +96,45 @@ class Guard:
             raise StoreUnavailable("no store configured")
         return self.store
 
+    def consumer_ref(self, consumer: str | None) -> str | None:
+        """The keyed hash that stands for a consumer in logs, metrics and Redis."""
+        return self.store.digest(consumer) if consumer and self.store else None
+
     async def record_refusal(
         self, professional: str, callee: str, at: datetime, source: RefusalSource, call_id: str = ""
     ) -> RefusalOutcome:
+        """Store a refusal; when Redis cannot take it and a journal is configured, journal it."""
         consumer, places = self._consumer(callee)
+        store = self._store()
         refusal = Refusal(at, source, call_id)
         withdrawal = refusal_withdrawal(places, refusal)
-        await self._store().record_refusal(professional, consumer, refusal, withdrawal)
-        return RefusalOutcome(refusal, withdrawal is not None, refusal_block_end(places, at))
+        digest = store.digest(consumer)
+        journaled = False
+        try:
+            await store.record_refusal(professional, digest, refusal, withdrawal, uuid.uuid4().hex)
+        except StoreUnavailable:
+            if self.journal is None:
+                raise
+            self.journal.add(professional, digest, refusal, withdrawal)
+            journaled = True
+            log.warning("refusal journaled (redis unavailable): %d pending", len(self.journal))
+        return RefusalOutcome(refusal, withdrawal is not None, refusal_block_end(places, at), journaled)
+
+    async def replay_journal(self) -> int:
+        """Move journaled refusals into Redis, oldest first; stops at the first failure."""
+        if self.journal is None or self.store is None:
+            return 0
+        replayed = 0
+        for entry in sorted(self.journal.pending(), key=lambda e: e.refusal.at):
+            try:
+                await self.store.record_refusal(
+                    entry.professional, entry.digest, entry.refusal, entry.withdrawal, entry.id
+                )
+            except StoreUnavailable:
+                break
+            self.journal.done(entry)
+            replayed += 1
+        return replayed
 
     async def grant_consent(
         self, professional: str, callee: str, at: datetime, basis: Basis, proof: str, outside_hours: bool = False
@@ -122,3 +160,13 @@ class Guard:
         if problem or number.e164 is None:
             raise PairError(problem.message if problem else f"called number {callee!r} cannot be placed")
         return number.e164, places
+
+
+def _with_journal(snapshot: Snapshot, entries: list[JournalEntry]) -> Snapshot:
+    """The snapshot plus refusals still waiting in the journal: they count as if stored."""
+    if not entries:
+        return snapshot
+    state = snapshot.state
+    refusals = state.refusals + tuple(entry.refusal for entry in entries)
+    consents = state.consents + tuple(entry.withdrawal for entry in entries if entry.withdrawal)
+    return Snapshot(PairState(state.attempts, refusals, consents), snapshot.version)

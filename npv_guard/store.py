@@ -148,8 +148,8 @@ class ConsumerHasher:
         return [self._digest(secret, e164) for secret in self._previous]
 
 
-def _encode_refusal(refusal: Refusal) -> str:
-    return json.dumps({"id": uuid.uuid4().hex[:12], "source": refusal.source.value, "call": refusal.call_id})
+def _encode_refusal(refusal: Refusal, refusal_id: str) -> str:
+    return json.dumps({"id": refusal_id, "source": refusal.source.value, "call": refusal.call_id})
 
 
 def _encode_consent(event: ConsentEvent) -> str:
@@ -322,13 +322,17 @@ class Store:
         )
         return bool(done)
 
+    def digest(self, consumer: str) -> str:
+        return self._hasher.digest(consumer)
+
     async def record_refusal(
-        self, professional: str, consumer: str, refusal: Refusal, withdrawal: ConsentEvent | None
+        self, professional: str, digest: str, refusal: Refusal, withdrawal: ConsentEvent | None, refusal_id: str
     ) -> None:
-        keys = self.keys(professional, consumer)
+        """Store a refusal (and the consent withdrawal it implies). The same `refusal_id` stores once."""
+        keys = PairKeys(self._prefix, professional, digest)
         args: list[int | str] = [
             _ms(refusal.at),
-            _encode_refusal(refusal),
+            _encode_refusal(refusal, refusal_id),
             _ms_span(REFUSALS_TTL),
             _encode_consent(withdrawal) if withdrawal else "",
         ]

@@ -300,8 +300,11 @@ def refusal_withdrawal(places: tuple[Place, ...], refusal: Refusal) -> ConsentEv
     withdrawal outlives the refusal's 60-day record.
     """
     day = refusal.at.astimezone(places[0].territory.zone).date()
-    if not regimes.Regime(day).opt_in:
-        return None
+    return withdrawal_by(refusal) if regimes.Regime(day).opt_in else None
+
+
+def withdrawal_by(refusal: Refusal) -> ConsentEvent:
+    """The consent withdrawal a refusal stands for."""
     return ConsentEvent(refusal.at, granted=False, proof=f"refusal by the {refusal.source.value}")
 
 

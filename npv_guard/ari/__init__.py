@@ -1,0 +1,1 @@
+"""The ARI (Stasis) mode: the guard owns each outbound call in Asterisk."""

@@ -1,0 +1,356 @@
+"""The ARI call service: what happens to an outbound call once it is in the guard's Stasis app.
+
+Each call is an actor: its events are queued and handled in order by one task, so a hang-up can
+never overtake the decision it follows, and a slow Redis delays only its own call.
+
+    dialer leg enters Stasis (verb "outbound")
+        -> decision (atomic check-and-record), NPV_GUARD_VERDICT / NPV_GUARD_REASONS set
+        -> reject: hang up with the configured Q.850 cause; the carrier is never dialled
+        -> allow: originate the carrier leg into this app (verb "carrier"), relay ringing,
+           answer the dialer and bridge both when the consumer answers (mixing,dtmf_events)
+    either leg hangs up -> the other is hung up (a carrier failure is relayed with its cause)
+    DTMF while bridged -> agent code on the dialer leg or consumer key on the carrier leg:
+        refusal recorded once per call, acknowledged with a tone on the agent's leg
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from npv_guard.ari.port import AriPort
+from npv_guard.audit import AuditLog
+from npv_guard.config import AriSettings
+from npv_guard.core.model import CallRequest, RefusalSource
+from npv_guard.core.numbering import parse as parse_number
+from npv_guard.service import Guard
+
+log = logging.getLogger("npv_guard.ari")
+
+CARRIER_SUFFIX = "-carrier"
+BRIDGE_PREFIX = "npv-"
+DTMF_CODE_WINDOW_S = 3.0
+ACK_TONE = "tone:!1400/120,!0/80,!1400/120"
+ERROR_TONE = "tone:!480/400,!0/100,!480/400"
+# Causes relayed from a failed carrier leg; anything else becomes "normal clearing".
+DEFAULT_FAIL_CAUSE = 34  # no circuit available -> SIP 503: the call could not be placed
+
+
+@dataclass
+class Call:
+    dialer: str  # dialer channel id
+    args: list[str]
+    caller: str
+    callee: str
+    created: float = field(default_factory=time.monotonic)
+    professional: str | None = None
+    consumer: str | None = None  # E.164, only in memory
+    caller_e164: str | None = None
+    carrier: str | None = None
+    bridge: str | None = None
+    answered: bool = False
+    finished: bool = False
+    refusal_recorded: bool = False
+    dtmf: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+
+class CallService:
+    def __init__(
+        self,
+        port: AriPort,
+        guard: Guard,
+        settings: AriSettings,
+        audit: AuditLog,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.port = port
+        self.guard = guard
+        self.settings = settings
+        self.audit = audit
+        self.now = now
+        self.calls: dict[str, Call] = {}  # by dialer and by carrier channel id
+        self.draining = False
+
+    # ------------------------------------------------------------------ routing
+
+    def dispatch(self, event: dict[str, Any]) -> None:
+        """Route one ARI event to its call's queue. Never blocks, never raises."""
+        try:
+            kind = event.get("type")
+            channel = event.get("channel") or {}
+            channel_id = channel.get("id") if isinstance(channel, dict) else None
+            if kind == "StasisStart" and channel_id:
+                self._on_stasis_start(event, channel)
+                return
+            call = self.calls.get(channel_id or "")
+            if call is not None and not call.finished:
+                call.queue.put_nowait(event)
+        except Exception:
+            log.exception("could not route ARI event %s", event.get("type"))
+
+    def _on_stasis_start(self, event: dict[str, Any], channel: dict[str, Any]) -> None:
+        args = [str(a) for a in event.get("args") or []]
+        verb = args[0] if args else ""
+        channel_id = channel["id"]
+        match verb:
+            case "outbound":
+                if channel_id in self.calls:
+                    return
+                dialplan = channel.get("dialplan") or {}
+                caller = (channel.get("caller") or {}).get("number", "")
+                call = Call(channel_id, args, caller=str(caller), callee=str(dialplan.get("exten", "")))
+                self._start(call)
+            case "carrier":
+                owner = self.calls.get(args[1] if len(args) > 1 else "")
+                if owner is None or owner.finished:
+                    # A carrier leg whose call is gone (guard restarted mid-ring): never leave it up.
+                    asyncio.get_running_loop().create_task(self.port.hangup(channel_id))
+                    return
+                owner.queue.put_nowait(event)
+            case _:
+                log.warning("channel %s entered Stasis with unknown verb %r: rejecting", channel_id, verb)
+                asyncio.get_running_loop().create_task(self.port.hangup(channel_id, self.settings.reject_cause))
+
+    def _start(self, call: Call) -> None:
+        call.queue.put_nowait({"type": "Decide"})
+        self.adopt(call)
+
+    def adopt(self, call: Call) -> None:
+        """Take charge of a call: route its legs' events to it and run its actor."""
+        self.calls[call.dialer] = call
+        if call.carrier:
+            self.calls[call.carrier] = call
+        call.task = asyncio.get_running_loop().create_task(self._run(call), name=f"call-{call.dialer}")
+
+    def consumer_of(self, callee: str) -> str | None:
+        number = parse_number(callee)
+        return number.e164 if number.territories else None
+
+    async def _run(self, call: Call) -> None:
+        try:
+            while not call.finished:
+                event = await call.queue.get()
+                try:
+                    await self._handle(call, event)
+                except Exception:
+                    log.exception("call %s: error handling %s; ending the call", call.dialer, event.get("type"))
+                    await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
+        finally:
+            self._forget(call)
+
+    def _forget(self, call: Call) -> None:
+        for key in (call.dialer, call.carrier):
+            if key and self.calls.get(key) is call:
+                del self.calls[key]
+
+    # ------------------------------------------------------------------ events of one call
+
+    async def _handle(self, call: Call, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        channel = (event.get("channel") or {}).get("id")
+        match kind:
+            case "Decide":
+                await self._decide(call)
+            case "StasisStart":  # the carrier leg answered
+                await self._connect(call)
+            case "ChannelStateChange" if channel == call.carrier:
+                if (event.get("channel") or {}).get("state") == "Ringing" and not call.answered:
+                    await self.port.ring(call.dialer)
+            case "ChannelDtmfReceived" if call.bridge:
+                await self._dtmf(call, channel, str(event.get("digit", "")))
+            case "StasisEnd" | "ChannelHangupRequest" | "ChannelDestroyed":
+                await self._leg_gone(call, channel, event)
+            case _:
+                pass
+
+    async def _decide(self, call: Call) -> None:
+        args = call.args + [""] * 4
+        started = time.perf_counter()
+        request = CallRequest(
+            caller=call.caller,
+            callee=call.callee,
+            at=self.now(),
+            professional=args[1] or None,
+            sector=args[2] or None,
+            consumer_postcode=args[3] or None,
+        )
+        if self.draining:
+            verdict = await self.guard.check(request, record=False, offline=True)
+        else:
+            verdict = await self.guard.check(request, record=True, call_id=call.dialer)
+        prepared = verdict.prepared
+        call.professional, call.consumer = prepared.professional, prepared.consumer
+        call.caller_e164 = prepared.caller.e164
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        reasons = ",".join(verdict.codes)
+        self.audit.decision(
+            verdict,
+            call_id=call.dialer,
+            consumer_ref=self.guard.consumer_ref(call.consumer),
+            mode="ari",
+            latency_ms=latency_ms,
+        )
+        if not verdict.allowed or self.draining:
+            cause = self._cause_for(verdict.codes) if not verdict.allowed else DEFAULT_FAIL_CAUSE
+            await asyncio.gather(
+                self.port.set_var(call.dialer, "NPV_GUARD_VERDICT", "REJECT"),
+                self.port.set_var(call.dialer, "NPV_GUARD_REASONS", reasons or "GUARD_DRAINING"),
+            )
+            await self._finish(call, cause=cause)
+            return
+        call.carrier = call.dialer + CARRIER_SUFFIX
+        self.calls[call.carrier] = call
+        endpoint = self.settings.carrier.replace("{number}", call.consumer or "")
+        *_, originated = await asyncio.gather(
+            self.port.set_var(call.dialer, "NPV_GUARD_VERDICT", "ALLOW"),
+            self.port.set_var(call.dialer, "NPV_GUARD_REASONS", ""),
+            # Read back by reconciliation if the guard restarts while the call is up.
+            self.port.set_var(call.dialer, "NPV_GUARD_PROFESSIONAL", call.professional or ""),
+            self.port.originate(
+                endpoint,
+                channel_id=call.carrier,
+                app=self.settings.app,
+                app_args=f"carrier,{call.dialer}",
+                caller_id=call.caller_e164 or "",
+                ring_timeout_s=self.settings.ring_timeout_s,
+                originator=call.dialer,
+            ),
+        )
+        if not originated:
+            log.error("call %s: carrier leg could not be originated to %s", call.dialer, endpoint)
+            call.carrier = None
+            await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
+
+    def _cause_for(self, codes: tuple[str, ...]) -> int:
+        for code in codes:
+            if code in self.settings.reject_causes:
+                return self.settings.reject_causes[code]
+        return self.settings.reject_cause
+
+    async def _connect(self, call: Call) -> None:
+        if call.answered or call.carrier is None:
+            return
+        call.answered = True
+        call.bridge = BRIDGE_PREFIX + call.dialer
+        ok = await self.port.answer(call.dialer)
+        ok = ok and await self.port.create_bridge(call.bridge)
+        ok = ok and await self.port.add_to_bridge(call.bridge, [call.dialer, call.carrier])
+        if not ok:
+            log.error("call %s: could not bridge the answered call", call.dialer)
+            await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
+            return
+        self.audit.write("bridged", call_id=call.dialer, professional=call.professional)
+
+    async def _leg_gone(self, call: Call, channel: str | None, event: dict[str, Any]) -> None:
+        if channel == call.carrier and not call.answered:
+            # The consumer's side failed before answering: relay busy / no answer / congestion.
+            cause = int(event.get("cause") or 0) or None
+            if event["type"] == "StasisEnd" and cause is None:
+                return  # a ChannelDestroyed with the cause follows
+            call.carrier = None
+            await self._finish(call, cause=cause or 16)
+            return
+        if channel == call.carrier:
+            call.carrier = None
+        await self._finish(call, cause=16, dialer_gone=channel == call.dialer)
+
+    async def _finish(self, call: Call, *, cause: int | None, dialer_gone: bool = False) -> None:
+        if call.finished:
+            return
+        call.finished = True
+        hangups = []
+        if call.carrier:
+            hangups.append(self.port.hangup(call.carrier))
+        if not dialer_gone:
+            hangups.append(self.port.hangup(call.dialer, cause))
+        await asyncio.gather(*hangups)
+        if call.bridge:
+            await self.port.destroy_bridge(call.bridge)
+
+    # ------------------------------------------------------------------ refusals by DTMF
+
+    async def _dtmf(self, call: Call, channel: str | None, digit: str) -> None:
+        if channel is None:
+            return
+        if channel == call.dialer:
+            code, source = self.settings.agent_refusal_code, RefusalSource.AGENT
+        elif channel == call.carrier:
+            code, source = self.settings.consumer_refusal_key, RefusalSource.CONSUMER
+        else:
+            return
+        if not code or not digit:
+            return
+        now = time.monotonic()
+        recent = [(t, d) for t, d in call.dtmf.get(channel, []) if now - t <= DTMF_CODE_WINDOW_S]
+        recent.append((now, digit))
+        call.dtmf[channel] = recent[-len(code) :]
+        if "".join(d for _, d in call.dtmf[channel]) != code:
+            return
+        call.dtmf[channel] = []
+        await self._refusal(call, source)
+
+    async def _refusal(self, call: Call, source: RefusalSource) -> None:
+        if call.refusal_recorded:  # once per call; a repeated code is only acknowledged again
+            await self.port.play(call.dialer, ACK_TONE)
+            return
+        if not call.professional or not call.consumer:
+            return
+        try:
+            outcome = await self.guard.record_refusal(call.professional, call.consumer, self.now(), source, call.dialer)
+        except Exception as error:
+            log.error("call %s: REFUSAL NOT RECORDED (%s): %s", call.dialer, type(error).__name__, error)
+            self.audit.write(
+                "refusal",
+                call_id=call.dialer,
+                professional=call.professional,
+                consumer=self.guard.consumer_ref(call.consumer),
+                source=source.value,
+                recorded=False,
+                error=f"{type(error).__name__}: {error}"[:200],
+            )
+            await self.port.play(call.dialer, ERROR_TONE)
+            return
+        call.refusal_recorded = True
+        self.audit.write(
+            "refusal",
+            call_id=call.dialer,
+            professional=call.professional,
+            consumer=self.guard.consumer_ref(call.consumer),
+            source=source.value,
+            recorded=True,
+            journaled=outcome.journaled,
+            at=outcome.refusal.at.isoformat(),
+            withdraws_consent=outcome.withdraws_consent,
+            blocked_until=outcome.blocked_until.isoformat(),
+        )
+        await self.port.play(call.dialer, ACK_TONE)
+        if self.settings.hangup_on_refusal:
+            await self._finish(call, cause=16)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def active_calls(self) -> int:
+        return len({id(call) for call in self.calls.values()})
+
+    async def wait_idle_decisions(self, deadline: float) -> None:
+        """Let decisions in flight finish (SIGTERM drain); bridged calls stay up."""
+        while time.monotonic() < deadline:
+            pending = [c for c in set(self.calls.values()) if c.carrier is None and not c.finished]
+            if not pending:
+                return
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        for call in set(self.calls.values()):
+            if call.task:
+                call.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await call.task

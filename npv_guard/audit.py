@@ -1,0 +1,52 @@
+"""The audit trail: one JSON line per decision and per refusal, consumers as keyed hashes only."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from npv_guard.core.decide import Verdict
+
+
+class AuditLog:
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str) -> AuditLog:
+        if not path:
+            return cls()
+        return cls(open(path, "a", encoding="utf-8", buffering=1))  # lives as long as the guard
+
+    def write(self, event: str, **fields: Any) -> None:
+        line = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), "event": event}
+        line.update(fields)
+        text = json.dumps(line, ensure_ascii=False, default=str)
+        with self._lock:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+
+    def decision(self, verdict: Verdict, *, call_id: str, consumer_ref: str | None, mode: str, **extra: Any) -> None:
+        data = verdict.as_dict()
+        self.write(
+            "decision",
+            call_id=call_id,
+            mode=mode,
+            verdict=data["verdict"],
+            reasons=list(verdict.codes),
+            messages=[
+                reason.message for reason in verdict.reasons if reason.code.value.startswith(("CALLER", "STATE"))
+            ],
+            caller=data["caller"],
+            professional=data["professional"],
+            consumer=consumer_ref,
+            territory=data["territory"],
+            local_time=data["local_time"],
+            at=data["at"],
+            not_evaluated=data["not_evaluated"],
+            **extra,
+        )

@@ -1,0 +1,210 @@
+"""The ARI call service on a recorded ARI port and an in-memory store (fast unit tests).
+
+The real-Asterisk behaviour is proven in tests/e2e; these pin the event logic: routing, the DTMF
+code matcher, relays and teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from datetime import datetime
+from typing import Any
+
+from npv_guard.ari.calls import CallService
+from npv_guard.audit import AuditLog
+from npv_guard.clock import parse_instant
+from npv_guard.config import AriSettings
+from npv_guard.core.model import Attempt, Basis, ConsentEvent, PairState, Policy, Refusal
+from npv_guard.service import Guard
+from npv_guard.store import Snapshot
+
+NOW = parse_instant("2026-12-01T10:30:00")
+
+
+class RecordingPort:
+    def __init__(self) -> None:
+        self.ops: list[tuple[Any, ...]] = []
+
+    async def _note(self, *op: Any) -> bool:
+        self.ops.append(op)
+        return True
+
+    async def set_var(self, channel: str, name: str, value: str) -> bool:
+        return await self._note("set_var", channel, name, value)
+
+    async def hangup(self, channel: str, cause: int | None = None) -> bool:
+        return await self._note("hangup", channel, cause)
+
+    async def ring(self, channel: str) -> bool:
+        return await self._note("ring", channel)
+
+    async def answer(self, channel: str) -> bool:
+        return await self._note("answer", channel)
+
+    async def originate(self, endpoint: str, **options: Any) -> bool:
+        return await self._note("originate", endpoint, options["channel_id"], options["caller_id"])
+
+    async def create_bridge(self, bridge_id: str) -> bool:
+        return await self._note("create_bridge", bridge_id)
+
+    async def add_to_bridge(self, bridge_id: str, channels: list[str]) -> bool:
+        return await self._note("add_to_bridge", bridge_id, tuple(channels))
+
+    async def destroy_bridge(self, bridge_id: str) -> bool:
+        return await self._note("destroy_bridge", bridge_id)
+
+    async def play(self, channel: str, media: str) -> bool:
+        return await self._note("play", channel, media)
+
+    async def get_var(self, channel: str, name: str) -> str | None:
+        return None
+
+    async def channels(self) -> list[dict[str, Any]] | None:
+        return []
+
+    async def bridges(self) -> list[dict[str, Any]] | None:
+        return []
+
+    def names(self) -> list[str]:
+        return [op[0] for op in self.ops]
+
+
+class MemoryStore:
+    """Just enough of Store for the service: one pair, versioned."""
+
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
+        self.refusals: list[Refusal] = []
+        self.consents = [ConsentEvent(parse_instant("2026-09-01T12:00"), True, Basis.CONSENT, "form")]
+        self.version = 0
+
+    def digest(self, consumer: str) -> str:
+        return "h" + consumer[-4:]
+
+    async def snapshot(self, professional: str, consumer: str, at: datetime) -> Snapshot:
+        state = PairState(tuple(self.attempts), tuple(self.refusals), tuple(self.consents))
+        return Snapshot(state, str(self.version))
+
+    async def record_attempt(self, professional: str, consumer: str, attempt: Attempt, expected: str) -> bool:
+        self.attempts.append(attempt)
+        self.version += 1
+        return True
+
+    async def record_refusal(
+        self, professional: str, digest: str, refusal: Refusal, withdrawal: ConsentEvent | None, refusal_id: str
+    ) -> None:
+        self.refusals.append(refusal)
+        if withdrawal:
+            self.consents.append(withdrawal)
+
+
+def make(settings: AriSettings | None = None) -> tuple[CallService, RecordingPort, MemoryStore, io.StringIO]:
+    port, store, out = RecordingPort(), MemoryStore(), io.StringIO()
+    guard = Guard(Policy(), store)  # type: ignore[arg-type]
+    service = CallService(port, guard, settings or AriSettings(), AuditLog(out), lambda: NOW)
+    return service, port, store, out
+
+
+def stasis_start(channel: str, caller: str, exten: str, *args: str) -> dict[str, Any]:
+    return {
+        "type": "StasisStart",
+        "args": list(args),
+        "channel": {"id": channel, "caller": {"number": caller}, "dialplan": {"exten": exten}, "state": "Ring"},
+    }
+
+
+def event(kind: str, channel_id: str, state: str | None = None, **fields: Any) -> dict[str, Any]:
+    channel = {"id": channel_id, **({"state": state} if state else {})}
+    return {"type": kind, "channel": channel, **fields}
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_rejection_hangs_up_with_the_cause_and_never_originates() -> None:
+    service, port, _, out = make()
+    service.dispatch(stasis_start("d1", "0612345678", "0612345679", "outbound", "", "", ""))
+    await settle()
+    assert ("set_var", "d1", "NPV_GUARD_VERDICT", "REJECT") in port.ops
+    assert ("set_var", "d1", "NPV_GUARD_REASONS", "CALLER_NOT_NPV") in port.ops
+    assert ("hangup", "d1", 21) in port.ops
+    assert "originate" not in port.names()
+    assert json.loads(out.getvalue().splitlines()[0])["verdict"] == "reject"
+
+
+async def test_allowed_call_rings_answers_bridges_and_tears_down() -> None:
+    service, port, store, _ = make()
+    service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", ""))
+    await settle()
+    assert ("originate", "PJSIP/+33612345678@carrier", "d1-carrier", "+33162000001") in port.ops
+    assert len(store.attempts) == 1
+    service.dispatch(event("ChannelStateChange", "d1-carrier", state="Ringing"))
+    service.dispatch(stasis_start("d1-carrier", "", "", "carrier", "d1"))
+    await settle()
+    assert ("ring", "d1") in port.ops
+    assert ("add_to_bridge", "npv-d1", ("d1", "d1-carrier")) in port.ops
+    service.dispatch(event("StasisEnd", "d1"))
+    await settle()
+    assert ("hangup", "d1-carrier", None) in port.ops
+    assert ("destroy_bridge", "npv-d1") in port.ops
+    assert service.active_calls() == 0
+
+
+async def test_busy_carrier_is_relayed_with_its_cause() -> None:
+    service, port, _, _ = make()
+    service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", ""))
+    await settle()
+    service.dispatch(event("ChannelDestroyed", "d1-carrier", cause=17))
+    await settle()
+    assert ("hangup", "d1", 17) in port.ops
+
+
+async def _bridged(service: CallService) -> None:
+    service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", ""))
+    await settle()
+    service.dispatch(stasis_start("d1-carrier", "", "", "carrier", "d1"))
+    await settle()
+
+
+async def test_agent_code_records_one_refusal_and_acknowledges() -> None:
+    service, port, store, out = make()
+    await _bridged(service)
+    for digit in "1*9":
+        service.dispatch(event("ChannelDtmfReceived", "d1", digit=digit))
+    await settle()
+    assert len(store.refusals) == 1 and store.refusals[0].source.value == "agent"
+    assert any(op[0] == "play" and op[1] == "d1" for op in port.ops)
+    for digit in "*9":  # pressed again: acknowledged, not recorded twice
+        service.dispatch(event("ChannelDtmfReceived", "d1", digit=digit))
+    await settle()
+    assert len(store.refusals) == 1
+    refusal = next(json.loads(line) for line in out.getvalue().splitlines() if '"refusal"' in line)
+    assert refusal["recorded"] is True and refusal["consumer"] == "h5678"
+
+
+async def test_agent_code_on_the_consumer_leg_is_not_a_refusal() -> None:
+    service, _, store, _ = make()
+    await _bridged(service)
+    for digit in "*9":
+        service.dispatch(event("ChannelDtmfReceived", "d1-carrier", digit=digit))
+    await settle()
+    assert store.refusals and store.refusals[0].source.value == "consumer"  # "9" is the consumer key
+
+
+async def test_consumer_key_switched_off() -> None:
+    service, _, store, _ = make(AriSettings(consumer_refusal_key=""))
+    await _bridged(service)
+    service.dispatch(event("ChannelDtmfReceived", "d1-carrier", digit="9"))
+    await settle()
+    assert store.refusals == []
+
+
+async def test_unknown_verb_is_rejected() -> None:
+    service, port, _, _ = make()
+    service.dispatch(stasis_start("x1", "0162000001", "0612345678", "mystery"))
+    await settle()
+    assert ("hangup", "x1", 21) in port.ops
