@@ -1,0 +1,361 @@
+"""Real SIP through a real Asterisk, decided by a real `npv-guard run` (ARI) on a real Redis.
+
+Each test starts its own guard process (its clock set with NPV_GUARD_NOW, its own carrier port
+and Redis key prefix) against the module's Asterisk; sipp plays the dialer (127.0.0.1 -> 5060)
+and the consumer's phone behind the carrier.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.guard import GuardProcess
+from tests.support.lab import AsteriskLab, SippResult, ensure_lab_root, free_udp_port, run_sipp
+from tests.support.redis_servers import RedisServer, free_tcp_port
+
+pytestmark = pytest.mark.e2e
+
+TUESDAY = "2026-12-01T10:30:00"  # Europe/Paris, within the hours, after opt-in
+NPV = "0162000001"
+CONSUMER = "0612345678"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[AsteriskLab]:
+    ensure_lab_root()
+    asterisk = AsteriskLab()
+    asterisk.start()
+    yield asterisk
+    asterisk.stop()
+
+
+class Scene:
+    """One test's world: a guard, its carrier port, helpers to place calls."""
+
+    def __init__(self, lab: AsteriskLab, redis: RedisServer) -> None:
+        self.lab = lab
+        self.redis = redis
+        self.carrier_port = free_udp_port()
+        self.prefix = "e2e" + uuid.uuid4().hex[:8]
+        self.guards: list[GuardProcess] = []
+        self.log_mark = lab.log_mark()
+
+    def guard(self, now: str | None = TUESDAY, **options: Any) -> GuardProcess:
+        guard = GuardProcess(
+            redis_url=options.pop("redis_url", self.redis.url),
+            carrier_port=self.carrier_port,
+            key_prefix=self.prefix,
+            now=now,
+            **options,
+        )
+        self.guards.append(guard)
+        return guard.start()
+
+    def consent(self, guard: GuardProcess, callee: str = CONSUMER, basis: str = "consent") -> None:
+        result = guard.cli("consent", "grant", "--professional", "lab", "--callee", callee,
+                           "--at", "2026-09-01T12:00", "--basis", basis, "--proof", "e2e form")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+    def uas(self, scenario: str = "uas_answer.xml", calls: int = 1, timeout_s: float = 30, **variables: str) -> Any:
+        return run_sipp(
+            scenario,
+            local_port=self.carrier_port,
+            calls=calls,
+            variables=variables,
+            timeout_s=timeout_s,
+            background=True,
+        )
+
+    def call(
+        self, scenario: str = "uac.xml", callee: str = CONSUMER, caller: str = NPV, calls: int = 1, **variables: str
+    ) -> SippResult:
+        return run_sipp(scenario, service=callee, calls=calls, variables={"caller": caller, **variables}, timeout_s=30)
+
+    def reject(self, expect_code: int = 403, **kwargs: Any) -> SippResult:
+        return self.call("uac_reject.xml", expect_code=str(expect_code), **kwargs)
+
+
+@pytest.fixture
+def scene(lab: AsteriskLab, redis_server: RedisServer) -> Iterator[Scene]:
+    world = Scene(lab, redis_server)
+    yield world
+    for guard in world.guards:
+        guard.stop()
+    lab.wait_no_channels(timeout=15)
+    assert lab.trap_hits(world.log_mark) == []
+
+
+def codes(decision: dict[str, Any]) -> set[str]:
+    return set(decision["reasons"])
+
+
+def assert_never_reached_carrier(uas: Any) -> None:
+    result = uas.stop()
+    assert result.received("INVITE") == [], result.describe()
+
+
+# --- allowed ---------------------------------------------------------------------------------
+
+
+def test_allowed_call_is_bridged_to_the_consumer_with_the_verified_npv(scene: Scene) -> None:
+    guard = scene.guard()
+    scene.consent(guard)
+    uas = scene.uas()
+    uac = scene.call(caller="33162000001", hold_ms="1500")
+    assert uac.ok, uac.describe()
+    carrier = uas.wait(30)
+    assert carrier.ok, carrier.describe()
+    invite = carrier.received("INVITE")[0]
+    assert "+33162000001" in (invite.header("From") or "")
+    assert "+33612345678" in invite.first_line
+    decision = guard.wait_audit("decision")[0]
+    assert decision["verdict"] == "allow" and decision["reasons"] == []
+    assert decision["consumer"] and "612345678" not in str(decision)
+    guard.wait_audit("bridged")
+    history = guard.cli("history", "--professional", "lab", "--callee", CONSUMER, "--json")
+    assert '"attempts": [{' in history.stdout
+
+
+def test_p_asserted_identity_is_the_caller_id(scene: Scene) -> None:
+    guard = scene.guard()
+    scene.consent(guard)
+    uas = scene.uas()
+    uac = scene.call(caller="0612345670", pai="+33162000002")  # From is a mobile, PAI the NPV
+    assert uac.ok, uac.describe()
+    assert uas.wait(30).ok
+    assert guard.wait_audit("decision")[0]["caller"] == "+33162000002"
+
+
+# --- rejected: the dialer gets a final failure, the carrier never sees the call -----------------
+
+
+@pytest.mark.parametrize(
+    ("case", "caller", "callee", "now", "headers", "code"),
+    [
+        ("mobile caller ID", "0612345670", CONSUMER, TUESDAY, {}, "CALLER_NOT_NPV"),
+        ("anonymous", "anonymous", CONSUMER, TUESDAY, {}, "CALLER_MISSING"),
+        ("NPV of nobody", "0162000099", CONSUMER, TUESDAY, {}, "CALLER_NOT_ASSIGNED"),
+        ("service number", NPV, "0800123456", TUESDAY, {}, "CONSUMER_INVALID"),
+        ("Saturday", NPV, CONSUMER, "2026-12-05T10:30:00", {}, "WEEKEND"),
+        ("evening", NPV, CONSUMER, "2026-12-01T20:00:00", {}, "OUTSIDE_HOURS"),
+        ("Christmas", NPV, CONSUMER, "2026-12-25T10:30:00", {}, "PUBLIC_HOLIDAY"),
+        ("Martinique at dawn", NPV, "0596123456", "2026-12-01T11:30:00", {}, "OUTSIDE_HOURS"),
+        ("banned sector", NPV, CONSUMER, TUESDAY, {"sector": "energy_renovation"}, "SECTOR_BANNED"),
+        ("no consent", NPV, "0612345699", TUESDAY, {}, "NO_CONSENT"),
+    ],
+)
+def test_each_rejection_reason(
+    scene: Scene, case: str, caller: str, callee: str, now: str, headers: dict[str, str], code: str
+) -> None:
+    guard = scene.guard(now=now)
+    scene.consent(guard)
+    scene.consent(guard, callee="0596123456")
+    uas = scene.uas()
+    uac = scene.reject(403, caller=caller, callee=callee, **headers)
+    assert uac.ok, f"{case}: {uac.describe()}"
+    assert_never_reached_carrier(uas)
+    decision = guard.wait_audit("decision")[0]
+    assert decision["verdict"] == "reject"
+    assert code in codes(decision), decision
+
+
+def test_cause_is_configurable_per_reason(scene: Scene) -> None:
+    guard = scene.guard(ari={"reject_causes": {"CALLER_NOT_NPV": 34}})
+    scene.consent(guard)
+    uas = scene.uas()
+    assert scene.reject(503, caller="0612345670").ok  # cause 34 -> 503
+    assert scene.reject(403, caller="anonymous").ok  # other reasons keep cause 21
+    assert_never_reached_carrier(uas)
+
+
+def test_redis_down_fails_closed(scene: Scene) -> None:
+    guard = scene.guard(redis_url=f"redis://127.0.0.1:{free_tcp_port()}/0")
+    uas = scene.uas()
+    assert scene.reject(403).ok
+    assert_never_reached_carrier(uas)
+    assert codes(guard.wait_audit("decision")[0]) == {"STATE_UNAVAILABLE"}
+
+
+def test_app_not_connected_rejects_in_the_dialplan(scene: Scene) -> None:
+    uas = scene.uas()
+    result = scene.reject(403)  # no guard running: STASISSTATUS=FAILED path
+    assert result.ok, result.describe()
+    assert_never_reached_carrier(uas)
+
+
+# --- the cap, busy and unanswered calls --------------------------------------------------------
+
+
+def test_fifth_call_in_30_days_is_rejected(scene: Scene) -> None:
+    guard = scene.guard()
+    scene.consent(guard)
+    uas = scene.uas(calls=4)
+    for _ in range(4):
+        assert scene.call(hold_ms="200").ok
+    assert uas.wait(30).ok
+    uas = scene.uas()
+    assert scene.reject(403).ok
+    assert_never_reached_carrier(uas)
+    decisions = guard.wait_audit("decision", 5)
+    assert [d["verdict"] for d in decisions] == ["allow"] * 4 + ["reject"]
+    assert codes(decisions[-1]) == {"FREQUENCY_CAP"}
+
+
+def test_busy_consumer_is_relayed_and_still_counts(scene: Scene) -> None:
+    guard = scene.guard()
+    scene.consent(guard)
+    uas = scene.uas("uas_busy.xml")
+    assert scene.reject(486).ok  # busy, not a compliance rejection
+    assert uas.wait(30).ok
+    history = guard.cli("history", "--professional", "lab", "--callee", CONSUMER, "--json")
+    assert history.stdout.count('"call_id"') == 1
+
+
+def test_unanswered_consumer_times_out_and_counts(scene: Scene) -> None:
+    guard = scene.guard(ari={"ring_timeout_s": 2})
+    scene.consent(guard)
+    uas = scene.uas("uas_noanswer.xml")
+    result = scene.call("uac_reject.xml", expect_code="480")
+    assert result.ok, result.describe()
+    assert uas.wait(30).ok  # the carrier leg was cancelled
+    assert guard.cli("history", "--professional", "lab", "--callee", CONSUMER, "--json").stdout.count('"call_id"') == 1
+
+
+def test_dialer_hangs_up_while_the_consumer_rings(scene: Scene) -> None:
+    guard = scene.guard()
+    scene.consent(guard)
+    uas = scene.uas("uas_noanswer.xml")
+    result = scene.call("uac_cancel.xml", cancel_after_ms="800")
+    assert result.ok, result.describe()
+    carrier = uas.wait(30)
+    assert carrier.ok and carrier.received("CANCEL"), carrier.describe()
+
+
+# --- refusals by DTMF ----------------------------------------------------------------------------
+
+
+def _refusal_blocks_next_call(scene: Scene, guard: GuardProcess, source: str) -> None:
+    refusal = guard.wait_audit("refusal")[0]
+    assert refusal["recorded"] is True and refusal["source"] == source
+    assert refusal["withdraws_consent"] is True
+    uas = scene.uas()
+    assert scene.reject(403).ok
+    assert_never_reached_carrier(uas)
+    last = guard.wait_audit("decision", 2)[-1]
+    assert codes(last) == {"REFUSAL_BLOCK", "CONSENT_WITHDRAWN"}
+
+
+def test_agent_refusal_by_sip_info_blocks_the_next_call(scene: Scene) -> None:
+    guard = scene.guard()
+    scene.consent(guard)
+    uas = scene.uas(hold_ms="20000")
+    uac = scene.call("uac_dtmf_info.xml", hold_ms="2000")
+    assert uac.ok, uac.describe()
+    assert uas.wait(30).ok
+    _refusal_blocks_next_call(scene, guard, "agent")
+
+
+def test_agent_refusal_by_rfc4733_blocks_the_next_call(scene: Scene) -> None:
+    guard = scene.guard()
+    scene.consent(guard)
+    uas = scene.uas(hold_ms="20000")
+    uac = scene.call("uac_dtmf_2833.xml", hold_ms="2500")
+    assert uac.ok, uac.describe()
+    assert uas.wait(30).ok
+    _refusal_blocks_next_call(scene, guard, "agent")
+
+
+def test_consumer_refusal_by_rfc4733_blocks_the_next_call(scene: Scene) -> None:
+    guard = scene.guard()
+    scene.consent(guard)
+    uas = scene.uas("uas_dtmf_2833.xml", hold_ms="20000")
+    uac = scene.call(hold_ms="2500")
+    assert uac.ok, uac.describe()
+    assert uas.wait(30).ok
+    _refusal_blocks_next_call(scene, guard, "consumer")
+
+
+def test_consumer_refusal_by_sip_info_and_hangup_on_refusal(scene: Scene) -> None:
+    guard = scene.guard(ari={"hangup_on_refusal": True})
+    scene.consent(guard)
+    uas = scene.uas("uas_dtmf_info.xml", hold_ms="20000")
+    started = time.monotonic()
+    uac = scene.call(hold_ms="15000")
+    assert uac.ok, uac.describe()
+    assert time.monotonic() - started < 10  # the guard ended the call, not the 15 s hold
+    assert uas.wait(30).ok
+    _refusal_blocks_next_call(scene, guard, "consumer")
+
+
+def test_refusal_switched_off_is_not_recorded(scene: Scene) -> None:
+    guard = scene.guard(ari={"agent_refusal_code": ""})
+    scene.consent(guard)
+    uas = scene.uas(hold_ms="20000")
+    assert scene.call("uac_dtmf_info.xml", hold_ms="1500").ok
+    assert uas.wait(30).ok
+    assert guard.audit("refusal") == []
+
+
+def test_refusal_while_redis_is_down_is_journaled_then_replayed(scene: Scene) -> None:
+    own = RedisServer().start()
+    try:
+        guard = scene.guard(redis_url=own.url)
+        scene.consent(guard)
+        uas = scene.uas(hold_ms="20000")
+        sipp: Callable[[], SippResult] = lambda: scene.call("uac_dtmf_info.xml", hold_ms="4000")  # noqa: E731
+        outcome: list[SippResult] = []
+        caller = threading.Thread(target=lambda: outcome.append(sipp()))
+        caller.start()
+        guard.wait_audit("bridged")
+        own.stop()  # Redis goes away while the call is up
+        caller.join(30)
+        assert outcome and outcome[0].ok, outcome and outcome[0].describe()
+        assert uas.wait(30).ok
+        refusal = guard.wait_audit("refusal")[0]
+        assert refusal["recorded"] is True and refusal["journaled"] is True
+        own.start()
+        guard.wait_for_log("replayed 1 journaled refusal", timeout=15)
+        history = guard.cli("history", "--professional", "lab", "--callee", CONSUMER, "--json")
+        assert history.stdout.count('"source": "agent"') == 1
+    finally:
+        own.cleanup()
+
+
+# --- restarts ----------------------------------------------------------------------------------------
+
+
+def test_bridged_call_survives_a_guard_restart(scene: Scene) -> None:
+    first = scene.guard()
+    scene.consent(first)
+    uas = scene.uas(hold_ms="30000")
+    outcome: list[SippResult] = []
+    caller = threading.Thread(target=lambda: outcome.append(scene.call(hold_ms="6000")))
+    caller.start()
+    first.wait_audit("bridged")
+    first.kill()  # SIGKILL: no goodbye
+    second = scene.guard()
+    second.wait_for_log("adopted bridged call", timeout=10)
+    caller.join(30)
+    assert outcome and outcome[0].ok, outcome and outcome[0].describe()
+    carrier = uas.wait(30)
+    assert carrier.ok and carrier.received("BYE"), carrier.describe()  # hung up by the new guard
+
+
+def test_guard_reconnects_after_asterisk_restart(scene: Scene, lab: AsteriskLab) -> None:
+    guard = scene.guard()
+    scene.consent(guard)
+    lab.restart()
+    guard.wait_for_log("ARI connected", timeout=30, after=len(guard.log()) - 1)
+    deadline = time.monotonic() + 30
+    while guard.log().count("ARI connected") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert guard.log().count("ARI connected") >= 2
+    uas = scene.uas()
+    assert scene.call().ok
+    assert uas.wait(30).ok
