@@ -1,0 +1,1 @@
+"""Shared helpers for npv-guard's integration and end-to-end tests."""
