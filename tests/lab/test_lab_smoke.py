@@ -156,7 +156,8 @@ def test_guard_route_fails_closed_without_ari_app(lab: LabCheck) -> None:
     assert "npv-guard,outbound,123456789,," in lab.lab.log_text(mark)
 
 
-def test_fastagi_route_rejects_for_now(lab: LabCheck) -> None:
+def test_fastagi_route_fails_closed_without_its_server(lab: LabCheck) -> None:
+    mark = lab.lab.log_mark()
     uac = run_sipp(
         "uac_reject.xml",
         local_ip="127.0.0.3",
@@ -165,6 +166,8 @@ def test_fastagi_route_rejects_for_now(lab: LabCheck) -> None:
         timeout_s=10,
     )
     assert uac.ok, uac.describe()
+    match = lab.lab.wait_for_log(r"npv-guard: REJECT \S+ -> (\S+): guard unavailable \(AGISTATUS=(\w+)\)", since=mark)
+    assert match.groups() == ("0612345678", "FAILURE")
 
 
 def _dtmf_probe_digits(lab: LabCheck, mark: int) -> str:

@@ -1,0 +1,1 @@
+"""The FastAGI mode: the same verdicts for admins who keep their own Dial()."""

@@ -1,0 +1,42 @@
+"""`agi://HOST:4573/check,NUMBER,PROFESSIONAL,SECTOR,POSTCODE`: may this call be dialled?
+
+Sets NPV_GUARD_REASONS, NPV_GUARD_CAUSE, NPV_GUARD_PROFESSIONAL, NPV_GUARD_CALLEE and, last,
+NPV_GUARD_VERDICT: a session cut half-way leaves no verdict, and the dialplan rejects a call
+without one. It never hangs up: the dialplan decides.
+"""
+
+from __future__ import annotations
+
+import time
+
+from npv_guard.agi.context import AgiContext
+from npv_guard.agi.server import AgiSession
+from npv_guard.core.model import CallRequest
+
+
+async def check(session: AgiSession, ctx: AgiContext) -> None:
+    number, professional, sector, postcode = [*session.args, "", "", "", ""][:4]
+    started = time.perf_counter()
+    request = CallRequest(
+        caller=session.headers.get("agi_callerid", ""),
+        callee=number or session.headers.get("agi_extension", ""),
+        at=ctx.now(),
+        professional=professional or None,
+        sector=sector or None,
+        consumer_postcode=postcode or None,
+    )
+    call_id = session.headers.get("agi_uniqueid", "")
+    verdict = await ctx.guard.check(request, record=True, call_id=call_id)
+    prepared = verdict.prepared
+    ctx.audit.decision(
+        verdict,
+        call_id=call_id,
+        consumer_ref=ctx.guard.consumer_ref(prepared.consumer),
+        mode="agi",
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+    await session.set_var("NPV_GUARD_REASONS", ",".join(verdict.codes))
+    await session.set_var("NPV_GUARD_CAUSE", "" if verdict.allowed else str(ctx.calls.cause_for(verdict.codes)))
+    await session.set_var("NPV_GUARD_PROFESSIONAL", prepared.professional or "")
+    await session.set_var("NPV_GUARD_CALLEE", prepared.consumer or "")
+    await session.set_var("NPV_GUARD_VERDICT", "ALLOW" if verdict.allowed else "REJECT")

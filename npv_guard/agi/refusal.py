@@ -1,0 +1,66 @@
+"""`agi://HOST:4573/refusal[,agent|consumer]`: the consumer refused during a bridged Dial().
+
+Meant for a features.conf applicationmap entry (DYNAMIC_FEATURES) on the dialer's channel: it
+reads the pair that `check` left on the channel, records the refusal once per call (journaled
+if Redis is away) and confirms with a tone on the agent's leg.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from npv_guard.agi.context import ACK_TONE, ERROR_TONE, AgiContext
+from npv_guard.agi.server import AgiSession
+from npv_guard.core.model import RefusalSource
+
+log = logging.getLogger("npv_guard.agi")
+
+
+async def refusal(session: AgiSession, ctx: AgiContext) -> None:
+    args = session.args
+    source = RefusalSource.CONSUMER if args and args[0].strip().lower() == "consumer" else RefusalSource.AGENT
+    call_id = session.headers.get("agi_uniqueid", "")
+    if await session.get_var("NPV_GUARD_REFUSED") == "1":
+        await _tone(session, ACK_TONE)  # once per call; a repeated code is only acknowledged
+        return
+    professional = await session.get_var("NPV_GUARD_PROFESSIONAL")
+    callee = await session.get_var("NPV_GUARD_CALLEE")
+    if not professional or not callee:
+        log.error("AGI refusal on %s: no NPV_GUARD_PROFESSIONAL/NPV_GUARD_CALLEE (was check run?)", call_id)
+        ctx.audit.write("refusal", call_id=call_id, mode="agi", source=source.value, recorded=False,
+                        error="the call was not checked by npv-guard")  # fmt: skip
+        await _tone(session, ERROR_TONE)
+        return
+    try:
+        outcome = await ctx.guard.record_refusal(professional, callee, ctx.now(), source, call_id)
+    except Exception as error:
+        log.error("AGI refusal on %s: REFUSAL NOT RECORDED (%s): %s", call_id, type(error).__name__, error)
+        ctx.audit.write("refusal", call_id=call_id, mode="agi", professional=professional,
+                        consumer=ctx.guard.consumer_ref(callee), source=source.value, recorded=False,
+                        error=f"{type(error).__name__}: {error}"[:200])  # fmt: skip
+        await _tone(session, ERROR_TONE)
+        return
+    await session.set_var("NPV_GUARD_REFUSED", "1")
+    ctx.audit.write(
+        "refusal",
+        call_id=call_id,
+        mode="agi",
+        professional=professional,
+        consumer=ctx.guard.consumer_ref(callee),
+        source=source.value,
+        recorded=True,
+        journaled=outcome.journaled,
+        at=outcome.refusal.at.isoformat(),
+        withdraws_consent=outcome.withdraws_consent,
+        blocked_until=outcome.blocked_until.isoformat(),
+    )
+    await _tone(session, ACK_TONE)
+    if ctx.calls.hangup_on_refusal:
+        await session.command("HANGUP")
+
+
+async def _tone(session: AgiSession, tone: str) -> None:
+    # The feature runs outside the bridge: let the tone play before the channel goes back in.
+    await session.command(f'EXEC PlayTones "{tone}"')
+    await session.command("EXEC Wait 0.5")
+    await session.command("EXEC StopPlayTones")

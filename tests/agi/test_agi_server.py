@@ -1,0 +1,233 @@
+"""The FastAGI server as Asterisk and the network treat it: a real `npv-guard agi` process on a
+loopback port, a real Redis, and a client that replays the header block Asterisk 22 really sends
+(recorded from the lab, tests/agi/fixtures) or misbehaves on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.guard import GuardProcess
+from tests.support.redis_servers import RedisServer, free_tcp_port
+
+pytestmark = pytest.mark.redis
+
+HEADERS = (Path(__file__).parent / "fixtures" / "asterisk22_check_headers.txt").read_text()
+
+
+def headers(
+    script: str = "check", caller: str = "0612345670", args: tuple[str, ...] = ("0612345678", "", "", "")
+) -> str:
+    """The recorded block with this session's script, caller, unique id and arguments."""
+    replaced = {
+        "agi_network_script": script,
+        "agi_callerid": caller,
+        "agi_uniqueid": f"test-{uuid.uuid4().hex[:8]}",
+    }
+    lines = []
+    for line in HEADERS.splitlines():
+        name = line.split(":", 1)[0]
+        if not line or name.startswith("agi_arg_"):
+            continue
+        lines.append(f"{name}: {replaced[name]}" if name in replaced else line)
+    lines += [f"agi_arg_{n}: {value}" for n, value in enumerate(args, start=1)]
+    return "\n".join(lines) + "\n\n"
+
+
+class FakeAsterisk:
+    """Speaks the Asterisk side of FastAGI: answers every command, remembers channel variables."""
+
+    def __init__(self, port: int, variables: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.variables = dict(variables or {})
+        self.commands: list[str] = []
+
+    async def session(self, block: str, *, patience: float = 10.0) -> list[str]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(block.encode())
+        await writer.drain()
+        try:
+            while True:
+                line = await asyncio.wait_for(reader.readline(), patience)
+                if not line:
+                    break
+                command = line.decode().rstrip("\n")
+                self.commands.append(command)
+                writer.write(self._answer(command).encode())
+                await writer.drain()
+        finally:
+            writer.close()
+        return self.commands
+
+    def _answer(self, command: str) -> str:
+        verb = command.split()
+        if verb[:2] == ["SET", "VARIABLE"]:
+            self.variables[verb[2]] = command.split(" ", 3)[3].strip('"')
+            return "200 result=1\n"
+        if verb[:2] == ["GET", "VARIABLE"]:
+            value = self.variables.get(verb[2])
+            return "200 result=0\n" if value is None else f"200 result=1 ({value})\n"
+        return "200 result=0\n"
+
+
+@pytest.fixture
+def agi(redis_server: RedisServer) -> Iterator[GuardProcess]:
+    guard = GuardProcess(
+        redis_url=redis_server.url,
+        carrier_port=5070,
+        key_prefix="agi" + uuid.uuid4().hex[:8],
+        now="2026-12-01T10:30:00",
+        mode="agi",
+        agi_port=free_tcp_port(),
+    )
+    guard.start()
+    yield guard
+    guard.stop()
+
+
+def port_of(guard: GuardProcess) -> int:
+    return int(next(line for line in guard.config.read_text().splitlines() if line.startswith("port = ")).split()[-1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the protocol, as Asterisk 22 speaks it ----------------------------------------------------
+
+
+async def test_reject_sets_the_verdict_last(agi: GuardProcess) -> None:
+    asterisk = FakeAsterisk(port_of(agi))
+    commands = await asterisk.session(headers())
+    assert commands == [
+        'SET VARIABLE NPV_GUARD_REASONS "CALLER_NOT_NPV"',
+        'SET VARIABLE NPV_GUARD_CAUSE "21"',
+        'SET VARIABLE NPV_GUARD_PROFESSIONAL ""',
+        'SET VARIABLE NPV_GUARD_CALLEE "+33612345678"',
+        'SET VARIABLE NPV_GUARD_VERDICT "REJECT"',
+    ]
+    assert agi.wait_audit("decision")[0]["mode"] == "agi"
+
+
+async def test_allow_then_refusal_then_reject(agi: GuardProcess) -> None:
+    assert (
+        agi.cli("consent", "grant", "--professional", "lab", "--callee", "0612345678", "--at", "2026-09-01").returncode
+        == 0
+    )
+    asterisk = FakeAsterisk(port_of(agi))
+    await asterisk.session(headers(caller="0162000001"))
+    assert asterisk.variables["NPV_GUARD_VERDICT"] == "ALLOW"
+    assert asterisk.variables["NPV_GUARD_PROFESSIONAL"] == "lab"
+    asterisk.commands.clear()
+    await asterisk.session(headers(script="refusal", caller="0162000001", args=("agent",)))
+    assert asterisk.variables["NPV_GUARD_REFUSED"] == "1"
+    assert any(command.startswith("EXEC PlayTones") for command in asterisk.commands)
+    refusal = agi.wait_audit("refusal")[0]
+    assert refusal["recorded"] is True and refusal["source"] == "agent"
+    asterisk.commands.clear()
+    await asterisk.session(headers(script="refusal", caller="0162000001", args=("agent",)))
+    assert len(agi.audit("refusal")) == 1  # the same call: acknowledged, not recorded twice
+    again = FakeAsterisk(port_of(agi))
+    await again.session(headers(caller="0162000001"))
+    assert again.variables["NPV_GUARD_VERDICT"] == "REJECT"
+    assert again.variables["NPV_GUARD_REASONS"] == "REFUSAL_BLOCK,CONSENT_WITHDRAWN"
+
+
+async def test_refusal_without_a_checked_call_is_refused_loudly(agi: GuardProcess) -> None:
+    asterisk = FakeAsterisk(port_of(agi))
+    await asterisk.session(headers(script="refusal"))
+    assert agi.wait_audit("refusal")[0]["recorded"] is False
+
+
+async def test_unknown_script_sets_nothing(agi: GuardProcess) -> None:
+    assert await FakeAsterisk(port_of(agi)).session(headers(script="../etc/passwd")) == []
+
+
+# --- hostile and broken clients ------------------------------------------------------------------
+
+
+async def _closed_by_server(port: int, payload: bytes, within: float) -> bool:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        if payload:
+            writer.write(payload)
+            await writer.drain()
+        data = await asyncio.wait_for(reader.read(65536), within)
+        return data == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x00\xff\xfe garbage \x80\x81\n\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"agi_network_script check\n\n",
+        b"\n",
+        b"agi_network_script: check\n" + b"agi_x: " + b"y" * 100_000,  # one line far too long
+        b"".join(f"agi_h{n}: {'v' * 100}\n".encode() for n in range(400)) + b"\n",  # too many bytes and lines
+        "agi_network_script: check\nagi_callerid: é\xa0\u202e\n\n".encode("latin-1", "replace"),
+    ],
+)
+async def test_garbage_gets_a_clean_close(agi: GuardProcess, payload: bytes) -> None:
+    assert await _closed_by_server(port_of(agi), payload, within=3.0)
+
+
+async def test_silent_client_is_closed_after_the_header_timeout(agi: GuardProcess) -> None:
+    started = time.monotonic()
+    assert await _closed_by_server(port_of(agi), b"agi_network_script: check\n", within=6.0)
+    assert 1.5 < time.monotonic() - started < 5.0  # header_timeout_s = 2 in the test config
+
+
+async def test_drops_mid_handshake_do_not_spin(agi: GuardProcess) -> None:
+    port = port_of(agi)
+    for cut in range(100):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(headers().encode()[: 10 + cut * 7])
+        await writer.drain()
+        writer.close()
+    await asyncio.sleep(0.5)
+    assert agi.process is not None
+    before = cpu_seconds(agi.process.pid)
+    await asyncio.sleep(2.0)
+    assert cpu_seconds(agi.process.pid) - before < 0.3  # panoramisk 1.4 would burn 2 s here
+    assert "connection closed in the header block" in agi.log()
+    assert (await FakeAsterisk(port).session(headers()))[-1].endswith('"REJECT"')  # still serving
+
+
+async def test_client_gone_mid_command_leaves_the_server_serving(agi: GuardProcess) -> None:
+    port = port_of(agi)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(headers().encode())
+    await writer.drain()
+    await reader.readline()  # the first SET VARIABLE, never answered
+    writer.close()
+    await writer.wait_closed()
+    agi.wait_for_log("connection lost during SET", timeout=5)
+    assert (await FakeAsterisk(port).session(headers()))[-1].endswith('"REJECT"')
+
+
+async def test_hundreds_of_concurrent_sessions(agi: GuardProcess) -> None:
+    assert (
+        agi.cli("consent", "grant", "--professional", "lab", "--callee", "0612345678", "--at", "2026-09-01").returncode
+        == 0
+    )
+    port = port_of(agi)
+    clients = [FakeAsterisk(port) for _ in range(300)]
+    callers = ["0612345670", "0162000001", "anonymous"]
+    await asyncio.gather(*(c.session(headers(caller=callers[i % 3]), patience=20) for i, c in enumerate(clients)))
+    verdicts = [client.variables.get("NPV_GUARD_VERDICT") for client in clients]
+    assert None not in verdicts
+    allowed = [i for i, verdict in enumerate(verdicts) if verdict == "ALLOW"]
+    assert len(allowed) == 4  # the cap holds under concurrency too
+    assert all(i % 3 == 1 for i in allowed)
