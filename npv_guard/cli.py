@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--redis", metavar="URL", help="Redis URL (default: $NPV_GUARD_REDIS_URL or the config)")
     run.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
 
+    agi = commands.add_parser("agi", help="run the guard as a FastAGI server")
+    agi.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
+    agi.add_argument("--redis", metavar="URL", help="Redis URL (default: $NPV_GUARD_REDIS_URL or the config)")
+    agi.add_argument("--host", metavar="ADDRESS", help="listen address (default: agi.host, 127.0.0.1)")
+    agi.add_argument("--port", type=int, metavar="PORT", help="listen port (default: agi.port, 4573)")
+    agi.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
+
     reasons = commands.add_parser("reasons", help="list the reason codes")
     reasons.add_argument("--json", action="store_true")
     return parser
@@ -385,14 +392,20 @@ async def _history(ctx: Context, out: TextIO) -> int:
     return EXIT_OK
 
 
-async def _run_ari(ctx: Context) -> int:
-    # Imported here so that `check` does not pay for aioari and aiohttp at every start.
+async def _run_guard(ctx: Context, mode: str) -> int:
+    # Imported here so that `check` does not pay for aioari, aiohttp and panoramisk at every start.
     from npv_guard import logs  # noqa: PLC0415
-    from npv_guard.runner import run_ari  # noqa: PLC0415
+    from npv_guard.runner import run_agi, run_ari  # noqa: PLC0415
 
     logs.setup(ctx.settings.log.level)
-    ctx.settings.require_hash_secret()
-    return await run_ari(ctx.settings, drain_s=ctx.args.drain_seconds)
+    settings = ctx.settings
+    if mode == "agi":
+        host, port = getattr(ctx.args, "host", None), getattr(ctx.args, "port", None)
+        settings = replace(
+            settings, agi=replace(settings.agi, host=host or settings.agi.host, port=port or settings.agi.port)
+        )
+        return await run_agi(settings, drain_s=ctx.args.drain_seconds)
+    return await run_ari(settings, drain_s=ctx.args.drain_seconds)
 
 
 def _reasons(args: argparse.Namespace, out: TextIO) -> int:
@@ -425,7 +438,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             "refusal": lambda: _refusal(ctx, out),
             "consent": lambda: _consent_import(ctx, out, err) if args.action == "import" else _consent(ctx, out),
             "history": lambda: _history(ctx, out),
-            "run": lambda: _run_ari(ctx),
+            "run": lambda: _run_guard(ctx, "ari"),
+            "agi": lambda: _run_guard(ctx, "agi"),
         }
         return asyncio.run(commands[args.command]())
     except (ConfigError, UsageError) as error:

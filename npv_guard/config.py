@@ -47,6 +47,22 @@ class RedisSettings:
 
 
 @dataclass(frozen=True)
+class CallsSettings:
+    """What the call path does with a verdict and with refusals, in both ARI and AGI modes."""
+
+    reject_cause: int = 21  # Q.850 "call rejected": SIP 403 on PJSIP
+    # Per reason code Q.850 cause, e.g. {"STATE_UNAVAILABLE" = 34}.
+    reject_causes: dict[str, int] = field(default_factory=dict)
+    agent_refusal_code: str = "*9"
+    consumer_refusal_key: str = "9"
+    hangup_on_refusal: bool = False
+
+    def cause_for(self, codes: tuple[str, ...]) -> int:
+        """The cause of a rejection: the first reason with its own cause, else the default."""
+        return next((self.reject_causes[code] for code in codes if code in self.reject_causes), self.reject_cause)
+
+
+@dataclass(frozen=True)
 class AriSettings:
     url: str = "http://127.0.0.1:8088"
     username: str = "npvguard"
@@ -55,13 +71,16 @@ class AriSettings:
     # Where allowed calls go; {number} is the consumer's E.164 number.
     carrier: str = "PJSIP/{number}@carrier"
     ring_timeout_s: int = 60
-    reject_cause: int = 21
-    # Per reason code Q.850 cause, e.g. {"STATE_UNAVAILABLE" = 34}.
-    reject_causes: dict[str, int] = field(default_factory=dict)
-    agent_refusal_code: str = "*9"
-    consumer_refusal_key: str = "9"
-    hangup_on_refusal: bool = False
     reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class AgiSettings:
+    host: str = "127.0.0.1"
+    port: int = 4573
+    max_sessions: int = 500
+    header_timeout_s: float = 5.0
+    command_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +97,9 @@ class Settings:
     journal_path: str = "/var/lib/npv-guard/refusals.journal"
     rules: RulesSettings = field(default_factory=RulesSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    calls: CallsSettings = field(default_factory=CallsSettings)
     ari: AriSettings = field(default_factory=AriSettings)
+    agi: AgiSettings = field(default_factory=AgiSettings)
     log: LogSettings = field(default_factory=LogSettings)
     professionals: tuple[Professional, ...] = ()
     # Start of the guard's clock when NPV_GUARD_NOW is set (replay mode).
@@ -102,7 +123,14 @@ class Settings:
         return self.hash_secret
 
 
-_SECTIONS = {"rules": RulesSettings, "redis": RedisSettings, "ari": AriSettings, "log": LogSettings}
+_SECTIONS = {
+    "rules": RulesSettings,
+    "redis": RedisSettings,
+    "calls": CallsSettings,
+    "ari": AriSettings,
+    "agi": AgiSettings,
+    "log": LogSettings,
+}
 _SPECIAL = {"professionals", "now", "source"}
 
 
@@ -294,19 +322,23 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"redis.timeout_ms: must be positive, got {settings.redis.timeout_ms}")
     if not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis.url: expected redis://, rediss:// or unix://, got {settings.redis.url!r}")
-    for code, cause in settings.ari.reject_causes.items():
-        if code not in ReasonCode.__members__ and code != "GUARD_UNAVAILABLE":
-            raise ConfigError(f"ari.reject_causes.{code}: unknown reason code")
+    for code, cause in settings.calls.reject_causes.items():
+        if code not in ReasonCode.__members__:
+            raise ConfigError(f"calls.reject_causes.{code}: unknown reason code")
         if not 1 <= cause <= 127:
-            raise ConfigError(f"ari.reject_causes.{code}: Q.850 cause must be 1-127, got {cause}")
-    if not 1 <= settings.ari.reject_cause <= 127:
-        raise ConfigError(f"ari.reject_cause: Q.850 cause must be 1-127, got {settings.ari.reject_cause}")
+            raise ConfigError(f"calls.reject_causes.{code}: Q.850 cause must be 1-127, got {cause}")
+    if not 1 <= settings.calls.reject_cause <= 127:
+        raise ConfigError(f"calls.reject_cause: Q.850 cause must be 1-127, got {settings.calls.reject_cause}")
     if "{number}" not in settings.ari.carrier:
         raise ConfigError(f"ari.carrier: must contain {{number}}, got {settings.ari.carrier!r}")
     for key in ("agent_refusal_code", "consumer_refusal_key"):
-        code = getattr(settings.ari, key)
+        code = getattr(settings.calls, key)
         if code and not all(ch in "0123456789*#ABCD" for ch in code):
-            raise ConfigError(f"ari.{key}: DTMF digits only (0-9 * # A-D) or empty to switch off, got {code!r}")
+            raise ConfigError(f"calls.{key}: DTMF digits only (0-9 * # A-D) or empty to switch off, got {code!r}")
+    if not 1 <= settings.agi.port <= 65535:
+        raise ConfigError(f"agi.port: must be 1-65535, got {settings.agi.port}")
+    if settings.agi.max_sessions < 1:
+        raise ConfigError(f"agi.max_sessions: must be at least 1, got {settings.agi.max_sessions}")
     if settings.log.level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {settings.log.level!r}")
     for sector in settings.rules.banned_sectors:

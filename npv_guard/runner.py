@@ -1,4 +1,4 @@
-"""`npv-guard run`: the ARI guard process, wired from the settings."""
+"""`npv-guard run` (ARI) and `npv-guard agi` (FastAGI): the guard processes, wired from the settings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
+from functools import partial
 
+from npv_guard.agi.check import check as agi_check
+from npv_guard.agi.context import AgiContext
+from npv_guard.agi.refusal import refusal as agi_refusal
+from npv_guard.agi.server import FastAgiServer
 from npv_guard.ari.app import AriSupervisor, install_signal_handlers
 from npv_guard.ari.calls import CallService
 from npv_guard.ari.port import NoAri
@@ -22,44 +28,89 @@ log = logging.getLogger("npv_guard")
 JOURNAL_REPLAY_S = 1.0
 
 
+@dataclass
+class Wiring:
+    """What both modes share: one guard (rules, store, journal), the audit trail and the clock."""
+
+    guard: Guard
+    store: Store
+    audit: AuditLog
+    clock: Clock
+
+    @classmethod
+    def build(cls, settings: Settings) -> Wiring:
+        clock = Clock(settings.now)
+        if clock.replay:
+            log.warning("REPLAY CLOCK: NPV_GUARD_NOW=%s, the guard's time is NOT the real time", settings.now)
+        hasher = ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
+        store = Store.connect(
+            settings.redis.url,
+            hasher,
+            cluster=settings.redis.cluster,
+            prefix=settings.redis.key_prefix,
+            timeout=settings.redis.timeout_ms / 1000,
+        )
+        guard = Guard(settings.policy(), store, RefusalJournal(settings.journal_path))
+        return cls(guard, store, AuditLog.open(settings.log.audit_file), clock)
+
+    def start_journal_replay(self, stop: asyncio.Event) -> asyncio.Task[None]:
+        return asyncio.create_task(_replay_journal(self.guard, stop), name="journal")
+
+
 async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
-    clock = Clock(settings.now)
-    if clock.replay:
-        log.warning("REPLAY CLOCK: NPV_GUARD_NOW=%s, the guard's time is NOT the real time", settings.now)
-    hasher = ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
-    store = Store.connect(
-        settings.redis.url,
-        hasher,
-        cluster=settings.redis.cluster,
-        prefix=settings.redis.key_prefix,
-        timeout=settings.redis.timeout_ms / 1000,
-    )
-    journal = RefusalJournal(settings.journal_path)
-    guard = Guard(settings.policy(), store, journal)
-    audit = AuditLog.open(settings.log.audit_file)
-    service = CallService(NoAri(), guard, settings.ari, audit, clock.now)
+    wiring = Wiring.build(settings)
+    service = CallService(NoAri(), wiring.guard, settings.ari, settings.calls, wiring.audit, wiring.clock.now)
     supervisor = AriSupervisor(settings, service)
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    tasks = [
-        asyncio.create_task(supervisor.run(), name="ari"),
-        asyncio.create_task(_replay_journal(guard, stop), name="journal"),
-    ]
+    tasks = [asyncio.create_task(supervisor.run(), name="ari"), wiring.start_journal_replay(stop)]
     log.info("npv-guard started (app %r, redis %s)", settings.ari.app, _safe_url(settings.redis.url))
     await stop.wait()
     log.info("stopping: no new calls, letting decisions in flight finish (at most %.0f s)", drain_s)
     service.draining = True
     await service.wait_idle_decisions(time.monotonic() + drain_s)
     supervisor.stopping.set()
+    await _cancel(tasks)
+    await service.close()
+    await wiring.store.close()
+    log.info("stopped; bridged calls stay up in Asterisk and are adopted by the next start")
+    return 0
+
+
+async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
+    wiring = Wiring.build(settings)
+    context = AgiContext(wiring.guard, settings.calls, wiring.audit, wiring.clock.now)
+    server = FastAgiServer(
+        {"check": partial(agi_check, ctx=context), "refusal": partial(agi_refusal, ctx=context)},
+        max_sessions=settings.agi.max_sessions,
+        header_timeout=settings.agi.header_timeout_s,
+        command_timeout=settings.agi.command_timeout_s,
+    )
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await server.start(settings.agi.host, settings.agi.port)
+    replay = wiring.start_journal_replay(stop)
+    log.info(
+        "npv-guard FastAGI listening on %s:%d (redis %s)",
+        settings.agi.host,
+        settings.agi.port,
+        _safe_url(settings.redis.url),
+    )
+    await stop.wait()
+    log.info("stopping: no new AGI sessions, letting open ones finish (at most %.0f s)", drain_s)
+    await server.close(drain_s)
+    await _cancel([replay])
+    await wiring.store.close()
+    log.info("stopped")
+    return 0
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    await service.close()
-    await store.close()
-    log.info("stopped; bridged calls stay up in Asterisk and are adopted by the next start")
-    return 0
 
 
 async def _replay_journal(guard: Guard, stop: asyncio.Event) -> None:

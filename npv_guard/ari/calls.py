@@ -26,7 +26,7 @@ from typing import Any
 
 from npv_guard.ari.port import AriPort
 from npv_guard.audit import AuditLog
-from npv_guard.config import AriSettings
+from npv_guard.config import AriSettings, CallsSettings
 from npv_guard.core.model import CallRequest, RefusalSource
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.service import Guard
@@ -68,12 +68,14 @@ class CallService:
         port: AriPort,
         guard: Guard,
         settings: AriSettings,
+        calls: CallsSettings,
         audit: AuditLog,
         now: Callable[[], datetime],
     ) -> None:
         self.port = port
         self.guard = guard
         self.settings = settings
+        self.policy = calls
         self.audit = audit
         self.now = now
         self.calls: dict[str, Call] = {}  # by dialer and by carrier channel id
@@ -117,7 +119,7 @@ class CallService:
                 owner.queue.put_nowait(event)
             case _:
                 log.warning("channel %s entered Stasis with unknown verb %r: rejecting", channel_id, verb)
-                asyncio.get_running_loop().create_task(self.port.hangup(channel_id, self.settings.reject_cause))
+                asyncio.get_running_loop().create_task(self.port.hangup(channel_id, self.policy.reject_cause))
 
     def _start(self, call: Call) -> None:
         call.queue.put_nowait({"type": "Decide"})
@@ -199,7 +201,7 @@ class CallService:
             latency_ms=latency_ms,
         )
         if not verdict.allowed or self.draining:
-            cause = self._cause_for(verdict.codes) if not verdict.allowed else DEFAULT_FAIL_CAUSE
+            cause = self.policy.cause_for(verdict.codes) if not verdict.allowed else DEFAULT_FAIL_CAUSE
             await asyncio.gather(
                 self.port.set_var(call.dialer, "NPV_GUARD_VERDICT", "REJECT"),
                 self.port.set_var(call.dialer, "NPV_GUARD_REASONS", reasons or "GUARD_DRAINING"),
@@ -228,12 +230,6 @@ class CallService:
             log.error("call %s: carrier leg could not be originated to %s", call.dialer, endpoint)
             call.carrier = None
             await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
-
-    def _cause_for(self, codes: tuple[str, ...]) -> int:
-        for code in codes:
-            if code in self.settings.reject_causes:
-                return self.settings.reject_causes[code]
-        return self.settings.reject_cause
 
     async def _connect(self, call: Call) -> None:
         if call.answered or call.carrier is None:
@@ -281,9 +277,9 @@ class CallService:
         if channel is None:
             return
         if channel == call.dialer:
-            code, source = self.settings.agent_refusal_code, RefusalSource.AGENT
+            code, source = self.policy.agent_refusal_code, RefusalSource.AGENT
         elif channel == call.carrier:
-            code, source = self.settings.consumer_refusal_key, RefusalSource.CONSUMER
+            code, source = self.policy.consumer_refusal_key, RefusalSource.CONSUMER
         else:
             return
         if not code or not digit:
@@ -332,7 +328,7 @@ class CallService:
             blocked_until=outcome.blocked_until.isoformat(),
         )
         await self.port.play(call.dialer, ACK_TONE)
-        if self.settings.hangup_on_refusal:
+        if self.policy.hangup_on_refusal:
             await self._finish(call, cause=16)
 
     # ------------------------------------------------------------------ lifecycle

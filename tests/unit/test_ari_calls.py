@@ -15,7 +15,7 @@ from typing import Any
 from npv_guard.ari.calls import CallService
 from npv_guard.audit import AuditLog
 from npv_guard.clock import parse_instant
-from npv_guard.config import AriSettings
+from npv_guard.config import AriSettings, CallsSettings
 from npv_guard.core.model import Attempt, Basis, ConsentEvent, PairState, Policy, Refusal
 from npv_guard.service import Guard
 from npv_guard.store import Snapshot
@@ -100,10 +100,10 @@ class MemoryStore:
             self.consents.append(withdrawal)
 
 
-def make(settings: AriSettings | None = None) -> tuple[CallService, RecordingPort, MemoryStore, io.StringIO]:
+def make(calls: CallsSettings | None = None) -> tuple[CallService, RecordingPort, MemoryStore, io.StringIO]:
     port, store, out = RecordingPort(), MemoryStore(), io.StringIO()
     guard = Guard(Policy(), store)  # type: ignore[arg-type]
-    service = CallService(port, guard, settings or AriSettings(), AuditLog(out), lambda: NOW)
+    service = CallService(port, guard, AriSettings(), calls or CallsSettings(), AuditLog(out), lambda: NOW)
     return service, port, store, out
 
 
@@ -196,7 +196,7 @@ async def test_agent_code_on_the_consumer_leg_is_not_a_refusal() -> None:
 
 
 async def test_consumer_key_switched_off() -> None:
-    service, _, store, _ = make(AriSettings(consumer_refusal_key=""))
+    service, _, store, _ = make(CallsSettings(consumer_refusal_key=""))
     await _bridged(service)
     service.dispatch(event("ChannelDtmfReceived", "d1-carrier", digit="9"))
     await settle()
