@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from npv_guard.core.decide import (
     Prepared,
@@ -37,6 +37,9 @@ log = logging.getLogger("npv_guard.service")
 # Each lost race means another guard just wrote this pair; a handful of rounds settles any
 # realistic contention (at most 4 writers can win before the cap rejects everyone else).
 MAX_RECORD_ROUNDS = 16
+# How far apart the clocks of a call centre's guards may be: an attempt stored at most this much
+# after a decision's instant is taken as concurrent, not as a fact from the future.
+MAX_CLOCK_SKEW = timedelta(seconds=5)
 
 
 class PairError(ValueError):
@@ -73,6 +76,19 @@ class Guard:
             except StoreUnavailable as error:
                 # A refusal waiting in the journal must block even an operator who chose fail-open.
                 return self._unavailable(prepared, str(error), allow_fail_open=not journaled)
+            newest = snapshot.newest_attempt
+            if record and newest is not None and newest >= request.at:
+                # Another guard recorded an attempt at a later instant than ours (clocks a few ms
+                # or seconds apart): ours comes after it in fact, so it is decided just after it.
+                if newest - request.at > MAX_CLOCK_SKEW:
+                    return self._unavailable(
+                        prepared,
+                        f"an attempt later than {request.at.isoformat()} is already stored",
+                        allow_fail_open=False,
+                    )
+                request = replace(request, at=newest + timedelta(milliseconds=1))
+                prepared = prepare(request, self.policy)
+                continue
             verdict = decide(prepared, _with_journal(snapshot, journaled).state, self.policy)
             if not (record and verdict.allowed):
                 return verdict

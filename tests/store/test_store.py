@@ -241,6 +241,33 @@ async def test_concurrent_guards_let_exactly_four_through(backend: Backend, conc
             await store.close()
 
 
+async def test_guards_with_clocks_apart_still_let_exactly_four_through(backend: Backend) -> None:
+    # Each guard stamps its decision with its own clock: instants a few ms apart, in any order.
+    stores = [backend.store(timeout=5.0) for _ in range(4)]
+    guards = [Guard(Policy(), store) for store in stores]
+    try:
+        await consent(guards[0])
+        base = parse_instant("2026-11-16T11:00")
+        offsets = [(i * 7919) % 40 for i in range(40)]  # a scrambled order of 0..39 ms
+        requests = [CallRequest(NPV, CONSUMER, base + timedelta(milliseconds=offset)) for offset in offsets]
+        results = await asyncio.gather(
+            *(guards[i % 4].check(request, record=True, call_id=f"c{i}") for i, request in enumerate(requests))
+        )
+        assert sum(r.allowed for r in results) == 4
+        assert {r.codes for r in results if not r.allowed} == {(ReasonCode.FREQUENCY_CAP,)}
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_recording_before_a_stored_later_attempt_is_refused(guard: Guard) -> None:
+    await consent(guard)
+    assert (await guard.check(call("2026-11-18T11:00"), record=True)).allowed
+    replay = await guard.check(call("2026-11-16T11:00"), record=True)
+    assert replay.codes == (ReasonCode.STATE_UNAVAILABLE,)
+    assert (await guard.check(call("2026-11-16T11:00"), record=False)).allowed  # reading the past is fine
+
+
 async def test_rotation_keeps_old_facts_readable(backend: Backend) -> None:
     old = backend.store(secret="old-secret-0123456789abc")
     guard_old = Guard(Policy(), old)
