@@ -9,95 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
+from tests.e2e.conftest import CONSUMER, NPV, TUESDAY, Scene, assert_never_reached_carrier, codes
 from tests.support.guard import GuardProcess
-from tests.support.lab import AsteriskLab, SippResult, ensure_lab_root, free_udp_port, run_sipp
+from tests.support.lab import AsteriskLab, SippResult
 from tests.support.redis_servers import RedisServer, free_tcp_port
 
 pytestmark = pytest.mark.e2e
-
-TUESDAY = "2026-12-01T10:30:00"  # Europe/Paris, within the hours, after opt-in
-NPV = "0162000001"
-CONSUMER = "0612345678"
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[AsteriskLab]:
-    ensure_lab_root()
-    asterisk = AsteriskLab()
-    asterisk.start()
-    yield asterisk
-    asterisk.stop()
-
-
-class Scene:
-    """One test's world: a guard, its carrier port, helpers to place calls."""
-
-    def __init__(self, lab: AsteriskLab, redis: RedisServer) -> None:
-        self.lab = lab
-        self.redis = redis
-        self.carrier_port = free_udp_port()
-        self.prefix = "e2e" + uuid.uuid4().hex[:8]
-        self.guards: list[GuardProcess] = []
-        self.log_mark = lab.log_mark()
-
-    def guard(self, now: str | None = TUESDAY, **options: Any) -> GuardProcess:
-        guard = GuardProcess(
-            redis_url=options.pop("redis_url", self.redis.url),
-            carrier_port=self.carrier_port,
-            key_prefix=self.prefix,
-            now=now,
-            **options,
-        )
-        self.guards.append(guard)
-        return guard.start()
-
-    def consent(self, guard: GuardProcess, callee: str = CONSUMER, basis: str = "consent") -> None:
-        result = guard.cli("consent", "grant", "--professional", "lab", "--callee", callee,
-                           "--at", "2026-09-01T12:00", "--basis", basis, "--proof", "e2e form")  # fmt: skip
-        assert result.returncode == 0, result.stderr
-
-    def uas(self, scenario: str = "uas_answer.xml", calls: int = 1, timeout_s: float = 30, **variables: str) -> Any:
-        return run_sipp(
-            scenario,
-            local_port=self.carrier_port,
-            calls=calls,
-            variables=variables,
-            timeout_s=timeout_s,
-            background=True,
-        )
-
-    def call(
-        self, scenario: str = "uac.xml", callee: str = CONSUMER, caller: str = NPV, calls: int = 1, **variables: str
-    ) -> SippResult:
-        return run_sipp(scenario, service=callee, calls=calls, variables={"caller": caller, **variables}, timeout_s=30)
-
-    def reject(self, expect_code: int = 403, **kwargs: Any) -> SippResult:
-        return self.call("uac_reject.xml", expect_code=str(expect_code), **kwargs)
-
-
-@pytest.fixture
-def scene(lab: AsteriskLab, redis_server: RedisServer) -> Iterator[Scene]:
-    world = Scene(lab, redis_server)
-    yield world
-    for guard in world.guards:
-        guard.stop()
-    lab.wait_no_channels(timeout=15)
-    assert lab.trap_hits(world.log_mark) == []
-
-
-def codes(decision: dict[str, Any]) -> set[str]:
-    return set(decision["reasons"])
-
-
-def assert_never_reached_carrier(uas: Any) -> None:
-    result = uas.stop()
-    assert result.received("INVITE") == [], result.describe()
 
 
 # --- allowed ---------------------------------------------------------------------------------
@@ -166,7 +87,7 @@ def test_each_rejection_reason(
 
 
 def test_cause_is_configurable_per_reason(scene: Scene) -> None:
-    guard = scene.guard(ari={"reject_causes": {"CALLER_NOT_NPV": 34}})
+    guard = scene.guard(calls={"reject_causes": {"CALLER_NOT_NPV": 34}})
     scene.consent(guard)
     uas = scene.uas()
     assert scene.reject(503, caller="0612345670").ok  # cause 34 -> 503
@@ -282,7 +203,7 @@ def test_consumer_refusal_by_rfc4733_blocks_the_next_call(scene: Scene) -> None:
 
 
 def test_consumer_refusal_by_sip_info_and_hangup_on_refusal(scene: Scene) -> None:
-    guard = scene.guard(ari={"hangup_on_refusal": True})
+    guard = scene.guard(calls={"hangup_on_refusal": True})
     scene.consent(guard)
     uas = scene.uas("uas_dtmf_info.xml", hold_ms="20000")
     started = time.monotonic()
@@ -294,7 +215,7 @@ def test_consumer_refusal_by_sip_info_and_hangup_on_refusal(scene: Scene) -> Non
 
 
 def test_refusal_switched_off_is_not_recorded(scene: Scene) -> None:
-    guard = scene.guard(ari={"agent_refusal_code": ""})
+    guard = scene.guard(calls={"agent_refusal_code": ""})
     scene.consent(guard)
     uas = scene.uas(hold_ms="20000")
     assert scene.call("uac_dtmf_info.xml", hold_ms="1500").ok

@@ -31,7 +31,7 @@ def _toml_value(value: Any) -> str:
 
 
 class GuardProcess:
-    """One guard; `audit()` reads its audit lines, `stop()`/`kill()` end it."""
+    """One guard (`npv-guard run` or `npv-guard agi`); `audit()` reads its audit lines, `stop()`/`kill()` end it."""
 
     def __init__(
         self,
@@ -42,9 +42,13 @@ class GuardProcess:
         now: str | None = None,
         ari: dict[str, Any] | None = None,
         redis: dict[str, Any] | None = None,
+        calls: dict[str, Any] | None = None,
         workdir: Path | None = None,
         app: str = "npv-guard",
+        mode: str = "ari",
+        agi_port: int = 4573,
     ) -> None:
+        self.mode = mode
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="npv-guard-e2e-"))
         self.config = self.dir / "guard.toml"
         self.audit_path = self.dir / "audit.log"
@@ -63,6 +67,8 @@ class GuardProcess:
                 "reconnect_max_s": 2,
                 **(ari or {}),
             },
+            "calls": dict(calls or {}),
+            "agi": {"host": "127.0.0.1", "port": agi_port, "header_timeout_s": 2.0},
             "log": {"level": "debug", "audit_file": str(self.audit_path)},
         }
         lines = [f"hash_secret = {_toml_value(LAB_SECRET)}", f"journal_path = {_toml_value(str(self.journal_path))}"]
@@ -82,8 +88,9 @@ class GuardProcess:
 
     def start(self, timeout: float = 20.0) -> GuardProcess:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen([EXE, "run"], env=self.env(), stdout=log, stderr=log, start_new_session=True)
-        self.wait_for_log('"ARI connected', timeout=timeout)
+        command = "run" if self.mode == "ari" else "agi"
+        self.process = subprocess.Popen([EXE, command], env=self.env(), stdout=log, stderr=log, start_new_session=True)
+        self.wait_for_log('"ARI connected' if self.mode == "ari" else "FastAGI listening", timeout=timeout)
         return self
 
     def wait_for_log(self, text: str, *, timeout: float = 10.0, after: int = 0) -> None:
