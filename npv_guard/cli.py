@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     agi.add_argument("--port", type=int, metavar="PORT", help="listen port (default: agi.port, 4573)")
     agi.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
 
+    doctor = commands.add_parser("doctor", help="check the installation and say what is wrong")
+    doctor.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
+    doctor.add_argument("--redis", metavar="URL", help="Redis URL (default: $NPV_GUARD_REDIS_URL or the config)")
+    doctor.add_argument(
+        "--mode", choices=["auto", "ari", "agi"], default="auto", help="which call-path mode must be complete"
+    )
+
     reasons = commands.add_parser("reasons", help="list the reason codes")
     reasons.add_argument("--json", action="store_true")
     return parser
@@ -408,6 +415,14 @@ async def _run_guard(ctx: Context, mode: str) -> int:
     return await run_ari(settings, drain_s=ctx.args.drain_seconds)
 
 
+async def _doctor(ctx: Context, out: TextIO) -> int:
+    from npv_guard.doctor import FAIL, Doctor, report  # noqa: PLC0415 - panoramisk only here
+
+    findings = await Doctor(ctx.settings, ctx.args.mode).run()
+    out.write(report(findings))
+    return EXIT_FAILED if any(f.level == FAIL for f in findings) else EXIT_OK
+
+
 def _reasons(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         _print_json({code.value: SUMMARY[code] for code in ReasonCode}, out)
@@ -440,6 +455,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             "history": lambda: _history(ctx, out),
             "run": lambda: _run_guard(ctx, "ari"),
             "agi": lambda: _run_guard(ctx, "agi"),
+            "doctor": lambda: _doctor(ctx, out),
         }
         return asyncio.run(commands[args.command]())
     except (ConfigError, UsageError) as error:

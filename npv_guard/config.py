@@ -84,6 +84,16 @@ class AgiSettings:
 
 
 @dataclass(frozen=True)
+class AmiSettings:
+    """AMI, used only by `npv-guard doctor` to read the loaded dialplan and features."""
+
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "npvguard"
+    secret: str = ""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
     audit_file: str = ""  # empty: audit lines go to standard output
@@ -100,6 +110,7 @@ class Settings:
     calls: CallsSettings = field(default_factory=CallsSettings)
     ari: AriSettings = field(default_factory=AriSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
+    ami: AmiSettings = field(default_factory=AmiSettings)
     log: LogSettings = field(default_factory=LogSettings)
     professionals: tuple[Professional, ...] = ()
     # Start of the guard's clock when NPV_GUARD_NOW is set (replay mode).
@@ -129,6 +140,7 @@ _SECTIONS = {
     "calls": CallsSettings,
     "ari": AriSettings,
     "agi": AgiSettings,
+    "ami": AmiSettings,
     "log": LogSettings,
 }
 _SPECIAL = {"professionals", "now", "source"}
@@ -344,3 +356,11 @@ def _validate(settings: Settings) -> None:
     for sector in settings.rules.banned_sectors:
         if not sector.replace("_", "").isalnum():
             raise ConfigError(f"rules.banned_sectors: {sector!r} is not a sector name")
+
+
+def redact_url(url: str) -> str:
+    """A URL without its credentials, for logs and reports."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

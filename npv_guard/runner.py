@@ -18,7 +18,7 @@ from npv_guard.ari.calls import CallService
 from npv_guard.ari.port import NoAri
 from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
-from npv_guard.config import Settings
+from npv_guard.config import Settings, redact_url
 from npv_guard.journal import RefusalJournal
 from npv_guard.service import Guard
 from npv_guard.store import ConsumerHasher, Store
@@ -64,7 +64,7 @@ async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     tasks = [asyncio.create_task(supervisor.run(), name="ari"), wiring.start_journal_replay(stop)]
-    log.info("npv-guard started (app %r, redis %s)", settings.ari.app, _safe_url(settings.redis.url))
+    log.info("npv-guard started (app %r, redis %s)", settings.ari.app, redact_url(settings.redis.url))
     await stop.wait()
     log.info("stopping: no new calls, letting decisions in flight finish (at most %.0f s)", drain_s)
     service.draining = True
@@ -94,7 +94,7 @@ async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
         "npv-guard FastAGI listening on %s:%d (redis %s)",
         settings.agi.host,
         settings.agi.port,
-        _safe_url(settings.redis.url),
+        redact_url(settings.redis.url),
     )
     await stop.wait()
     log.info("stopping: no new AGI sessions, letting open ones finish (at most %.0f s)", drain_s)
@@ -121,11 +121,3 @@ async def _replay_journal(guard: Guard, stop: asyncio.Event) -> None:
                 log.info("replayed %d journaled refusal(s) into Redis", replayed)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), JOURNAL_REPLAY_S)
-
-
-def _safe_url(url: str) -> str:
-    """The Redis URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -45,6 +45,10 @@ def _holidays(subdivision: str | None, year: int) -> dict[date, str]:
     return dict(holidays.country_holidays("FR", subdiv=subdivision, years=year, language="fr"))
 
 
+def national_holidays(year: int) -> dict[date, str]:
+    return _holidays(None, year)
+
+
 def holiday_name(place: Place, day: date, local_holidays: bool) -> str | None:
     """The public holiday `day` is for a consumer in `place`, or None."""
     name = _holidays(None, day.year).get(day)

@@ -1,0 +1,230 @@
+"""`npv-guard doctor`: what is wrong with this installation, in plain words.
+
+Checks the settings, the time-zone and holiday data, Redis, the refusal journal, ARI, and over
+AMI (panoramisk) what only Asterisk itself can tell: whether the dialplan includes are loaded,
+whether the refusal feature is defined, and whether a built-in feature code would swallow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from npv_guard.clock import Clock
+from npv_guard.config import ConfigError, Settings, redact_url
+from npv_guard.core.calendar import national_holidays
+from npv_guard.core.territories import ALL
+from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass
+class Finding:
+    level: str
+    topic: str
+    text: str
+
+
+class Doctor:
+    def __init__(self, settings: Settings, mode: str = "auto") -> None:
+        self.settings = settings
+        self.mode = mode
+        self.findings: list[Finding] = []
+
+    def note(self, level: str, topic: str, text: str) -> None:
+        self.findings.append(Finding(level, topic, text))
+
+    async def run(self) -> list[Finding]:
+        self._config()
+        self._calendar()
+        await self._redis()
+        self._journal()
+        ari_up = await asyncio.to_thread(self._ari)
+        await self._ami(ari_up)
+        return self.findings
+
+    # ------------------------------------------------------------------ local checks
+
+    def _config(self) -> None:
+        settings = self.settings
+        self.note(OK, "config", f"settings from {settings.source}")
+        try:
+            settings.require_hash_secret()
+            self.note(OK, "config", "hash_secret is set")
+        except ConfigError as error:
+            self.note(FAIL, "config", str(error))
+        if settings.professionals:
+            npvs = sum(len(p.npvs) for p in settings.professionals)
+            self.note(OK, "config", f"{len(settings.professionals)} professional(s), {npvs} assigned NPV(s)")
+        else:
+            self.note(WARN, "config", "no [[professionals]]: the caller number stands for the professional")
+        if settings.redis.fail_open:
+            self.note(WARN, "config", "redis.fail_open = true: calls go through unchecked when Redis is away")
+        for name, host in (("agi.host", settings.agi.host),):
+            if host not in ("127.0.0.1", "::1", "localhost"):
+                self.note(WARN, "config", f"{name} = {host}: the FastAGI server listens beyond loopback")
+
+    def _calendar(self) -> None:
+        clock = Clock(self.settings.now)
+        now = clock.now()
+        if clock.replay:
+            self.note(WARN, "clock", f"NPV_GUARD_NOW is set: the guard's clock replays {now.isoformat()}")
+        elif now.year < 2024:
+            self.note(FAIL, "clock", f"the system clock says {now.isoformat()}: decisions use the wrong law")
+        else:
+            self.note(OK, "clock", f"now is {now.astimezone(UTC).isoformat(timespec='seconds')}")
+        try:
+            zones = {territory.timezone: territory.zone for territory in ALL}
+            self.note(OK, "timezones", f"{len(zones)} time zones loaded (Europe/Paris and the overseas territories)")
+        except Exception as error:
+            self.note(FAIL, "timezones", f"time-zone data missing: {error}")
+        national = national_holidays(now.year)
+        if len(national) == 11:
+            self.note(OK, "holidays", f"{now.year}: the 11 national public holidays are known")
+        else:
+            self.note(FAIL, "holidays", f"{now.year}: {len(national)} national holidays known, expected 11")
+
+    async def _redis(self) -> None:
+        settings = self.settings
+        try:
+            secret = settings.require_hash_secret()
+        except ConfigError:
+            secret = "doctor-placeholder-secret"
+        store = Store.connect(
+            settings.redis.url,
+            ConsumerHasher(secret),
+            cluster=settings.redis.cluster,
+            prefix=settings.redis.key_prefix,
+            timeout=max(settings.redis.timeout_ms / 1000, 1.0),
+        )
+        try:
+            await store.ping()
+            self.note(OK, "redis", f"reachable at {redact_url(settings.redis.url)}")
+        except StoreUnavailable as error:
+            self.note(FAIL, "redis", f"{error}: calls will be rejected with STATE_UNAVAILABLE")
+        finally:
+            await store.close()
+
+    def _journal(self) -> None:
+        path = Path(self.settings.journal_path)
+        directory = path.parent
+        if not directory.exists():
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                self.note(FAIL, "journal", f"cannot create {directory}: {error.strerror}")
+                return
+        if not os.access(directory, os.W_OK):
+            self.note(FAIL, "journal", f"{directory} is not writable: a refusal made while Redis is away would be lost")
+            return
+        pending = 0
+        if path.exists():
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            done = {json.loads(line).get("id") for line in lines if '"done"' in line}
+            pending = sum(1 for line in lines if '"refusal"' in line and json.loads(line).get("id") not in done)
+        level = WARN if pending else OK
+        self.note(level, "journal", f"{path}: writable, {pending} refusal(s) waiting for Redis")
+
+    # ------------------------------------------------------------------ Asterisk
+
+    def _ari(self) -> bool:
+        ari = self.settings.ari
+        token = base64.b64encode(f"{ari.username}:{ari.password}".encode()).decode()
+        request = urllib.request.Request(
+            f"{ari.url.rstrip('/')}/ari/asterisk/info", headers={"Authorization": f"Basic {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=3) as response:
+                info = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            level = FAIL if self.mode in ("ari", "auto") else WARN
+            self.note(level, "ari", f"{ari.url} answered HTTP {error.code} (check ari.username / ari.password)")
+            return False
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            level = FAIL if self.mode == "ari" else WARN
+            self.note(level, "ari", f"{ari.url} unreachable: {getattr(error, 'reason', error)}")
+            return False
+        version = (info.get("system") or {}).get("version", "?")
+        self.note(OK, "ari", f"{ari.url}: Asterisk {version}")
+        return True
+
+    async def _ami(self, ari_up: bool) -> None:
+        from panoramisk import Manager  # noqa: PLC0415 - only the doctor needs AMI
+
+        logging.getLogger("panoramisk").setLevel(logging.CRITICAL)  # its reconnect chatter is not a finding
+        ami = self.settings.ami
+        if not ami.secret:
+            self.note(WARN, "ami", "ami.secret is empty: dialplan and feature checks skipped")
+            return
+        manager = Manager(host=ami.host, port=ami.port, username=ami.username, secret=ami.secret, ping_delay=0)
+        try:
+            await asyncio.wait_for(manager.connect(), 5)
+        except Exception as error:
+            self.note(WARN if ari_up else FAIL, "ami", f"{ami.host}:{ami.port}: cannot log in ({type(error).__name__})")
+            manager.close()
+            return
+        try:
+            await self._asterisk_config(manager)
+        finally:
+            manager.close()
+
+    async def _command(self, manager: Any, command: str) -> tuple[bool, list[str]]:
+        reply = await asyncio.wait_for(manager.send_action({"Action": "Command", "Command": command}), 5)
+        output = reply.get("Output", [])
+        lines = output if isinstance(output, list) else str(output).splitlines()
+        return reply.get("Response") == "Success", [str(line) for line in lines]
+
+    async def _asterisk_config(self, manager: Any) -> None:
+        ari_loaded, _ = await self._command(manager, "dialplan show npv-guard-ari")
+        agi_loaded, _ = await self._command(manager, "dialplan show check@npv-guard-agi")
+        if not (ari_loaded or agi_loaded):
+            self.note(FAIL, "dialplan", "neither npv-guard-ari nor npv-guard-agi is loaded: calls are not guarded")
+        for loaded, name, mode in ((ari_loaded, "npv-guard-ari", "ari"), (agi_loaded, "npv-guard-agi", "agi")):
+            if loaded:
+                self.note(OK, "dialplan", f"context {name} is loaded")
+            elif self.mode == mode:
+                self.note(FAIL, "dialplan", f"context {name} is not loaded (#include {name}.conf)")
+        if not (agi_loaded or self.mode == "agi"):
+            return
+        _, features = await self._command(manager, "features show")
+        refusal = next((line for line in features if line.startswith("npvguard-refusal ")), None)
+        if refusal is None:
+            self.note(FAIL, "features", "npvguard-refusal is not in [applicationmap]: agents cannot record refusals")
+            return
+        code = refusal.split()[-1]
+        self.note(OK, "features", f"npvguard-refusal is defined on {code}")
+        for builtin, current in _builtin_codes(features):
+            if current and code.startswith(current):
+                self.note(
+                    FAIL, "features", f"built-in feature {builtin!r} on {current} swallows the refusal code {code}"
+                )
+
+
+def _builtin_codes(lines: list[str]) -> list[tuple[str, str]]:
+    """(feature, current code) of `features show`'s built-in table, read by its column positions."""
+    header = next((line for line in lines if line.startswith("Builtin Feature")), None)
+    if header is None or "Current" not in header:
+        return []
+    start = header.index("Current")
+    table = lines[lines.index(header) + 2 :]
+    result = []
+    for line in table:
+        if not line.strip():
+            break
+        result.append((line[: header.index("Default")].strip(), line[start:].strip()))
+    return result
+
+
+def report(findings: list[Finding]) -> str:
+    width = max((len(f.topic) for f in findings), default=0)
+    return "\n".join(f"[{f.level:>4}] {f.topic:<{width}}  {f.text}" for f in findings) + "\n"
