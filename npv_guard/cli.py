@@ -8,6 +8,8 @@ import csv
 import json
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -105,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     agi.add_argument("--host", metavar="ADDRESS", help="listen address (default: agi.host, 127.0.0.1)")
     agi.add_argument("--port", type=int, metavar="PORT", help="listen port (default: agi.port, 4573)")
     agi.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
+
+    health = commands.add_parser("health", help="exit 0 when the running guard reports ready (/healthz)")
+    health.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
+    health.add_argument("--url", metavar="URL", help="the guard's /healthz (default: from http.listen)")
 
     doctor = commands.add_parser("doctor", help="check the installation and say what is wrong")
     doctor.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
@@ -415,6 +421,26 @@ async def _run_guard(ctx: Context, mode: str) -> int:
     return await run_ari(settings, drain_s=ctx.args.drain_seconds)
 
 
+async def _health(ctx: Context, out: TextIO) -> int:
+    listen = ctx.settings.http.listen
+    url = ctx.args.url or (f"http://{listen}/healthz" if listen else "")
+    if not url:
+        raise UsageError("http.listen is empty: the guard serves no /healthz (give --url)")
+
+    def fetch() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as error:
+            return 0, f"unreachable: {getattr(error, 'reason', error)}"
+
+    status, body = await asyncio.to_thread(fetch)
+    out.write(f"{status or 'no answer'} {body.strip()}\n")
+    return EXIT_OK if status == 200 else EXIT_FAILED
+
+
 async def _doctor(ctx: Context, out: TextIO) -> int:
     from npv_guard.doctor import FAIL, Doctor, report  # noqa: PLC0415 - panoramisk only here
 
@@ -456,6 +482,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             "run": lambda: _run_guard(ctx, "ari"),
             "agi": lambda: _run_guard(ctx, "agi"),
             "doctor": lambda: _doctor(ctx, out),
+            "health": lambda: _health(ctx, out),
         }
         return asyncio.run(commands[args.command]())
     except (ConfigError, UsageError) as error:

@@ -94,6 +94,12 @@ class AmiSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    # /healthz and /metrics of `run` and `agi`; empty switches the listener off.
+    listen: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
     audit_file: str = ""  # empty: audit lines go to standard output
@@ -111,6 +117,7 @@ class Settings:
     ari: AriSettings = field(default_factory=AriSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
     ami: AmiSettings = field(default_factory=AmiSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     log: LogSettings = field(default_factory=LogSettings)
     professionals: tuple[Professional, ...] = ()
     # Start of the guard's clock when NPV_GUARD_NOW is set (replay mode).
@@ -141,6 +148,7 @@ _SECTIONS = {
     "ari": AriSettings,
     "agi": AgiSettings,
     "ami": AmiSettings,
+    "http": HttpSettings,
     "log": LogSettings,
 }
 _SPECIAL = {"professionals", "now", "source"}
@@ -349,6 +357,9 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"calls.{key}: DTMF digits only (0-9 * # A-D) or empty to switch off, got {code!r}")
     if not 1 <= settings.agi.port <= 65535:
         raise ConfigError(f"agi.port: must be 1-65535, got {settings.agi.port}")
+    listen = settings.http.listen
+    if listen and not (listen.rpartition(":")[2].isdigit() and listen.rpartition(":")[0]):
+        raise ConfigError(f"http.listen: expected HOST:PORT or empty, got {listen!r}")
     if settings.agi.max_sessions < 1:
         raise ConfigError(f"agi.max_sessions: must be at least 1, got {settings.agi.max_sessions}")
     if settings.log.level.lower() not in {"debug", "info", "warning", "error"}:

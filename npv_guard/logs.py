@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
+
+# The call a log line is about: set by each call's actor (ARI) and each AGI session.
+CALL_ID: ContextVar[str] = ContextVar("call_id", default="")
 
 
 class JsonFormatter(logging.Formatter):
@@ -16,6 +20,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        call_id = CALL_ID.get()
+        if call_id:
+            line["call_id"] = call_id
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

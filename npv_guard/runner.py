@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+
+from aiohttp import web
 
 from npv_guard.agi.check import check as agi_check
 from npv_guard.agi.context import AgiContext
@@ -20,6 +23,7 @@ from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
 from npv_guard.config import Settings, redact_url
 from npv_guard.journal import RefusalJournal
+from npv_guard.observability import Health, Metrics, serve_http, stop_http
 from npv_guard.service import Guard
 from npv_guard.store import ConsumerHasher, Store
 
@@ -30,12 +34,14 @@ JOURNAL_REPLAY_S = 1.0
 
 @dataclass
 class Wiring:
-    """What both modes share: one guard (rules, store, journal), the audit trail and the clock."""
+    """What both modes share: one guard (rules, store, journal), the audit trail, the clock,
+    and the metrics and health served over HTTP."""
 
     guard: Guard
     store: Store
     audit: AuditLog
     clock: Clock
+    metrics: Metrics
 
     @classmethod
     def build(cls, settings: Settings) -> Wiring:
@@ -51,19 +57,38 @@ class Wiring:
             timeout=settings.redis.timeout_ms / 1000,
         )
         guard = Guard(settings.policy(), store, RefusalJournal(settings.journal_path))
-        return cls(guard, store, AuditLog.open(settings.log.audit_file), clock)
+        return cls(guard, store, AuditLog.open(settings.log.audit_file), clock, Metrics())
 
     def start_journal_replay(self, stop: asyncio.Event) -> asyncio.Task[None]:
         return asyncio.create_task(_replay_journal(self.guard, stop), name="journal")
 
+    async def start_http(
+        self, settings: Settings, call_path: Callable[[], bool], active_calls: Callable[[], int]
+    ) -> tuple[web.AppRunner | None, asyncio.Task[None]]:
+        health = Health(call_path, self.store.ping)
+        probe = asyncio.create_task(health.probe_forever(), name="health")
+        journal = self.guard.journal
+
+        def refresh() -> None:
+            self.metrics.journal_pending.set(len(journal) if journal is not None else 0)
+            self.metrics.active_calls.set(active_calls())
+
+        runner = None
+        if settings.http.listen:
+            runner = await serve_http(settings.http.listen, health, self.metrics, refresh)
+        return runner, probe
+
 
 async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
     wiring = Wiring.build(settings)
-    service = CallService(NoAri(), wiring.guard, settings.ari, settings.calls, wiring.audit, wiring.clock.now)
+    service = CallService(
+        NoAri(), wiring.guard, settings.ari, settings.calls, wiring.audit, wiring.clock.now, wiring.metrics
+    )
     supervisor = AriSupervisor(settings, service)
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    tasks = [asyncio.create_task(supervisor.run(), name="ari"), wiring.start_journal_replay(stop)]
+    http, probe = await wiring.start_http(settings, supervisor.connected.is_set, service.active_calls)
+    tasks = [asyncio.create_task(supervisor.run(), name="ari"), wiring.start_journal_replay(stop), probe]
     log.info("npv-guard started (app %r, redis %s)", settings.ari.app, redact_url(settings.redis.url))
     await stop.wait()
     log.info("stopping: no new calls, letting decisions in flight finish (at most %.0f s)", drain_s)
@@ -71,6 +96,7 @@ async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
     await service.wait_idle_decisions(time.monotonic() + drain_s)
     supervisor.stopping.set()
     await _cancel(tasks)
+    await stop_http(http)
     await service.close()
     await wiring.store.close()
     log.info("stopped; bridged calls stay up in Asterisk and are adopted by the next start")
@@ -79,16 +105,18 @@ async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
 
 async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
     wiring = Wiring.build(settings)
-    context = AgiContext(wiring.guard, settings.calls, wiring.audit, wiring.clock.now)
+    context = AgiContext(wiring.guard, settings.calls, wiring.audit, wiring.clock.now, wiring.metrics)
     server = FastAgiServer(
         {"check": partial(agi_check, ctx=context), "refusal": partial(agi_refusal, ctx=context)},
         max_sessions=settings.agi.max_sessions,
         header_timeout=settings.agi.header_timeout_s,
         command_timeout=settings.agi.command_timeout_s,
+        on_session=lambda outcome: wiring.metrics.agi_sessions.labels(outcome).inc(),
     )
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    await server.start(settings.agi.host, settings.agi.port)
+    listening = await server.start(settings.agi.host, settings.agi.port)
+    http, probe = await wiring.start_http(settings, listening.is_serving, lambda: len(server.sessions))
     replay = wiring.start_journal_replay(stop)
     log.info(
         "npv-guard FastAGI listening on %s:%d (redis %s)",
@@ -99,7 +127,8 @@ async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
     await stop.wait()
     log.info("stopping: no new AGI sessions, letting open ones finish (at most %.0f s)", drain_s)
     await server.close(drain_s)
-    await _cancel([replay])
+    await _cancel([replay, probe])
+    await stop_http(http)
     await wiring.store.close()
     log.info("stopped")
     return 0

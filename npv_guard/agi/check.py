@@ -28,12 +28,14 @@ async def check(session: AgiSession, ctx: AgiContext) -> None:
     call_id = session.headers.get("agi_uniqueid", "")
     verdict = await ctx.guard.check(request, record=True, call_id=call_id)
     prepared = verdict.prepared
+    elapsed = time.perf_counter() - started
+    ctx.metrics.decision("agi", verdict, elapsed)
     ctx.audit.decision(
         verdict,
         call_id=call_id,
         consumer_ref=ctx.guard.consumer_ref(prepared.consumer),
         mode="agi",
-        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        latency_ms=round(elapsed * 1000, 3),
     )
     await session.set_var("NPV_GUARD_REASONS", ",".join(verdict.codes))
     await session.set_var("NPV_GUARD_CAUSE", "" if verdict.allowed else str(ctx.calls.cause_for(verdict.codes)))

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from npv_guard.audit import AuditLog
 from npv_guard.config import CallsSettings
+from npv_guard.observability import Metrics
 from npv_guard.service import Guard
 
 ACK_TONE = "!1400/120,!0/80,!1400/120"
@@ -20,3 +21,4 @@ class AgiContext:
     calls: CallsSettings
     audit: AuditLog
     now: Callable[[], datetime]
+    metrics: Metrics

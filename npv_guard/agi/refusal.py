@@ -34,12 +34,14 @@ async def refusal(session: AgiSession, ctx: AgiContext) -> None:
     try:
         outcome = await ctx.guard.record_refusal(professional, callee, ctx.now(), source, call_id)
     except Exception as error:
+        ctx.metrics.refusals.labels("agi", source.value, "lost").inc()
         log.error("AGI refusal on %s: REFUSAL NOT RECORDED (%s): %s", call_id, type(error).__name__, error)
         ctx.audit.write("refusal", call_id=call_id, mode="agi", professional=professional,
                         consumer=ctx.guard.consumer_ref(callee), source=source.value, recorded=False,
                         error=f"{type(error).__name__}: {error}"[:200])  # fmt: skip
         await _tone(session, ERROR_TONE)
         return
+    ctx.metrics.refusals.labels("agi", source.value, "journaled" if outcome.journaled else "recorded").inc()
     await session.set_var("NPV_GUARD_REFUSED", "1")
     ctx.audit.write(
         "refusal",

@@ -19,6 +19,8 @@ from typing import Any
 
 from panoramisk.fast_agi import Request
 
+from npv_guard.logs import CALL_ID
+
 log = logging.getLogger("npv_guard.agi")
 
 MAX_HEADER_BYTES = 16 * 1024
@@ -88,7 +90,9 @@ class FastAgiServer:
         max_sessions: int = 500,
         header_timeout: float = 5.0,
         command_timeout: float = 5.0,
+        on_session: Callable[[str], None] | None = None,
     ) -> None:
+        self.on_session = on_session or (lambda outcome: None)
         self.scripts = scripts
         self.max_sessions = max_sessions
         self.header_timeout = header_timeout
@@ -108,6 +112,7 @@ class FastAgiServer:
         peer = _peer(writer)
         if len(self.sessions) >= self.max_sessions:
             self.refused += 1
+            self.on_session("refused")
             log.warning("AGI session from %s refused: %d sessions already open", peer, len(self.sessions))
             await _close(writer)
             return
@@ -124,14 +129,18 @@ class FastAgiServer:
         try:
             headers = await asyncio.wait_for(read_headers(reader), self.header_timeout)
         except TimeoutError:
+            self.on_session("bad_header")
             log.warning("AGI session from %s closed: no complete header block within %s s", peer, self.header_timeout)
             return
         except SessionError as error:
+            self.on_session("bad_header")
             log.warning("AGI session from %s closed: %s", peer, error)
             return
+        CALL_ID.set(headers.get("agi_uniqueid", "")[:64])
         script_path = headers.get("agi_network_script", "")
         script = self.scripts.get(script_path.strip("/").split("?", 1)[0])
         if script is None:
+            self.on_session("unknown_script")
             # Nothing is set on the channel, so the dialplan's missing-verdict branch rejects the call.
             log.warning("AGI session from %s closed: unknown script %r", peer, script_path[:80])
             return
@@ -139,9 +148,12 @@ class FastAgiServer:
         self.served += 1
         try:
             await script(session)
+            self.on_session("served")
         except SessionError as error:
+            self.on_session("broken")
             log.warning("AGI %s from %s ended: %s", script_path, peer, error)
         except Exception:
+            self.on_session("failed")
             log.exception("AGI %s from %s failed", script_path, peer)
 
     async def close(self, deadline_s: float = 5.0) -> None:

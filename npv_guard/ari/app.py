@@ -104,6 +104,7 @@ class AriSupervisor:
             if self.stopping.is_set():
                 break
             self.reconnects += 1
+            self.service.metrics.ari_reconnects.inc()
             pause = min(delay, ari.reconnect_max_s) * random.uniform(0.5, 1.5)
             log.warning("ARI reconnecting in %.1f s", pause)
             with contextlib.suppress(TimeoutError):

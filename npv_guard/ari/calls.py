@@ -29,6 +29,8 @@ from npv_guard.audit import AuditLog
 from npv_guard.config import AriSettings, CallsSettings
 from npv_guard.core.model import CallRequest, RefusalSource
 from npv_guard.core.numbering import parse as parse_number
+from npv_guard.logs import CALL_ID
+from npv_guard.observability import Metrics
 from npv_guard.service import Guard
 
 log = logging.getLogger("npv_guard.ari")
@@ -71,7 +73,9 @@ class CallService:
         calls: CallsSettings,
         audit: AuditLog,
         now: Callable[[], datetime],
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.port = port
         self.guard = guard
         self.settings = settings
@@ -137,6 +141,7 @@ class CallService:
         return number.e164 if number.territories else None
 
     async def _run(self, call: Call) -> None:
+        CALL_ID.set(call.dialer)  # this task's log lines name the call
         try:
             while not call.finished:
                 event = await call.queue.get()
@@ -191,8 +196,11 @@ class CallService:
         prepared = verdict.prepared
         call.professional, call.consumer = prepared.professional, prepared.consumer
         call.caller_e164 = prepared.caller.e164
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        elapsed = time.perf_counter() - started
+        self.metrics.decision("ari", verdict, elapsed)
+        latency_ms = round(elapsed * 1000, 3)
         reasons = ",".join(verdict.codes)
+        log.info("decision %s %s in %.1f ms", verdict.verdict.upper(), reasons or "-", latency_ms)
         self.audit.decision(
             verdict,
             call_id=call.dialer,
@@ -302,6 +310,7 @@ class CallService:
         try:
             outcome = await self.guard.record_refusal(call.professional, call.consumer, self.now(), source, call.dialer)
         except Exception as error:
+            self.metrics.refusals.labels("ari", source.value, "lost").inc()
             log.error("call %s: REFUSAL NOT RECORDED (%s): %s", call.dialer, type(error).__name__, error)
             self.audit.write(
                 "refusal",
@@ -315,6 +324,7 @@ class CallService:
             await self.port.play(call.dialer, ERROR_TONE)
             return
         call.refusal_recorded = True
+        self.metrics.refusals.labels("ari", source.value, "journaled" if outcome.journaled else "recorded").inc()
         self.audit.write(
             "refusal",
             call_id=call.dialer,

@@ -10,8 +10,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests.support.redis_servers import free_tcp_port
 
 EXE = shutil.which("npv-guard", path=str(Path(sys.executable).parent)) or "npv-guard"
 LAB_SECRET = "e2e-secret-0123456789abcdef"
@@ -49,6 +53,7 @@ class GuardProcess:
         agi_port: int = 4573,
     ) -> None:
         self.mode = mode
+        self.http_port = free_tcp_port()
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="npv-guard-e2e-"))
         self.config = self.dir / "guard.toml"
         self.audit_path = self.dir / "audit.log"
@@ -69,6 +74,7 @@ class GuardProcess:
             },
             "calls": dict(calls or {}),
             "agi": {"host": "127.0.0.1", "port": agi_port, "header_timeout_s": 2.0},
+            "http": {"listen": f"127.0.0.1:{self.http_port}"},
             "log": {"level": "debug", "audit_file": str(self.audit_path)},
         }
         lines = [f"hash_secret = {_toml_value(LAB_SECRET)}", f"journal_path = {_toml_value(str(self.journal_path))}"]
@@ -120,6 +126,14 @@ class GuardProcess:
                 return found
             time.sleep(0.05)
         raise TimeoutError(f"{count} audit {event!r} lines expected, got {self.audit(event)}\n{self.log()[-2000:]}")
+
+    def http(self, path: str) -> tuple[int, str]:
+        """GET one of the guard's HTTP endpoints (/healthz, /metrics)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=3) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The npv-guard CLI pointed at this guard's config (same Redis, secret and prefix)."""
