@@ -15,10 +15,12 @@ import logging
 import random
 import signal
 import time
+import urllib.parse
 import uuid
 from typing import Any
 
 import aioari
+from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
 
 from npv_guard.ari.calls import BRIDGE_PREFIX, CARRIER_SUFFIX, Call, CallService
 from npv_guard.ari.port import AioAriPort, AriPort, NoAri
@@ -78,7 +80,7 @@ class AriSupervisor:
         while not self.stopping.is_set():
             client = None
             try:
-                client = await aioari.connect(ari.url, ari.username, ari.password)
+                client = await _connect(ari.url, ari.username, ari.password)
                 client.on_event("*", self._on_event)
                 self._client = client
                 run_task = asyncio.create_task(client.run(apps=ari.app))
@@ -207,6 +209,19 @@ async def _adopt(service: CallService, channel: dict[str, Any], carrier: str) ->
     call.consumer = service.consumer_of(call.callee)
     service.adopt(call)
     return call
+
+
+async def _connect(url: str, username: str, password: str) -> Any:
+    """aioari.connect, without leaking its HTTP session when Asterisk is not there."""
+    host = urllib.parse.urlparse(url).hostname or ""
+    http_client = AsynchronousHttpClient(auth=ApiKeyAuthenticator(host, f"{username}:{password}"))
+    client = aioari.Client(url, http_client)
+    try:
+        await client.init()
+    except BaseException:
+        await http_client.close()
+        raise
+    return client
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
