@@ -44,7 +44,7 @@ ERROR_TONE = "tone:!480/400,!0/100,!480/400"
 DEFAULT_FAIL_CAUSE = 34  # no circuit available -> SIP 503: the call could not be placed
 
 
-@dataclass
+@dataclass(eq=False)  # a call is itself, whatever its fields: hashable by identity
 class Call:
     dialer: str  # dialer channel id
     args: list[str]
@@ -344,7 +344,7 @@ class CallService:
     # ------------------------------------------------------------------ lifecycle
 
     def active_calls(self) -> int:
-        return len({id(call) for call in self.calls.values()})
+        return len(set(self.calls.values()))
 
     async def wait_idle_decisions(self, deadline: float) -> None:
         """Let decisions in flight finish (SIGTERM drain); bridged calls stay up."""

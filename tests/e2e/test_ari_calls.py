@@ -280,3 +280,23 @@ def test_guard_reconnects_after_asterisk_restart(scene: Scene, lab: AsteriskLab)
     uas = scene.uas()
     assert scene.call().ok
     assert uas.wait(30).ok
+
+
+def test_sigterm_drains_and_leaves_the_bridged_call_up(scene: Scene) -> None:
+    first = scene.guard()
+    scene.consent(first)
+    uas = scene.uas(hold_ms="30000")
+    outcome: list[SippResult] = []
+    caller = threading.Thread(target=lambda: outcome.append(scene.call(hold_ms="6000")))
+    caller.start()
+    first.wait_audit("bridged")
+    started = time.monotonic()
+    assert first.stop() == 0  # SIGTERM
+    assert time.monotonic() - started < 5
+    assert "stopping: no new calls" in first.log()
+    assert scene.lab.channel_count() == 2  # both legs still up, still bridged
+    second = scene.guard()
+    second.wait_for_log("adopted bridged call", timeout=10)
+    caller.join(30)
+    assert outcome and outcome[0].ok, outcome and outcome[0].describe()
+    assert uas.wait(30).received("BYE")

@@ -208,3 +208,11 @@ async def test_unknown_verb_is_rejected() -> None:
     service.dispatch(stasis_start("x1", "0162000001", "0612345678", "mystery"))
     await settle()
     assert ("hangup", "x1", 21) in port.ops
+
+
+async def test_drain_waits_for_decisions_and_close_ends_actors() -> None:
+    service, _, _, _ = make()
+    await _bridged(service)
+    assert service.active_calls() == 1
+    await service.wait_idle_decisions(deadline=0)  # nothing undecided: returns at once
+    await service.close()
