@@ -218,6 +218,8 @@ def _calendar_reasons(
     found: dict[ReasonCode, Reason] = {}
     for place in places:
         local, issues = local_issues(place, at, policy.windows, policy.local_holidays)
+        if not (issues.weekend or issues.holiday or issues.outside_hours):
+            continue  # the message below is only written for a call it rejects
         where = f"{local:%A %Y-%m-%d %H:%M:%S} in {place.territory.name} ({place.territory.timezone})"
         if issues.weekend:
             found.setdefault(ReasonCode.WEEKEND, Reason(ReasonCode.WEEKEND, f"it is {where}: no calls at weekends"))

@@ -72,7 +72,9 @@ _OVERSEAS_PREFIXES: dict[str, tuple[tuple[t.Territory, ...], NumberKind]] = {
     "0269": ((t.MAYOTTE,), NumberKind.GEOGRAPHIC),
     "0639": ((t.MAYOTTE,), NumberKind.MOBILE),
 }
-_OVERSEAS_LONGEST_FIRST = sorted(_OVERSEAS_PREFIXES, key=len, reverse=True)
+# Prefix lookups by length, longest first: a dict probe per length instead of a scan of every prefix.
+_OVERSEAS_LENGTHS = tuple(sorted({len(p) for p in _OVERSEAS_PREFIXES}, reverse=True))
+_NPV_OVERSEAS_LENGTHS = tuple(sorted({len(p) for p in NPV_OVERSEAS_PREFIXES}, reverse=True))
 
 # The country code each territory's numbers are written with in E.164.
 _E164_COUNTRY_CODE = {
@@ -155,7 +157,23 @@ def parse(raw: str | None) -> PhoneNumber:
     return _international(source, digits)
 
 
+# French country codes by their digits. None of their own leading digits ("3", "5", "59", "2", "26")
+# is a country code, so a number starting with them has exactly that country code.
+_FRENCH_COUNTRY_CODES = {str(cc): cc for cc in t.COUNTRY_CODES}
+
+
 def _international(source: str, digits: str) -> PhoneNumber:
+    # The common case, a French country code and nine national digits not starting with 0, splits
+    # exactly as phonenumbers splits it (no national prefix to strip, no leading zero to keep), at a
+    # fraction of the cost of its general parser. Everything else goes to the library.
+    code = digits[:2] if digits.startswith("33") else digits[:3]
+    cc = _FRENCH_COUNTRY_CODES.get(code)
+    if cc is not None and len(digits) == len(code) + 9 and digits[len(code)] != "0":
+        return _national(source, "0" + digits[len(code) :], t.COUNTRY_CODES[cc])
+    return _international_by_library(source, digits)
+
+
+def _international_by_library(source: str, digits: str) -> PhoneNumber:
     try:
         parsed = phonenumbers.parse("+" + digits, None)
     except phonenumbers.NumberParseException:
@@ -182,8 +200,8 @@ def _national(source: str, national: str, by_country_code: tuple[t.Territory, ..
         return PhoneNumber(source, NumberKind.INVALID, problem="no French number starts with 00 nationally")
     kind: NumberKind
     places: tuple[t.Territory, ...]
-    overseas = next((p for p in _OVERSEAS_LONGEST_FIRST if national.startswith(p)), None)
-    npv_overseas = next((p for p in NPV_OVERSEAS_PREFIXES if national.startswith(p)), None)
+    overseas = next((national[:n] for n in _OVERSEAS_LENGTHS if national[:n] in _OVERSEAS_PREFIXES), None)
+    npv_overseas = next((national[:n] for n in _NPV_OVERSEAS_LENGTHS if national[:n] in NPV_OVERSEAS_PREFIXES), None)
     if npv_overseas:
         kind, places = NumberKind.NPV_OVERSEAS, NPV_OVERSEAS_PREFIXES[npv_overseas]
     elif national.startswith(NPV_METROPOLITAN_PREFIXES):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 
@@ -77,6 +78,7 @@ class Place:
     subdivisions: frozenset[str]
 
 
+@lru_cache(maxsize=256)  # a handful of distinct places: build each once
 def place_of(territory: Territory, extra: frozenset[str] = frozenset()) -> Place:
     own = frozenset({territory.subdivision}) if territory.subdivision else frozenset()
     return Place(territory, own | extra)
