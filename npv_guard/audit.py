@@ -48,5 +48,6 @@ class AuditLog:
             local_time=data["local_time"],
             at=data["at"],
             not_evaluated=data["not_evaluated"],
+            next_allowed_at=data["next_allowed_at"],
             **extra,
         )

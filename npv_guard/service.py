@@ -28,6 +28,7 @@ from npv_guard.core.model import (
     StateUnavailable,
 )
 from npv_guard.core.numbering import parse
+from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
 from npv_guard.journal import JournalEntry, RefusalJournal
 from npv_guard.store import PairHistory, Snapshot, Store, StoreUnavailable
@@ -89,8 +90,11 @@ class Guard:
                 request = replace(request, at=newest + timedelta(milliseconds=1))
                 prepared = prepare(request, self.policy)
                 continue
-            verdict = decide(prepared, _with_journal(snapshot, journaled).state, self.policy)
-            if not (record and verdict.allowed):
+            state = _with_journal(snapshot, journaled).state
+            verdict = decide(prepared, state, self.policy)
+            if not verdict.allowed:
+                return replace(verdict, next_allowed_at=next_allowed_at(verdict, state, self.policy))
+            if not record:
                 return verdict
             try:
                 if await self.store.record_attempt(

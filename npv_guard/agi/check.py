@@ -41,4 +41,5 @@ async def check(session: AgiSession, ctx: AgiContext) -> None:
     await session.set_var("NPV_GUARD_CAUSE", "" if verdict.allowed else str(ctx.calls.cause_for(verdict.codes)))
     await session.set_var("NPV_GUARD_PROFESSIONAL", prepared.professional or "")
     await session.set_var("NPV_GUARD_CALLEE", prepared.consumer or "")
+    await session.set_var("NPV_GUARD_RETRY_AFTER", verdict.retry_after)
     await session.set_var("NPV_GUARD_VERDICT", "ALLOW" if verdict.allowed else "REJECT")

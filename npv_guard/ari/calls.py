@@ -213,6 +213,7 @@ class CallService:
             await asyncio.gather(
                 self.port.set_var(call.dialer, "NPV_GUARD_VERDICT", "REJECT"),
                 self.port.set_var(call.dialer, "NPV_GUARD_REASONS", reasons or "GUARD_DRAINING"),
+                self.port.set_var(call.dialer, "NPV_GUARD_RETRY_AFTER", verdict.retry_after),
             )
             await self._finish(call, cause=cause)
             return

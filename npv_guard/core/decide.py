@@ -72,6 +72,8 @@ class Verdict:
     prepared: Prepared
     reasons: tuple[Reason, ...]
     not_evaluated: tuple[str, ...] = ()
+    # Set by the service for a rejection that time alone lifts (see core/schedule.py).
+    next_allowed_at: datetime | None = None
 
     @property
     def allowed(self) -> bool:
@@ -107,7 +109,21 @@ class Verdict:
             "at": prepared.request.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "regime": prepared.regime.as_dict(),
             "not_evaluated": list(self.not_evaluated),
+            "next_allowed_at": self._next_allowed(),
         }
+
+    @property
+    def retry_after(self) -> str:
+        """The first legal instant in ISO 8601 UTC (NPV_GUARD_RETRY_AFTER), or empty."""
+        if self.next_allowed_at is None:
+            return ""
+        return self.next_allowed_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    def _next_allowed(self) -> dict[str, str] | None:
+        if self.next_allowed_at is None:
+            return None
+        zone = self.prepared.places[0].territory.zone
+        return {"utc": self.retry_after, "local": self.next_allowed_at.astimezone(zone).isoformat()}
 
 
 def prepare(request: CallRequest, policy: Policy) -> Prepared:

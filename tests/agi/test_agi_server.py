@@ -111,6 +111,7 @@ async def test_reject_sets_the_verdict_last(agi: GuardProcess) -> None:
         'SET VARIABLE NPV_GUARD_CAUSE "21"',
         'SET VARIABLE NPV_GUARD_PROFESSIONAL ""',
         'SET VARIABLE NPV_GUARD_CALLEE "+33612345678"',
+        'SET VARIABLE NPV_GUARD_RETRY_AFTER ""',  # a mobile caller ID: time will not fix it
         'SET VARIABLE NPV_GUARD_VERDICT "REJECT"',
     ]
     assert agi.wait_audit("decision")[0]["mode"] == "agi"

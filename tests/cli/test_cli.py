@@ -161,6 +161,16 @@ def test_consent_check_record_cap_history(env: dict[str, str]) -> None:
 
 
 @pytest.mark.redis
+def test_next_allowed_at_in_check_json(env: dict[str, str]) -> None:
+    run("consent", "grant", "--professional", "acme", "--callee", "0612345678", "--at", "2026-09-01T12:00", env=env)
+    check = ["check", "--caller", "0162000001", "--callee", "0612345678", "--professional", "acme", "--json"]
+    friday_night = json.loads(run(*check, "--at", "2026-12-04T20:00:00", env=env).stdout)
+    assert friday_night["next_allowed_at"] == {"utc": "2026-12-07T09:00:00Z", "local": "2026-12-07T10:00:00+01:00"}
+    offline = json.loads(run(*check, "--at", "2026-12-04T20:00:00", "--offline", env=env).stdout)
+    assert offline["next_allowed_at"] is None  # the stored state is unknown: no promise
+
+
+@pytest.mark.redis
 def test_refusal_record_blocks(env: dict[str, str]) -> None:
     pair = ["--professional", "acme", "--callee", "0612345678"]
     run("consent", "grant", *pair, "--at", "2026-09-01T12:00", env=env)

@@ -84,6 +84,9 @@ def test_each_rejection_reason(
     decision = guard.wait_audit("decision")[0]
     assert decision["verdict"] == "reject"
     assert code in codes(decision), decision
+    # Time lifts the calendar reasons (with consent on record), nothing else: the dialer is told when.
+    expires = code in ("WEEKEND", "OUTSIDE_HOURS", "PUBLIC_HOLIDAY") and case != "no consent"
+    assert (decision["next_allowed_at"] is not None) is expires, decision
 
 
 def test_cause_is_configurable_per_reason(scene: Scene) -> None:
