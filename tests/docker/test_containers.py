@@ -624,7 +624,6 @@ def test_recreated_in_agi_mode_keeps_the_state(stack: Stack) -> None:
         assert "FastAGI listening" in logs.stdout + logs.stderr
 
 
-
 def test_agi_mode_allowed_and_rejected_calls(stack: Stack) -> None:
     if stack.mode != "agi":
         with step("podman-compose down/up with GUARD_COMMAND=agi", stack):

@@ -96,7 +96,11 @@ class GuardProcess:
         log = self.log_path.open("ab")
         command = "run" if self.mode == "ari" else "agi"
         self.process = subprocess.Popen([EXE, command], env=self.env(), stdout=log, stderr=log, start_new_session=True)
-        self.wait_for_log('"ARI connected' if self.mode == "ari" else "FastAGI listening", timeout=timeout)
+        try:
+            self.wait_for_log('"ARI connected' if self.mode == "ari" else "FastAGI listening", timeout=timeout)
+        except BaseException:
+            self.kill()  # never leave a half-started guard taking calls behind the next test's back
+            raise
         return self
 
     def wait_for_log(self, text: str, *, timeout: float = 10.0, after: int = 0) -> None:
