@@ -42,6 +42,7 @@ import redis.asyncio as aioredis
 
 from bench import workload
 from bench.measure import Samples, Stats, process_cpu_seconds, time_async, time_sync, warm_up
+from bench.sip import render_sip, run_sip
 from npv_guard.core.decide import decide, prepare
 from npv_guard.core.model import Basis, ConsentEvent
 from npv_guard.core.numbering import parse as parse_number
@@ -63,7 +64,7 @@ from tests.support.redis_servers import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-0123456789abcdef"
-PARTS = ("core", "redis", "import")
+PARTS = ("core", "redis", "import", "sip")
 LEVELS = (1, 10, 100)
 TIMEOUT_S = 0.2  # redis.timeout_ms default, for the guard and the floors alike
 IMPORT_TIMEOUT_S = 1800
@@ -585,6 +586,9 @@ def render(results: dict[str, Any]) -> str:
         for level, data in redis_part["levels"].items():
             check = "as seeded" if data["outcomes_as_expected"] else f"NOT as seeded: {data['expected_outcomes']}"
             lines.append(f"    c={level}: {data['guard_outcomes']} ({check})")
+    sip = results.get("sip")
+    if sip:
+        lines.extend(render_sip(sip))
     for name, error in results.get("failed", {}).items():
         lines.append(f"  {name}: FAILED: {error}")
     return "\n".join(lines)
@@ -595,7 +599,7 @@ def render(results: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: core,redis,import")
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: core,redis,import,sip")
     parser.add_argument("--quick", action="store_true", help="small sizes (import 100,000 rows): a minute or two")
     parser.add_argument("--import-rows", type=int, help="rows of the generated CSV (default 1,000,000; quick 100,000)")
     parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/latest.json)")
@@ -647,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
             part("import", f"import: npv-guard consent import of {sizes.import_rows:,} rows ...",
                  lambda: bench_import(url, sizes, profile_dir))  # fmt: skip
         redis_version = server.cli("INFO", "server") if server else ""
+        if "sip" in args.parts:
+            part("sip", "sip: post-dial delay through the lab Asterisk, baseline / ARI / FastAGI ...",
+                 lambda: run_sip(args.quick))  # fmt: skip
     finally:
         if server:
             server.cleanup()
