@@ -70,7 +70,9 @@ class Guard:
         if self.store is None:
             return decide(prepared, StateUnavailable("no store configured"), self.policy)
         professional, consumer = pair
-        journaled = self.journal.pending_for(professional, self.store.digest(consumer)) if self.journal else []
+        journaled = (
+            self.journal.pending_for(professional, self.store.digest(consumer)) if self.journal is not None else []
+        )
         for _ in range(MAX_RECORD_ROUNDS):
             try:
                 snapshot = await self.store.snapshot(professional, consumer, request.at)

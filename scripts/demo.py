@@ -60,7 +60,8 @@ def place(title: str, caller: str, callee: str, scenario: str = "uac.xml", uas: 
         if line["event"] == "decision":
             print(f"    guard: {str(line['verdict']).upper()} {', '.join(line['reasons']) or ''}".rstrip())  # type: ignore[arg-type]
         elif line["event"] == "refusal":
-            print(f"    guard: refusal recorded from the {line['source']} (consent withdrawn: {line['withdraws_consent']})")
+            withdrawn = line["withdraws_consent"]
+            print(f"    guard: refusal recorded from the {line['source']} (consent withdrawn: {withdrawn})")
 
 
 def main() -> int:
