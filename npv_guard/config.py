@@ -56,6 +56,11 @@ class CallsSettings:
     agent_refusal_code: str = "*9"
     consumer_refusal_key: str = "9"
     hangup_on_refusal: bool = False
+    # ARI mode: media played as early media before a rejection's hang-up (e.g. "sound:..." or
+    # "tone:..."), empty for none.
+    reject_announcement: str = ""
+    # Longest the announcement may play (a tone: plays until stopped): then the hang-up comes.
+    reject_announcement_max_s: float = 10.0
 
     def cause_for(self, codes: tuple[str, ...]) -> int:
         """The cause of a rejection: the first reason with its own cause, else the default."""
@@ -355,6 +360,15 @@ def _validate(settings: Settings) -> None:
         code = getattr(settings.calls, key)
         if code and not all(ch in "0123456789*#ABCD" for ch in code):
             raise ConfigError(f"calls.{key}: DTMF digits only (0-9 * # A-D) or empty to switch off, got {code!r}")
+    announcement = settings.calls.reject_announcement
+    if announcement and not announcement.startswith(("sound:", "tone:", "recording:", "number:", "digits:")):
+        raise ConfigError(
+            f"calls.reject_announcement: expected an ARI media URI (sound:, tone:...), got {announcement!r}"
+        )
+    if not 0 < settings.calls.reject_announcement_max_s <= 120:
+        raise ConfigError(
+            f"calls.reject_announcement_max_s: expected 0-120 seconds, got {settings.calls.reject_announcement_max_s}"
+        )
     if not 1 <= settings.agi.port <= 65535:
         raise ConfigError(f"agi.port: must be 1-65535, got {settings.agi.port}")
     listen = settings.http.listen

@@ -90,7 +90,7 @@ class Guard:
                         allow_fail_open=False,
                     )
                 request = replace(request, at=newest + timedelta(milliseconds=1))
-                prepared = prepare(request, self.policy)
+                prepared = prepare(request, self.policy, (prepared.caller, prepared.callee))
                 continue
             state = _with_journal(snapshot, journaled).state
             verdict = decide(prepared, state, self.policy)

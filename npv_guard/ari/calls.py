@@ -41,6 +41,7 @@ DTMF_CODE_WINDOW_S = 3.0
 ACK_TONE = "tone:!1400/120,!0/80,!1400/120"
 ERROR_TONE = "tone:!480/400,!0/100,!480/400"
 # Causes relayed from a failed carrier leg; anything else becomes "normal clearing".
+ANNOUNCEMENT_SUFFIX = "-announcement"
 DEFAULT_FAIL_CAUSE = 34  # no circuit available -> SIP 503: the call could not be placed
 
 
@@ -59,6 +60,7 @@ class Call:
     answered: bool = False
     finished: bool = False
     refusal_recorded: bool = False
+    pending_cause: int | None = None  # rejected, announcement playing: the cause to hang up with
     dtmf: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
@@ -93,6 +95,9 @@ class CallService:
             kind = event.get("type")
             channel = event.get("channel") or {}
             channel_id = channel.get("id") if isinstance(channel, dict) else None
+            if kind == "PlaybackFinished":  # a playback names its channel in its target URI
+                target = str((event.get("playback") or {}).get("target_uri", ""))
+                channel_id = target.removeprefix("channel:") if target.startswith("channel:") else None
             if kind == "StasisStart" and channel_id:
                 self._on_stasis_start(event, channel)
                 return
@@ -173,6 +178,8 @@ class CallService:
                     await self.port.ring(call.dialer)
             case "ChannelDtmfReceived" if call.bridge:
                 await self._dtmf(call, channel, str(event.get("digit", "")))
+            case "PlaybackFinished" | "AnnouncementTimeout" if call.pending_cause is not None:
+                await self._finish(call, cause=call.pending_cause)
             case "StasisEnd" | "ChannelHangupRequest" | "ChannelDestroyed":
                 await self._leg_gone(call, channel, event)
             case _:
@@ -215,6 +222,9 @@ class CallService:
                 self.port.set_var(call.dialer, "NPV_GUARD_REASONS", reasons or "GUARD_DRAINING"),
                 self.port.set_var(call.dialer, "NPV_GUARD_RETRY_AFTER", verdict.retry_after),
             )
+            if self.policy.reject_announcement and not verdict.allowed:
+                await self._announce(call, cause)
+                return
             await self._finish(call, cause=cause)
             return
         call.carrier = call.dialer + CARRIER_SUFFIX
@@ -253,6 +263,20 @@ class CallService:
             await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
             return
         self.audit.write("bridged", call_id=call.dialer, professional=call.professional)
+
+    async def _announce(self, call: Call, cause: int) -> None:
+        """Play the rejection announcement as early media, then hang up with the cause.
+
+        The channel is never answered: on an unanswered PJSIP channel the media goes out as early
+        media (183), so the dialer still gets the final failure, and the carrier is never dialled.
+        """
+        call.pending_cause = cause
+        playback = call.dialer + ANNOUNCEMENT_SUFFIX
+        if not await self.port.play(call.dialer, self.policy.reject_announcement, playback_id=playback):
+            await self._finish(call, cause=cause)
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.policy.reject_announcement_max_s, call.queue.put_nowait, {"type": "AnnouncementTimeout"})
 
     async def _leg_gone(self, call: Call, channel: str | None, event: dict[str, Any]) -> None:
         if channel == call.carrier and not call.answered:

@@ -32,7 +32,7 @@ class AriPort(Protocol):
     async def create_bridge(self, bridge_id: str) -> bool: ...
     async def add_to_bridge(self, bridge_id: str, channels: list[str]) -> bool: ...
     async def destroy_bridge(self, bridge_id: str) -> bool: ...
-    async def play(self, channel: str, media: str) -> bool: ...
+    async def play(self, channel: str, media: str, playback_id: str | None = None) -> bool: ...
     async def get_var(self, channel: str, name: str) -> str | None: ...
     async def channels(self) -> list[dict[str, Any]] | None: ...
     async def bridges(self) -> list[dict[str, Any]] | None: ...
@@ -116,8 +116,9 @@ class AioAriPort:
         ok, _ = await self._run("destroyBridge", lambda: self._client.bridges.destroy(bridgeId=bridge_id))
         return ok
 
-    async def play(self, channel: str, media: str) -> bool:
-        ok, _ = await self._run("play", lambda: self._client.channels.play(channelId=channel, media=media))
+    async def play(self, channel: str, media: str, playback_id: str | None = None) -> bool:
+        options = {"playbackId": playback_id} if playback_id else {}
+        ok, _ = await self._run("play", lambda: self._client.channels.play(channelId=channel, media=media, **options))
         return ok
 
     async def get_var(self, channel: str, name: str) -> str | None:
@@ -175,7 +176,7 @@ class NoAri:
     async def destroy_bridge(self, bridge_id: str) -> bool:
         return False
 
-    async def play(self, channel: str, media: str) -> bool:
+    async def play(self, channel: str, media: str, playback_id: str | None = None) -> bool:
         return False
 
     async def get_var(self, channel: str, name: str) -> str | None:

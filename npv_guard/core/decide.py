@@ -126,10 +126,12 @@ class Verdict:
         return {"utc": self.retry_after, "local": self.next_allowed_at.astimezone(zone).isoformat()}
 
 
-def prepare(request: CallRequest, policy: Policy) -> Prepared:
+def prepare(request: CallRequest, policy: Policy, numbers: tuple[PhoneNumber, PhoneNumber] | None = None) -> Prepared:
+    """`numbers`: the caller and callee already parsed for this same request (a re-decision at
+    another instant), so they are not parsed again."""
     if request.at.tzinfo is None:
         raise ValueError("the instant of a call must carry its offset")
-    caller, callee = parse(request.caller), parse(request.callee)
+    caller, callee = numbers or (parse(request.caller), parse(request.callee))
     places, consumer_problem = locate_consumer(callee, request.consumer_postcode)
     reasons: list[Reason] = []
     local_day = request.at.astimezone((places[0].territory if places else METROPOLE).zone).date()

@@ -57,7 +57,8 @@ def next_allowed_at(verdict: Verdict, state: PairState | None, policy: Policy) -
         if codes - EXPIRING:
             return None
         instant = max(_lifted(code, current.prepared, past, instant, policy) for code in codes)
-        current = decide(prepare(replace(prepared.request, at=instant), policy), past, policy)
+        numbers = (prepared.caller, prepared.callee)
+        current = decide(prepare(replace(prepared.request, at=instant), policy, numbers), past, policy)
     return None
 
 

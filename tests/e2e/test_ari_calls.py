@@ -303,3 +303,17 @@ def test_sigterm_drains_and_leaves_the_bridged_call_up(scene: Scene) -> None:
     caller.join(30)
     assert outcome and outcome[0].ok, outcome and outcome[0].describe()
     assert uas.wait(30).received("BYE")
+
+
+def test_rejection_announcement_is_early_media_then_the_failure(scene: Scene) -> None:
+    announcement = {"reject_announcement": "tone:950/330,1400/330,1800/330", "reject_announcement_max_s": 2}
+    guard = scene.guard(calls=announcement)
+    uas = scene.uas()
+    started = time.monotonic()
+    result = scene.reject(403, caller="0612345670")
+    assert 1.5 < time.monotonic() - started < 10  # the tone played its 2 s, then the failure came
+    assert result.ok, result.describe()
+    assert result.received(183), result.describe()  # the announcement went out as early media
+    assert not result.received(200) or result.final_status() == 403
+    assert_never_reached_carrier(uas)
+    assert codes(guard.wait_audit("decision")[0]) == {"CALLER_NOT_NPV"}

@@ -55,7 +55,7 @@ class RecordingPort:
     async def destroy_bridge(self, bridge_id: str) -> bool:
         return await self._note("destroy_bridge", bridge_id)
 
-    async def play(self, channel: str, media: str) -> bool:
+    async def play(self, channel: str, media: str, playback_id: str | None = None) -> bool:
         return await self._note("play", channel, media)
 
     async def get_var(self, channel: str, name: str) -> str | None:
@@ -216,3 +216,15 @@ async def test_drain_waits_for_decisions_and_close_ends_actors() -> None:
     assert service.active_calls() == 1
     await service.wait_idle_decisions(deadline=0)  # nothing undecided: returns at once
     await service.close()
+
+
+async def test_announcement_then_hangup_with_the_cause() -> None:
+    service, port, _, _ = make(CallsSettings(reject_announcement="tone:!950/330,!1400/330,!1800/330"))
+    service.dispatch(stasis_start("d1", "0612345678", "0612345679", "outbound", "", "", ""))
+    await settle()
+    assert ("play", "d1", "tone:!950/330,!1400/330,!1800/330") in port.ops
+    assert ("hangup", "d1", 21) not in port.ops  # not before the announcement ends
+    service.dispatch({"type": "PlaybackFinished", "playback": {"id": "d1-announcement", "target_uri": "channel:d1"}})
+    await settle()
+    assert ("hangup", "d1", 21) in port.ops
+    assert "answer" not in port.names() and "originate" not in port.names()

@@ -94,6 +94,7 @@ def test_now_from_environment() -> None:
         ),
         ("[calls]\nreject_causes = {NOT_A_CODE = 21}\n", {}, "calls.reject_causes.NOT_A_CODE"),
         ('[calls]\nagent_refusal_code = "*9x"\n', {}, "calls.agent_refusal_code"),
+        ('[calls]\nreject_announcement = "beep.wav"\n', {}, "calls.reject_announcement"),
         ("", {"NPV_GUARD_REDIS_TIMEOUT_MS": "soon"}, "redis.timeout_ms"),
         ("", {"NPV_GUARD_REDIS_FAIL_OPEN": "maybe"}, "redis.fail_open"),
         ("", {"NPV_GUARD_NOW": "yesterday"}, "NPV_GUARD_NOW"),
