@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from npv_guard.core.decide import Verdict
+from npv_guard.service import RefusalOutcome
 
 
 class AuditLog:
@@ -50,4 +51,36 @@ class AuditLog:
             not_evaluated=data["not_evaluated"],
             next_allowed_at=data["next_allowed_at"],
             **extra,
+        )
+
+    def refusal(
+        self,
+        *,
+        call_id: str,
+        mode: str,
+        source: str,
+        professional: str | None,
+        consumer_ref: str | None,
+        outcome: RefusalOutcome | None = None,
+        error: str = "",
+    ) -> None:
+        """One line per refusal signalled in the call path: recorded (or journaled), or lost and why."""
+        fields: dict[str, Any] = {"recorded": outcome is not None}
+        if outcome is not None:
+            fields.update(
+                journaled=outcome.journaled,
+                at=outcome.refusal.at.isoformat(),
+                withdraws_consent=outcome.withdraws_consent,
+                blocked_until=outcome.blocked_until.isoformat(),
+            )
+        else:
+            fields["error"] = error[:200]
+        self.write(
+            "refusal",
+            call_id=call_id,
+            mode=mode,
+            professional=professional,
+            consumer=consumer_ref,
+            source=source,
+            **fields,
         )

@@ -8,6 +8,7 @@ if Redis is away) and confirms with a tone on the agent's leg.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from npv_guard.agi.context import ACK_TONE, ERROR_TONE, AgiContext
 from npv_guard.agi.server import AgiSession
@@ -25,37 +26,24 @@ async def refusal(session: AgiSession, ctx: AgiContext) -> None:
         return
     professional = await session.get_var("NPV_GUARD_PROFESSIONAL")
     callee = await session.get_var("NPV_GUARD_CALLEE")
+    audit = partial(ctx.audit.refusal, call_id=call_id, mode="agi", source=source.value, professional=professional)
     if not professional or not callee:
         log.error("AGI refusal on %s: no NPV_GUARD_PROFESSIONAL/NPV_GUARD_CALLEE (was check run?)", call_id)
-        ctx.audit.write("refusal", call_id=call_id, mode="agi", source=source.value, recorded=False,
-                        error="the call was not checked by npv-guard")  # fmt: skip
+        audit(consumer_ref=None, error="the call was not checked by npv-guard")
         await _tone(session, ERROR_TONE)
         return
+    consumer_ref = ctx.guard.consumer_ref(callee)
     try:
         outcome = await ctx.guard.record_refusal(professional, callee, ctx.now(), source, call_id)
     except Exception as error:
         ctx.metrics.refusals.labels("agi", source.value, "lost").inc()
         log.error("AGI refusal on %s: REFUSAL NOT RECORDED (%s): %s", call_id, type(error).__name__, error)
-        ctx.audit.write("refusal", call_id=call_id, mode="agi", professional=professional,
-                        consumer=ctx.guard.consumer_ref(callee), source=source.value, recorded=False,
-                        error=f"{type(error).__name__}: {error}"[:200])  # fmt: skip
+        audit(consumer_ref=consumer_ref, error=f"{type(error).__name__}: {error}")
         await _tone(session, ERROR_TONE)
         return
     ctx.metrics.refusals.labels("agi", source.value, "journaled" if outcome.journaled else "recorded").inc()
     await session.set_var("NPV_GUARD_REFUSED", "1")
-    ctx.audit.write(
-        "refusal",
-        call_id=call_id,
-        mode="agi",
-        professional=professional,
-        consumer=ctx.guard.consumer_ref(callee),
-        source=source.value,
-        recorded=True,
-        journaled=outcome.journaled,
-        at=outcome.refusal.at.isoformat(),
-        withdraws_consent=outcome.withdraws_consent,
-        blocked_until=outcome.blocked_until.isoformat(),
-    )
+    audit(consumer_ref=consumer_ref, outcome=outcome)
     await _tone(session, ACK_TONE)
     if ctx.calls.hangup_on_refusal:
         await session.command("HANGUP")

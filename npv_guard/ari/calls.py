@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from npv_guard.ari.port import AriPort
@@ -332,36 +333,25 @@ class CallService:
             return
         if not call.professional or not call.consumer:
             return
+        audit = partial(
+            self.audit.refusal,
+            call_id=call.dialer,
+            mode="ari",
+            source=source.value,
+            professional=call.professional,
+            consumer_ref=self.guard.consumer_ref(call.consumer),
+        )
         try:
             outcome = await self.guard.record_refusal(call.professional, call.consumer, self.now(), source, call.dialer)
         except Exception as error:
             self.metrics.refusals.labels("ari", source.value, "lost").inc()
             log.error("call %s: REFUSAL NOT RECORDED (%s): %s", call.dialer, type(error).__name__, error)
-            self.audit.write(
-                "refusal",
-                call_id=call.dialer,
-                professional=call.professional,
-                consumer=self.guard.consumer_ref(call.consumer),
-                source=source.value,
-                recorded=False,
-                error=f"{type(error).__name__}: {error}"[:200],
-            )
+            audit(error=f"{type(error).__name__}: {error}")
             await self.port.play(call.dialer, ERROR_TONE)
             return
         call.refusal_recorded = True
         self.metrics.refusals.labels("ari", source.value, "journaled" if outcome.journaled else "recorded").inc()
-        self.audit.write(
-            "refusal",
-            call_id=call.dialer,
-            professional=call.professional,
-            consumer=self.guard.consumer_ref(call.consumer),
-            source=source.value,
-            recorded=True,
-            journaled=outcome.journaled,
-            at=outcome.refusal.at.isoformat(),
-            withdraws_consent=outcome.withdraws_consent,
-            blocked_until=outcome.blocked_until.isoformat(),
-        )
+        audit(outcome=outcome)
         await self.port.play(call.dialer, ACK_TONE)
         if self.policy.hangup_on_refusal:
             await self._finish(call, cause=16)
