@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TextIO
 from npv_guard import __version__
 from npv_guard.clock import Clock, parse_instant
 from npv_guard.config import ConfigError, Settings, load_settings
+from npv_guard.core.calendar import utc_iso
 from npv_guard.core.decide import Verdict, locate_consumer
 from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource
 from npv_guard.core.numbering import parse as parse_number
@@ -161,10 +162,6 @@ class Context:
         )
 
 
-def _iso(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _print_json(payload: dict[str, Any], out: TextIO) -> None:
     out.write(json.dumps(payload, ensure_ascii=False) + "\n")
 
@@ -229,9 +226,9 @@ async def _refusal(ctx: Context, out: TextIO) -> int:
     payload = {
         "recorded": True,
         "professional": args.professional,
-        "at": _iso(outcome.refusal.at),
+        "at": utc_iso(outcome.refusal.at),
         "source": outcome.refusal.source.value,
-        "blocked_until": _iso(outcome.blocked_until),
+        "blocked_until": utc_iso(outcome.blocked_until),
         "withdraws_consent": outcome.withdraws_consent,
     }
     if args.json:
@@ -260,7 +257,7 @@ async def _consent(ctx: Context, out: TextIO) -> int:
         "professional": args.professional,
         "granted": event.granted,
         "basis": event.basis.value if event.basis else None,
-        "at": _iso(event.at),
+        "at": utc_iso(event.at),
         "outside_hours": event.outside_hours,
     }
     if args.json:
@@ -375,14 +372,14 @@ async def _history(ctx: Context, out: TextIO) -> int:
     state = history.state
     payload: dict[str, Any] = {
         "professional": args.professional,
-        "attempts": [{"at": _iso(a.at), "call_id": a.call_id} for a in sorted(state.attempts, key=lambda a: a.at)],
+        "attempts": [{"at": utc_iso(a.at), "call_id": a.call_id} for a in sorted(state.attempts, key=lambda a: a.at)],
         "refusals": [
-            {"at": _iso(r.at), "source": r.source.value, "call_id": r.call_id}
+            {"at": utc_iso(r.at), "source": r.source.value, "call_id": r.call_id}
             for r in sorted(state.refusals, key=lambda r: r.at)
         ],
         "consents": [
             {
-                "at": _iso(c.at),
+                "at": utc_iso(c.at),
                 "granted": c.granted,
                 "basis": c.basis.value if c.basis else None,
                 "proof": c.proof,

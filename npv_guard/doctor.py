@@ -23,6 +23,7 @@ from npv_guard.clock import Clock
 from npv_guard.config import ConfigError, Settings, redact_url
 from npv_guard.core.calendar import national_holidays
 from npv_guard.core.territories import ALL
+from npv_guard.journal import RefusalJournal
 from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -127,11 +128,7 @@ class Doctor:
         if not os.access(directory, os.W_OK):
             self.note(FAIL, "journal", f"{directory} is not writable: a refusal made while Redis is away would be lost")
             return
-        pending = 0
-        if path.exists():
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-            done = {json.loads(line).get("id") for line in lines if '"done"' in line}
-            pending = sum(1 for line in lines if '"refusal"' in line and json.loads(line).get("id") not in done)
+        pending = len(RefusalJournal(str(path)))
         level = WARN if pending else OK
         self.note(level, "journal", f"{path}: writable, {pending} refusal(s) waiting for Redis")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
 
 import holidays
@@ -86,5 +86,6 @@ def local_midnight(place: Place, day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=place.territory.zone)
 
 
-def days_before(day: date, count: int) -> date:
-    return day - timedelta(days=count)
+def utc_iso(instant: datetime) -> str:
+    """An instant as ISO 8601 UTC to the second, with Z (messages, CLI output)."""
+    return instant.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

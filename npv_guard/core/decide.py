@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from npv_guard.core import regimes
-from npv_guard.core.calendar import local_issues, local_midnight
+from npv_guard.core.calendar import local_issues, local_midnight, utc_iso
 from npv_guard.core.model import (
     PROFESSIONAL_ID,
     Basis,
@@ -294,7 +294,7 @@ def decide(prepared: Prepared, state: PairState | StateUnavailable | None, polic
             reasons.append(
                 Reason(
                     ReasonCode.CONSENT_WITHDRAWN,
-                    f"consent withdrawn or refused at {_utc(consent.at)}; a new consent is needed",
+                    f"consent withdrawn or refused at {utc_iso(consent.at)}; a new consent is needed",
                 )
             )
     if banned and not (consent is not None and consent.granted and consent.basis is Basis.CONTRACT):
@@ -340,8 +340,8 @@ def _frequency_reasons(prepared: Prepared, state: PairState) -> list[Reason]:
     return [
         Reason(
             ReasonCode.FREQUENCY_CAP,
-            f"{len(counted)} attempts since {_utc(window_start)} "
-            f"(at most {MAX_ATTEMPTS} in {ATTEMPT_WINDOW_DAYS} days); oldest counted at {_utc(counted[0])}",
+            f"{len(counted)} attempts since {utc_iso(window_start)} "
+            f"(at most {MAX_ATTEMPTS} in {ATTEMPT_WINDOW_DAYS} days); oldest counted at {utc_iso(counted[0])}",
         )
     ]
 
@@ -372,8 +372,8 @@ def _refusal_reasons(prepared: Prepared, state: PairState) -> list[Reason]:
     return [
         Reason(
             ReasonCode.REFUSAL_BLOCK,
-            f"consumer refused at {_utc(latest.at)} ({latest.source.value}); no contact before "
-            f"{_utc(refusal_block_end(prepared.places, latest.at))}",
+            f"consumer refused at {utc_iso(latest.at)} ({latest.source.value}); no contact before "
+            f"{utc_iso(refusal_block_end(prepared.places, latest.at))}",
         )
     ]
 
@@ -382,7 +382,3 @@ def _sector_reason(sector: str | None) -> Reason:
     return Reason(
         ReasonCode.SECTOR_BANNED, f"sector {sector!r} may not be canvassed by phone outside a contract in progress"
     )
-
-
-def _utc(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
