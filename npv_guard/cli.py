@@ -387,13 +387,16 @@ async def _history(ctx: Context, out: TextIO) -> int:
             }
             for c in sorted(state.consents, key=lambda c: c.at)
         ],
+        "messages": [
+            {"at": utc_iso(m.at), "message_id": m.message_id} for m in sorted(history.messages, key=lambda m: m.at)
+        ],
         "ttl_seconds": history.ttl_seconds,
     }
     if args.json:
         _print_json(payload, out)
         return EXIT_OK
     out.write(f"professional {args.professional}, consumer {args.callee} (stored under a keyed hash)\n")
-    for name in ("attempts", "refusals", "consents"):
+    for name in ("attempts", "refusals", "consents", "messages"):
         items = payload[name]
         out.write(f"{name}: {len(items)}\n")
         for item in items:

@@ -8,6 +8,7 @@ line that names the key and the problem.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tomllib
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from npv_guard.clock import parse_instant
+from npv_guard.core.calendar import Window
 from npv_guard.core.model import DEFAULT_BANNED_SECTORS, PROFESSIONAL_ID, Policy, Professional
+from npv_guard.core.numbering import NumberKind
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.reasons import ReasonCode
 
@@ -105,6 +108,27 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class SmsSettings:
+    """Text messages through the ARI application (`npv-guard run`), see README "SMS"."""
+
+    enabled: bool = False
+    # Messages Asterisk receives from this endpoint are SMS to check and relay to consumers.
+    platform_endpoint: str = "PJSIP/platform"
+    # Messages from this endpoint are consumers' replies (STOP).
+    carrier_endpoint: str = "PJSIP/carrier"
+    # ARI sendMessage destination of an allowed message; {number} is the consumer's E.164 number.
+    carrier: str = "pjsip:carrier/sip:{number}@127.0.0.1"
+    # Asterisk passes at most 1023 bytes of a MESSAGE body on; longer bodies arrive empty.
+    max_body_bytes: int = 1023
+    # Replies that withdraw consent, compared without case, accents, spaces and punctuation.
+    stop_words: tuple[str, ...] = ("STOP", "STOP SMS", "ARRET", "ARRET SMS", "STOP PUB", "DESABONNER", "UNSUBSCRIBE")
+    # Sent once to the consumer after a STOP; {name} is the professional's name. Empty: no reply.
+    stop_ack: str = "Votre demande STOP est prise en compte : vous ne recevrez plus de SMS de {name}."
+    # Where consumers' replies (STOP included) are passed on, e.g. "pjsip:platform"; empty: not passed on.
+    inbound_to: str = ""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
     audit_file: str = ""  # empty: audit lines go to standard output
@@ -123,6 +147,7 @@ class Settings:
     agi: AgiSettings = field(default_factory=AgiSettings)
     ami: AmiSettings = field(default_factory=AmiSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    sms: SmsSettings = field(default_factory=SmsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     professionals: tuple[Professional, ...] = ()
     # Start of the guard's clock when NPV_GUARD_NOW is set (replay mode).
@@ -154,6 +179,7 @@ _SECTIONS = {
     "agi": AgiSettings,
     "ami": AmiSettings,
     "http": HttpSettings,
+    "sms": SmsSettings,
     "log": LogSettings,
 }
 _SPECIAL = {"professionals", "now", "source"}
@@ -301,9 +327,10 @@ def _professionals(raw: Any, env: Mapping[str, str]) -> tuple[Professional, ...]
         where = f"professionals[{index}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a table with id, name, siren, npvs")
-        unknown = set(entry) - {"id", "name", "siren", "npvs"}
+        known = {"id", "name", "siren", "npvs", "platform_numbers", "sms_windows"}
+        unknown = set(entry) - known
         if unknown:
-            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (known: id, name, npvs, siren)")
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
         ident = entry.get("id")
         if not isinstance(ident, str) or not PROFESSIONAL_ID.match(ident):
             raise ConfigError(f"{where}.id: expected 1-64 letters, digits or _.+- , got {ident!r}")
@@ -315,22 +342,51 @@ def _professionals(raw: Any, env: Mapping[str, str]) -> tuple[Professional, ...]
             raise ConfigError(f"{where}.name: expected a string")
         if siren is not None and not (isinstance(siren, str) and len(siren) == 9 and siren.isdigit()):
             raise ConfigError(f"{where}.siren: expected 9 digits, got {siren!r}")
-        npvs = entry.get("npvs", [])
-        if not isinstance(npvs, list):
-            raise ConfigError(f"{where}.npvs: expected a list of numbers")
-        nationals: list[str] = []
-        for position, spelled in enumerate(npvs):
-            number = parse_number(spelled if isinstance(spelled, str) else None)
-            if not number.is_npv or number.national is None:
-                raise ConfigError(f"{where}.npvs[{position}]: {spelled!r} is not an NPV number")
-            if number.national in owners:
-                raise ConfigError(
-                    f"{where}.npvs[{position}]: {spelled!r} is already assigned to {owners[number.national]!r}"
-                )
-            owners[number.national] = ident
-            nationals.append(number.national)
-        result.append(Professional(ident, name, siren, tuple(nationals)))
+        nationals = _assigned_numbers(entry, "npvs", where, ident, owners)
+        platform_numbers = _assigned_numbers(entry, "platform_numbers", where, ident, owners)
+        result.append(
+            Professional(
+                ident, name, siren, nationals, platform_numbers, _windows(entry.get("sms_windows"), where)
+            )
+        )
     return tuple(result)
+
+
+def _assigned_numbers(
+    entry: dict[str, Any], key: str, where: str, ident: str, owners: dict[str, str]
+) -> tuple[str, ...]:
+    """The national digits of a professional's NPVs or 0937-0939 senders: one owner per number."""
+    spellings = entry.get(key, [])
+    if not isinstance(spellings, list):
+        raise ConfigError(f"{where}.{key}: expected a list of numbers")
+    nationals: list[str] = []
+    for position, spelled in enumerate(spellings):
+        number = parse_number(spelled if isinstance(spelled, str) else None)
+        fits = number.is_npv if key == "npvs" else number.kind is NumberKind.PLATFORM
+        if not fits or number.national is None:
+            what = "an NPV number" if key == "npvs" else "a 0937-0939 platform number"
+            raise ConfigError(f"{where}.{key}[{position}]: {spelled!r} is not {what}")
+        if number.national in owners:
+            raise ConfigError(
+                f"{where}.{key}[{position}]: {spelled!r} is already assigned to {owners[number.national]!r}"
+            )
+        owners[number.national] = ident
+        nationals.append(number.national)
+    return tuple(nationals)
+
+
+def _windows(raw: Any, where: str) -> tuple[Window, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or not all(isinstance(item, str) for item in raw):
+        raise ConfigError(f'{where}.sms_windows: expected a list like ["09:00-12:00", "14:00-19:00"]')
+    try:
+        windows = tuple(sorted((Window.parse(item) for item in raw), key=lambda w: w.start))
+    except ValueError as error:
+        raise ConfigError(f"{where}.sms_windows: {error}") from None
+    if any(later.start < earlier.end for earlier, later in itertools.pairwise(windows)):
+        raise ConfigError(f"{where}.sms_windows: windows overlap")
+    return windows
 
 
 def _now(raw: str | None) -> datetime | None:
@@ -378,6 +434,17 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"agi.max_sessions: must be at least 1, got {settings.agi.max_sessions}")
     if settings.log.level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {settings.log.level!r}")
+    sms = settings.sms
+    if "{number}" not in sms.carrier or not sms.carrier.startswith("pjsip:"):
+        raise ConfigError(f"sms.carrier: expected a pjsip: URI containing {{number}}, got {sms.carrier!r}")
+    for key in ("platform_endpoint", "carrier_endpoint"):
+        tech, _, resource = getattr(sms, key).partition("/")
+        if not tech or not resource:
+            raise ConfigError(f"sms.{key}: expected TECH/RESOURCE (e.g. PJSIP/platform), got {getattr(sms, key)!r}")
+    if not 1 <= sms.max_body_bytes <= 1023:
+        raise ConfigError(f"sms.max_body_bytes: expected 1-1023 (Asterisk's MESSAGE limit), got {sms.max_body_bytes}")
+    if sms.inbound_to and not sms.inbound_to.startswith("pjsip:"):
+        raise ConfigError(f"sms.inbound_to: expected a pjsip: URI or empty, got {sms.inbound_to!r}")
     for sector in settings.rules.banned_sectors:
         if not sector.replace("_", "").isalnum():
             raise ConfigError(f"rules.banned_sectors: {sector!r} is not a sector name")

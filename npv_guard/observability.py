@@ -45,6 +45,10 @@ class Metrics:
         )  # fmt: skip
         self.ari_reconnects = Counter("npv_guard_ari_reconnects", "ARI reconnections", registry=self.registry)
         self.agi_sessions = Counter("npv_guard_agi_sessions", "FastAGI sessions", ["outcome"], registry=self.registry)
+        self.messages = Counter(
+            "npv_guard_sms", "Text messages by direction and outcome", ["direction", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
 
     def decision(self, mode: str, verdict: Verdict, seconds: float) -> None:
         self.decision_seconds.labels(mode).observe(seconds)

@@ -25,6 +25,7 @@ from npv_guard.config import Settings, redact_url
 from npv_guard.journal import RefusalJournal
 from npv_guard.observability import Health, Metrics, serve_http, stop_http
 from npv_guard.service import Guard
+from npv_guard.sms.service import SmsService
 from npv_guard.store import ConsumerHasher, Store
 
 log = logging.getLogger("npv_guard")
@@ -84,7 +85,10 @@ async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
     service = CallService(
         NoAri(), wiring.guard, settings.ari, settings.calls, wiring.audit, wiring.clock.now, wiring.metrics
     )
-    supervisor = AriSupervisor(settings, service)
+    sms = None
+    if settings.sms.enabled:
+        sms = SmsService(NoAri(), wiring.guard, settings.sms, wiring.audit, wiring.clock.now, wiring.metrics)
+    supervisor = AriSupervisor(settings, service, sms)
     stop = asyncio.Event()
     install_signal_handlers(stop)
     http, probe = await wiring.start_http(settings, supervisor.connected.is_set, service.active_calls)
@@ -94,10 +98,13 @@ async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
     log.info("stopping: no new calls, letting decisions in flight finish (at most %.0f s)", drain_s)
     service.draining = True
     await service.wait_idle_decisions(time.monotonic() + drain_s)
+    await supervisor.release_messages()
     supervisor.stopping.set()
     await _cancel(tasks)
     await stop_http(http)
     await service.close()
+    if sms is not None:
+        await sms.close()
     await wiring.store.close()
     log.info("stopped; bridged calls stay up in Asterisk and are adopted by the next start")
     return 0

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from npv_guard.core.decide import (
     Prepared,
     Verdict,
+    consent_at,
     decide,
     locate_consumer,
     prepare,
@@ -31,7 +32,7 @@ from npv_guard.core.numbering import parse
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
 from npv_guard.journal import JournalEntry, RefusalJournal
-from npv_guard.store import PairHistory, Snapshot, Store, StoreUnavailable
+from npv_guard.store import PairHistory, SentMessage, Snapshot, Store, StoreUnavailable
 
 log = logging.getLogger("npv_guard.service")
 
@@ -53,6 +54,12 @@ class RefusalOutcome:
     withdraws_consent: bool  # since opt-in: blocked until a new consent
     blocked_until: datetime  # the 60-day block of D. 223-9
     journaled: bool = False  # Redis was unavailable: kept in the local journal until replayed
+
+
+@dataclass(frozen=True, slots=True)
+class StopOutcome:
+    refusal: RefusalOutcome
+    first: bool  # consent was in force (or unknown) until this STOP: acknowledge it
 
 
 class Guard:
@@ -141,6 +148,27 @@ class Guard:
             journaled = True
             log.warning("refusal journaled (redis unavailable): %d pending", len(self.journal))
         return RefusalOutcome(refusal, withdrawal is not None, refusal_block_end(places, at), journaled)
+
+    async def record_stop(self, professional: str, consumer: str, at: datetime, message_id: str) -> StopOutcome:
+        """A STOP reply: a refusal by SMS, which withdraws consent (see `refusal_withdrawal`).
+
+        `first` is False when consent was already withdrawn before it (a repeated STOP), so the
+        consumer is acknowledged once. When the state cannot be read it counts as first: a
+        second confirmation is better than none.
+        """
+        store = self._store()
+        first = True
+        try:
+            latest = consent_at((await store.snapshot(professional, consumer, at)).state.consents, at)
+            first = latest is None or latest.granted
+        except StoreUnavailable:
+            pass
+        outcome = await self.record_refusal(professional, consumer, at, RefusalSource.SMS, message_id)
+        return StopOutcome(outcome, first)
+
+    async def record_message(self, professional: str, consumer: str, at: datetime, message_id: str) -> None:
+        """Note a relayed SMS in the pair's history (no rule counts it)."""
+        await self._store().record_message(professional, consumer, SentMessage(at, message_id))
 
     async def replay_journal(self) -> int:
         """Move journaled refusals into Redis, oldest first; stops at the first failure."""

@@ -6,11 +6,13 @@ touches one Cluster slot:
     {prefix}:{<professional>|<hmac>}:a   ZSET attempts    member "<ms>:<call id>"     score ms
     {prefix}:{<professional>|<hmac>}:r   ZSET refusals    member JSON                 score ms
     {prefix}:{<professional>|<hmac>}:c   ZSET consents    member JSON (grant/withdraw) score ms
+    {prefix}:{<professional>|<hmac>}:m   ZSET SMS relayed member "<ms>:<message id>"  score ms
     {prefix}:{<professional>|<hmac>}:v   STRING version, bumped by every write
 
 `<hmac>` is HMAC-SHA256(secret, consumer E.164), so no key or value holds a consumer number.
 Whether a stored fact still counts is computed from its own instant by the decision core; the
-TTLs below only clean up: attempts live 31 days, refusals 62 days, consents for ever (proof).
+TTLs below only clean up: attempts live 31 days, refusals and relayed SMS 62 days, consents for
+ever (proof). Relayed SMS are kept for the history only: no rule counts them.
 
 Check-and-record is optimistic: read a snapshot with its version, decide in Python (the rules
 live in one place), then record the attempt only if the version is unchanged. A concurrent
@@ -67,11 +69,20 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class SentMessage:
+    """A text message the guard relayed to the consumer."""
+
+    at: datetime
+    message_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class PairHistory:
     """Everything held for a pair, for a supervisor answering a complaint."""
 
     state: PairState
     ttl_seconds: dict[str, int]
+    messages: tuple[SentMessage, ...] = ()
 
 
 _SNAPSHOT = """
@@ -127,13 +138,14 @@ def _instant(score: float | str) -> datetime:
 class PairKeys:
     """The four keys of one pair, under one hash tag."""
 
-    __slots__ = ("attempts", "consents", "refusals", "version")
+    __slots__ = ("attempts", "consents", "messages", "refusals", "version")
 
     def __init__(self, prefix: str, professional: str, digest: str) -> None:
         base = f"{prefix}:{{{professional}|{digest}}}"
         self.attempts = base + ":a"
         self.refusals = base + ":r"
         self.consents = base + ":c"
+        self.messages = base + ":m"
         self.version = base + ":v"
 
 
@@ -359,6 +371,19 @@ class Store:
             lambda: self._record_refusal(keys=[keys.refusals, keys.consents, keys.version], args=args),
         )
 
+    async def record_message(self, professional: str, consumer: str, message: SentMessage) -> None:
+        """Note a relayed SMS for the history; the version is left alone, since no rule reads it."""
+        key = self.keys(professional, consumer).messages
+        member = f"{_ms(message.at)}:{message.message_id}"
+
+        async def write() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.zadd(key, {member: _ms(message.at)})
+            pipe.pexpire(key, _ms_span(REFUSALS_TTL))
+            await pipe.execute()
+
+        await self._call("record message", write, idempotent=True)
+
     async def record_consent(self, professional: str, consumer: str, event: ConsentEvent) -> None:
         keys = self.keys(professional, consumer)
         args: list[int | str] = [_ms(event.at), _encode_consent(event), _ms_span(REFUSALS_TTL)]
@@ -409,13 +434,15 @@ class Store:
                     client.zrange(keys.attempts, 0, -1, withscores=True),
                     client.zrange(keys.refusals, 0, -1, withscores=True),
                     client.zrange(keys.consents, 0, -1, withscores=True),
+                    client.zrange(keys.messages, 0, -1, withscores=True),
                     client.pttl(keys.attempts),
                     client.pttl(keys.refusals),
                     client.pttl(keys.consents),
+                    client.pttl(keys.messages),
                 )
             )
 
-        attempts, refusals, consents, *ttls = await self._call("history", read, idempotent=True)
+        attempts, refusals, consents, messages, *ttls = await self._call("history", read, idempotent=True)
 
         def flat(pairs: Sequence[tuple[Any, float]]) -> list[Any]:
             return [item for pair in pairs for item in pair]
@@ -425,9 +452,14 @@ class Store:
             tuple(_decode_refusals(flat(refusals))),
             tuple(_decode_consents(flat(consents))),
         )
-        names = ("attempts", "refusals", "consents")
+        sent = tuple(
+            SentMessage(_instant(score), _text(member).partition(":")[2]) for member, score in messages
+        )
+        names = ("attempts", "refusals", "consents", "messages")
         return PairHistory(
-            state, {name: int(ttl) // 1000 if ttl >= 0 else int(ttl) for name, ttl in zip(names, ttls, strict=True)}
+            state,
+            {name: int(ttl) // 1000 if ttl >= 0 else int(ttl) for name, ttl in zip(names, ttls, strict=True)},
+            sent,
         )
 
 

@@ -64,6 +64,25 @@ def place(title: str, caller: str, callee: str, scenario: str = "uac.xml", uas: 
             print(f"    guard: refusal recorded from the {line['source']} (consent withdrawn: {withdrawn})")
 
 
+def text(title: str, sender: str, to: str, body: str, *, reply: bool = False) -> None:
+    """One SIP MESSAGE: from the SMS platform (127.0.0.4) or, as a reply, from the carrier (127.0.0.5)."""
+    print(f"\n--- {title}\n    {'carrier' if reply else 'platform'}: MESSAGE {to} from {sender}: {body!r}")
+    seen = len(audit_lines())
+    phone = run_sipp("uas_message.xml", local_port=CARRIER_PORT, calls=5, background=True, timeout_s=20)
+    time.sleep(0.2)
+    sent: SippResult = run_sipp("uac_message.xml", local_ip="127.0.0.5" if reply else "127.0.0.4", service=to,
+                                variables={"sender": sender, "body": body}, timeout_s=20)  # fmt: skip
+    time.sleep(0.8)
+    delivered = [message.body for message in phone.stop().received("MESSAGE")]
+    answer = sent.final_status("MESSAGE")
+    print(f"    Asterisk answered: SIP {answer}  |  consumer's phone got: {delivered or 'nothing'}")
+    for line in audit_lines()[seen:]:
+        if line["event"] == "decision":
+            print(f"    guard: {str(line['verdict']).upper()} {', '.join(line['reasons']) or ''}".rstrip())  # type: ignore[arg-type]
+        elif line["event"] == "refusal":
+            print(f"    guard: STOP recorded (consent withdrawn: {line['withdraws_consent']})")
+
+
 def main() -> int:
     print(f"npv-guard demo: the lab's clock replays {NOW} (Europe/Paris)\n")
     sh("scripts/lab", "down")
@@ -82,6 +101,13 @@ def main() -> int:
         place("5. agent keys *9: the consumer refused", "0162000001", "0612345678", "uac_dtmf_info.xml",
               hold_ms="1500")  # fmt: skip
         place("6. the same consumer again", "0162000001", "0612345678", "uac_reject.xml", expect_code="403")
+        print("\n$ npv-guard consent grant --professional lab --callee 0611223344 --proof 'shop form #7'")
+        print("   ", cli("consent", "grant", "--professional", "lab", "--callee", "0611223344",
+                        "--at", "2026-09-01T12:00", "--proof", "shop form #7"))  # fmt: skip
+        text("7. SMS from the platform number 0937 00 00 01", "0937000001", "0611223344", "Votre devis est prêt ✅")
+        text("8. SMS with a voice NPV as sender", "0162000001", "0611223344", "Votre devis est prêt ✅")
+        text("9. the consumer answers STOP", "0611223344", "0937000001", "Stop SMS", reply=True)
+        text("10. SMS to the same consumer again", "0937000001", "0611223344", "Dernière chance !")
         print("\n$ npv-guard history --professional lab --callee 0612345678")
         print("   ", cli("history", "--professional", "lab", "--callee", "0612345678").replace("\n", "\n    "))
         print(f"\naudit trail (one JSON line per decision and refusal): {AUDIT}")

@@ -25,6 +25,7 @@ from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
 from npv_guard.ari.calls import BRIDGE_PREFIX, CARRIER_SUFFIX, Call, CallService
 from npv_guard.ari.port import AioAriPort, AriPort, NoAri
 from npv_guard.config import Settings
+from npv_guard.sms.service import SmsService
 
 log = logging.getLogger("npv_guard.ari")
 
@@ -34,9 +35,10 @@ PING_EVENT = "npv-guard-ping"
 
 
 class AriSupervisor:
-    def __init__(self, settings: Settings, service: CallService) -> None:
+    def __init__(self, settings: Settings, service: CallService, sms: SmsService | None = None) -> None:
         self.settings = settings
         self.service = service
+        self.sms = sms
         self.connected = asyncio.Event()
         self.stopping = asyncio.Event()
         self._client: Any = None
@@ -49,6 +51,10 @@ class AriSupervisor:
             waiter = self._pings.pop(token, None)
             if waiter and not waiter.done():
                 waiter.set_result(None)
+            return
+        if event.get("type") == "TextMessageReceived":
+            if self.sms is not None:
+                self.sms.dispatch(event)
             return
         self.service.dispatch(event)
 
@@ -87,6 +93,8 @@ class AriSupervisor:
                 if not await self._wait_registered(run_task):
                     raise ConnectionError("app did not receive its own events")
                 self.service.port = AioAriPort(client)
+                if self.sms is not None:
+                    await self._subscribe_messages(self.sms, self.service.port)
                 self.connected.set()
                 log.info("ARI connected to %s as app %r", ari.url, ari.app)
                 delay = 0.5
@@ -99,6 +107,8 @@ class AriSupervisor:
             finally:
                 self.connected.clear()
                 self.service.port = NoAri()
+                if self.sms is not None:
+                    self.sms.port = NoAri()
                 self._client = None
                 if client is not None:
                     with contextlib.suppress(Exception):
@@ -112,6 +122,24 @@ class AriSupervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), pause)
             delay = min(delay * 2, ari.reconnect_max_s)
+
+    async def _subscribe_messages(self, sms: SmsService, port: AriPort) -> None:
+        """Ask for the MESSAGEs of the platform and carrier endpoints, again on every connection.
+
+        Without the subscription Asterisk has no handler for them and answers 404: nothing is
+        relayed, which is the safe failure. A failed subscription is retried with the connection.
+        """
+        if not await port.subscribe(self.settings.ari.app, sms.sources):
+            raise ConnectionError(f"could not subscribe to text messages of {', '.join(sms.sources)}")
+        sms.port = port
+        log.info("SMS: subscribed to %s", ", ".join(sms.sources))
+
+    async def release_messages(self) -> None:
+        """On a clean stop: give the endpoints' MESSAGEs back, so that Asterisk answers 404 to
+        the platform instead of accepting messages nobody will relay (after a crash the
+        subscription outlives the guard: accepted, never relayed)."""
+        if self.sms is not None and await self.sms.port.unsubscribe(self.settings.ari.app, self.sms.sources):
+            log.info("SMS: unsubscribed from %s", ", ".join(self.sms.sources))
 
     async def _wait_registered(self, run_task: asyncio.Task[None]) -> bool:
         deadline = time.monotonic() + 10

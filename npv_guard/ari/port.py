@@ -36,6 +36,9 @@ class AriPort(Protocol):
     async def get_var(self, channel: str, name: str) -> str | None: ...
     async def channels(self) -> list[dict[str, Any]] | None: ...
     async def bridges(self) -> list[dict[str, Any]] | None: ...
+    async def send_message(self, to: str, sender: str, body: str) -> bool: ...
+    async def subscribe(self, app: str, sources: list[str]) -> bool: ...
+    async def unsubscribe(self, app: str, sources: list[str]) -> bool: ...
 
 
 class AioAriPort:
@@ -138,6 +141,27 @@ class AioAriPort:
         ok, result = await self._run("bridges.list", self._client.bridges.list)
         return [getattr(item, "json", item) for item in result] if ok else None
 
+    async def send_message(self, to: str, sender: str, body: str) -> bool:
+        # "from" is a Python keyword: the swagger client takes it by name from a mapping.
+        ok, _ = await self._run(
+            "sendMessage", lambda: self._client.endpoints.sendMessage(to=to, body=body, **{"from": sender})
+        )
+        return ok
+
+    async def subscribe(self, app: str, sources: list[str]) -> bool:
+        ok, _ = await self._run(
+            "subscribe",
+            lambda: self._client.applications.subscribe(applicationName=app, eventSource=",".join(sources)),
+        )
+        return ok
+
+    async def unsubscribe(self, app: str, sources: list[str]) -> bool:
+        ok, _ = await self._run(
+            "unsubscribe",
+            lambda: self._client.applications.unsubscribe(applicationName=app, eventSource=",".join(sources)),
+        )
+        return ok
+
 
 class NoAri:
     """Stands in for ARI while disconnected: every operation fails at once."""
@@ -187,3 +211,12 @@ class NoAri:
 
     async def bridges(self) -> list[dict[str, Any]] | None:
         return None
+
+    async def send_message(self, to: str, sender: str, body: str) -> bool:
+        return False
+
+    async def subscribe(self, app: str, sources: list[str]) -> bool:
+        return False
+
+    async def unsubscribe(self, app: str, sources: list[str]) -> bool:
+        return False

@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from npv_guard.core import regimes
-from npv_guard.core.calendar import local_issues, local_midnight, utc_iso
+from npv_guard.core.calendar import Window, local_issues, local_midnight, utc_iso
 from npv_guard.core.model import (
     PROFESSIONAL_ID,
     Basis,
     CallRequest,
     ConsentEvent,
+    Medium,
     PairState,
     Policy,
     Refusal,
+    RefusalSource,
     StateUnavailable,
 )
 from npv_guard.core.numbering import NumberKind, PhoneNumber, parse
@@ -32,6 +34,8 @@ ATTEMPT_WINDOW_DAYS = 30  # consumer-local days D-29 ... D
 REFUSAL_BLOCK_DAYS = 60  # refused on day R: blocked until 00:00 of R+61, consumer time
 
 STATEFUL_RULES = ("frequency_cap", "refusal_block", "consent")
+# A text message is not a call: no attempt cap (D. 223-9 counts calls), but refusals and consent.
+SMS_STATEFUL_RULES = ("refusal_block", "consent")
 
 _CALLER_KIND_TEXT = {
     NumberKind.MOBILE: "a mobile number, reserved to persons",
@@ -136,10 +140,14 @@ def prepare(request: CallRequest, policy: Policy, numbers: tuple[PhoneNumber, Ph
     reasons: list[Reason] = []
     local_day = request.at.astimezone((places[0].territory if places else METROPOLE).zone).date()
     regime = regimes.Regime(local_day)
-    _check_caller(caller, regime, reasons)
-    professional = _resolve_professional(caller, request.professional, policy, reasons)
+    if request.medium is Medium.SMS:
+        _check_sender(caller, reasons)
+    else:
+        _check_caller(caller, regime, reasons)
+    professional = _resolve_professional(caller, request.professional, policy, reasons, request.medium)
     if consumer_problem:
         reasons.append(consumer_problem)
+    windows = policy.windows_for(request.medium, professional)
     return Prepared(
         request=request,
         caller=caller,
@@ -148,7 +156,7 @@ def prepare(request: CallRequest, policy: Policy, numbers: tuple[PhoneNumber, Ph
         places=places,
         regime=regime,
         reasons=tuple(reasons),
-        calendar_reasons=_calendar_reasons(places, request.at, regime, policy),
+        calendar_reasons=_calendar_reasons(places, request.at, regime, policy, windows, request.medium),
     )
 
 
@@ -172,10 +180,32 @@ def _check_caller(caller: PhoneNumber, regime: regimes.Regime, reasons: list[Rea
         )
 
 
+def _check_sender(sender: PhoneNumber, reasons: list[Reason]) -> None:
+    """A text message through a technical platform must come from a 0937-0939 number."""
+    if sender.kind is NumberKind.PLATFORM:
+        return
+    if sender.kind in (NumberKind.MASKED, NumberKind.INVALID):
+        shown = f"is {sender.problem}" if sender.kind is NumberKind.MASKED else f"{sender.raw[:40]!r} is not a number"
+    else:
+        number = sender.e164 or sender.national or sender.raw
+        shown = f"{number} is {_CALLER_KIND_TEXT.get(sender.kind, sender.kind.value)}"
+        if sender.is_npv:
+            shown = f"{number} is a voice NPV"
+    reasons.append(
+        Reason(
+            ReasonCode.SENDER_NOT_PLATFORM_NUMBER,
+            f"SMS sender {shown}: messages through a platform must come from a 0937-0939 number",
+        )
+    )
+
+
 def _resolve_professional(
-    caller: PhoneNumber, requested: str | None, policy: Policy, reasons: list[Reason]
+    caller: PhoneNumber, requested: str | None, policy: Policy, reasons: list[Reason], medium: Medium = Medium.VOICE
 ) -> str | None:
-    """The professional the call is made for: the pair's first half."""
+    """The professional the call (or message) is made for: the pair's first half."""
+    # The numbers a professional is assigned: NPVs for calls, 0937-0939 senders for messages.
+    assignable = caller.kind is NumberKind.PLATFORM if medium is Medium.SMS else caller.is_npv
+    what = "platform number" if medium is Medium.SMS else "NPV"
     requested = (requested or "").strip() or None
     if requested is not None and not PROFESSIONAL_ID.match(requested):
         reasons.append(Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"professional id {requested[:64]!r} is malformed"))
@@ -185,19 +215,19 @@ def _resolve_professional(
         return requested or caller.e164
     owner = policy.owner_of(caller.national) if caller.national else None
     if requested is None:
-        if owner is None and caller.is_npv:
+        if owner is None and assignable:
             reasons.append(
-                Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"NPV {caller.e164} is assigned to no known professional")
+                Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"{what} {caller.e164} is assigned to no known professional")
             )
-        return owner.id if owner else None
+        return owner.id if owner and assignable else None
     professional = policy.professional(requested)
     if professional is None:
         reasons.append(Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"professional {requested!r} is not configured"))
         return None
-    if caller.is_npv and owner is not professional:
+    if assignable and owner is not professional:
         whose = f"assigned to {owner.id!r}" if owner else "assigned to no known professional"
         reasons.append(
-            Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"NPV {caller.e164} is {whose}, not to {professional.id!r}")
+            Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"{what} {caller.e164} is {whose}, not to {professional.id!r}")
         )
     return professional.id
 
@@ -229,28 +259,37 @@ def locate_consumer(callee: PhoneNumber, postcode: str | None) -> tuple[tuple[Pl
 
 
 def _calendar_reasons(
-    places: tuple[Place, ...], at: datetime, regime: regimes.Regime, policy: Policy
+    places: tuple[Place, ...],
+    at: datetime,
+    regime: regimes.Regime,
+    policy: Policy,
+    windows: tuple[Window, ...],
+    medium: Medium,
 ) -> tuple[Reason, ...]:
-    if not regime.calendar:
+    # SMS hours are the operator's policy (same days, their own windows), whatever the date.
+    if not regime.calendar and medium is Medium.VOICE:
         return ()
+    contacts = "messages" if medium is Medium.SMS else "calls"
     found: dict[ReasonCode, Reason] = {}
     for place in places:
-        local, issues = local_issues(place, at, policy.windows, policy.local_holidays)
+        local, issues = local_issues(place, at, windows, policy.local_holidays)
         if not (issues.weekend or issues.holiday or issues.outside_hours):
             continue  # the message below is only written for a call it rejects
         where = f"{local:%A %Y-%m-%d %H:%M:%S} in {place.territory.name} ({place.territory.timezone})"
         if issues.weekend:
-            found.setdefault(ReasonCode.WEEKEND, Reason(ReasonCode.WEEKEND, f"it is {where}: no calls at weekends"))
+            found.setdefault(
+                ReasonCode.WEEKEND, Reason(ReasonCode.WEEKEND, f"it is {where}: no {contacts} at weekends")
+            )
         if issues.holiday:
             found.setdefault(
                 ReasonCode.PUBLIC_HOLIDAY,
                 Reason(ReasonCode.PUBLIC_HOLIDAY, f"it is {where}, a public holiday: {issues.holiday}"),
             )
         if issues.outside_hours:
-            windows = " and ".join(str(window) for window in policy.windows)
+            hours = " and ".join(str(window) for window in windows)
             found.setdefault(
                 ReasonCode.OUTSIDE_HOURS,
-                Reason(ReasonCode.OUTSIDE_HOURS, f"it is {where}: calls only {windows}"),
+                Reason(ReasonCode.OUTSIDE_HOURS, f"it is {where}: {contacts} only {hours}"),
             )
     order = (ReasonCode.OUTSIDE_HOURS, ReasonCode.WEEKEND, ReasonCode.PUBLIC_HOLIDAY)
     return tuple(found[code] for code in order if code in found)
@@ -259,35 +298,44 @@ def _calendar_reasons(
 def decide(prepared: Prepared, state: PairState | StateUnavailable | None, policy: Policy) -> Verdict:
     """Apply the stateful rules to the pair's snapshot. `state` None means "offline": not evaluated."""
     request, regime = prepared.request, prepared.regime
+    sms = request.medium is Medium.SMS
+    stateful = SMS_STATEFUL_RULES if sms else STATEFUL_RULES
     reasons = list(prepared.reasons)
     calendar = list(prepared.calendar_reasons)
-    banned = bool(request.sector) and request.sector in policy.banned_sectors and regime.sector_ban
+    # The sector ban is on canvassing by phone (L. 223-1); a message is not a call.
+    banned = bool(request.sector) and request.sector in policy.banned_sectors and regime.sector_ban and not sms
 
     if state is None or prepared.pair is None:
         # Offline, or no pair to look up (a caller or consumer rule already rejects): without
         # proof of a contract, a banned sector stays banned.
         if banned:
             reasons.append(_sector_reason(request.sector))
-        skipped = STATEFUL_RULES if prepared.places else ("calendar", *STATEFUL_RULES)
+        skipped = stateful if prepared.places else ("calendar", *stateful)
         return Verdict(prepared, tuple(reasons + calendar), skipped)
     if isinstance(state, StateUnavailable):
-        if policy.fail_open:
-            return Verdict(prepared, tuple(reasons + calendar), STATEFUL_RULES)
+        if policy.fail_open and not sms:
+            return Verdict(prepared, tuple(reasons + calendar), stateful)
         detail = f" ({state.detail})" if state.detail else ""
         unavailable = Reason(ReasonCode.STATE_UNAVAILABLE, f"attempts, refusals and consents could not be read{detail}")
         if banned:
             reasons.append(_sector_reason(request.sector))
-        return Verdict(prepared, (*reasons, *calendar, unavailable), STATEFUL_RULES)
+        return Verdict(prepared, (*reasons, *calendar, unavailable), stateful)
 
     consent = effective_consent(prepared, state)
     if consent is not None and consent.granted and consent.outside_hours:
         calendar = []
     reasons.extend(calendar)
-    if regime.calendar:
+    if regime.calendar and not sms:
         reasons.extend(_frequency_reasons(prepared, state))
+    if regime.calendar or sms:
         reasons.extend(_refusal_reasons(prepared, state))
-    if regime.opt_in or request.automated:
-        why = "a recorded-message call (CPCE L. 34-5)" if request.automated and not regime.opt_in else "opt-in"
+    if regime.opt_in or request.automated or sms:
+        if sms:
+            why = "a commercial text message (CPCE L. 34-5)"
+        elif request.automated and not regime.opt_in:
+            why = "a recorded-message call (CPCE L. 34-5)"
+        else:
+            why = "opt-in"
         if consent is None:
             reasons.append(Reason(ReasonCode.NO_CONSENT, f"no consent or contract on record for this consumer ({why})"))
         elif not consent.granted:
@@ -304,10 +352,14 @@ def decide(prepared: Prepared, state: PairState | StateUnavailable | None, polic
 
 def effective_consent(prepared: Prepared, state: PairState) -> ConsentEvent | None:
     """The latest consent event at the call's instant."""
-    at = prepared.request.at
-    # At equal instants a withdrawal wins: the conservative reading.
+    return consent_at(state.consents, prepared.request.at)
+
+
+def consent_at(consents: tuple[ConsentEvent, ...], at: datetime) -> ConsentEvent | None:
+    """The consent event in force at `at`: the latest one, a withdrawal winning at equal instants
+    (the conservative reading)."""
     return max(
-        (event for event in state.consents if event.at <= at),
+        (event for event in consents if event.at <= at),
         key=lambda event: (event.at, not event.granted),
         default=None,
     )
@@ -317,8 +369,11 @@ def refusal_withdrawal(places: tuple[Place, ...], refusal: Refusal) -> ConsentEv
     """Since opt-in, a refusal also withdraws consent for good (L. 221-16): the event to store with it.
 
     Decided when the refusal is recorded, from the refusal's own consumer-local day, so the
-    withdrawal outlives the refusal's 60-day record.
+    withdrawal outlives the refusal's 60-day record. A STOP reply withdraws consent whatever the
+    date: it is the opposition to electronic messages that CPCE L. 34-5 has always honoured.
     """
+    if refusal.source is RefusalSource.SMS:
+        return withdrawal_by(refusal)
     day = refusal.at.astimezone(places[0].territory.zone).date()
     return withdrawal_by(refusal) if regimes.Regime(day).opt_in else None
 

@@ -16,9 +16,14 @@ PROFESSIONAL_ID = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
 DEFAULT_BANNED_SECTORS = frozenset({"energy_renovation", "renewable_energy", "home_adaptation"})
 
 
+class Medium(StrEnum):
+    VOICE = "voice"  # a telephone call (D. 223-9 calendar, cap, NPV caller ID)
+    SMS = "sms"  # a text message through a technical platform (0937-0939 sender, consent always)
+
+
 @dataclass(frozen=True, slots=True)
 class CallRequest:
-    """One outbound call as the PBX sees it, before any interpretation."""
+    """One outbound call (or text message) as the PBX sees it, before any interpretation."""
 
     caller: str | None  # caller ID as received
     callee: str | None  # number as dialled
@@ -27,6 +32,7 @@ class CallRequest:
     consumer_postcode: str | None = None
     sector: str | None = None  # what the campaign sells, when it declares it
     automated: bool = False  # a recorded-message call (CPCE L. 34-5 needs consent)
+    medium: Medium = Medium.VOICE  # for SMS, `caller` is the sender number
 
 
 class Basis(StrEnum):
@@ -90,6 +96,8 @@ class Professional:
     name: str = ""
     siren: str | None = None
     npvs: tuple[str, ...] = ()  # national digits of the NPVs its operator assigned to it
+    platform_numbers: tuple[str, ...] = ()  # national digits of its 0937-0939 SMS senders
+    sms_windows: tuple[Window, ...] | None = None  # its SMS sending hours; None: the voice windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +113,8 @@ class Policy:
     _by_id: dict[str, Professional] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_owners", {npv: p for p in self.professionals for npv in p.npvs})
+        owners = {number: p for p in self.professionals for number in (*p.npvs, *p.platform_numbers)}
+        object.__setattr__(self, "_owners", owners)
         object.__setattr__(self, "_by_id", {p.id: p for p in self.professionals})
 
     def owner_of(self, national: str) -> Professional | None:
@@ -113,3 +122,11 @@ class Policy:
 
     def professional(self, professional_id: str) -> Professional | None:
         return self._by_id.get(professional_id)
+
+    def windows_for(self, medium: Medium, professional_id: str | None) -> tuple[Window, ...]:
+        """The hours a contact may be made in: the D. 223-9 windows, or a professional's SMS hours."""
+        if medium is Medium.SMS and professional_id:
+            professional = self._by_id.get(professional_id)
+            if professional is not None and professional.sms_windows:
+                return professional.sms_windows
+        return self.windows

@@ -21,6 +21,8 @@ class ReasonCode(StrEnum):
     CONSENT_WITHDRAWN = "CONSENT_WITHDRAWN"
     SECTOR_BANNED = "SECTOR_BANNED"
     STATE_UNAVAILABLE = "STATE_UNAVAILABLE"
+    SENDER_NOT_PLATFORM_NUMBER = "SENDER_NOT_PLATFORM_NUMBER"
+    MESSAGE_INVALID = "MESSAGE_INVALID"
 
 
 # One line per code, used by `npv-guard reasons` and kept in step with the README table.
@@ -39,6 +41,8 @@ SUMMARY: dict[ReasonCode, str] = {
     ReasonCode.CONSENT_WITHDRAWN: "consent withdrawn or refused since opt-in (L. 221-16, L. 223-1)",
     ReasonCode.SECTOR_BANNED: "sector banned from telemarketing outside a contract (L. 223-1)",
     ReasonCode.STATE_UNAVAILABLE: "stored state unreachable: failing closed",
+    ReasonCode.SENDER_NOT_PLATFORM_NUMBER: "SMS sender is not a 0937-0939 platform number (ARCEP numbering plan)",
+    ReasonCode.MESSAGE_INVALID: "SMS without a usable text body (empty, too long, not text)",
 }
 
 

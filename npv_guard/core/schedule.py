@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime, time, timedelta
 
 from npv_guard.core import regimes
-from npv_guard.core.calendar import local_issues, local_midnight
+from npv_guard.core.calendar import Window, local_issues, local_midnight
 from npv_guard.core.decide import (
     ATTEMPT_WINDOW_DAYS,
     MAX_ATTEMPTS,
@@ -87,7 +87,8 @@ def _lifted(code: ReasonCode, prepared: Prepared, state: PairState, instant: dat
         still = [exit_at for exit_at in exits if exit_at > instant]
         surplus = len(still) - (MAX_ATTEMPTS - 1)
         return still[surplus - 1] if surplus > 0 else instant
-    return max(_calendar_lifted(code, place, instant, policy) for place in places)
+    windows = policy.windows_for(prepared.request.medium, prepared.professional)
+    return max(_calendar_lifted(code, place, instant, windows, policy) for place in places)
 
 
 def _leaves_window(places: tuple[Place, ...], attempt_at: datetime) -> datetime:
@@ -98,8 +99,10 @@ def _leaves_window(places: tuple[Place, ...], attempt_at: datetime) -> datetime:
     )
 
 
-def _calendar_lifted(code: ReasonCode, place: Place, instant: datetime, policy: Policy) -> datetime:
-    local, issues = local_issues(place, instant, policy.windows, policy.local_holidays)
+def _calendar_lifted(
+    code: ReasonCode, place: Place, instant: datetime, windows: tuple[Window, ...], policy: Policy
+) -> datetime:
+    local, issues = local_issues(place, instant, windows, policy.local_holidays)
     if code is ReasonCode.WEEKEND:
         if not issues.weekend:
             return instant
@@ -109,10 +112,10 @@ def _calendar_lifted(code: ReasonCode, place: Place, instant: datetime, policy: 
     if not issues.outside_hours:
         return instant
     moment = local.time().replace(tzinfo=None)
-    later_today = [window.start for window in policy.windows if moment < window.start]
+    later_today = [window.start for window in windows if moment < window.start]
     if later_today:
         return _at(place, local, min(later_today))
-    return _at(place, local + timedelta(days=1), min(window.start for window in policy.windows))
+    return _at(place, local + timedelta(days=1), min(window.start for window in windows))
 
 
 def _at(place: Place, local: datetime, wall: time) -> datetime:

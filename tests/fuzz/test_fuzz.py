@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from npv_guard.agi.server import MAX_HEADER_BYTES, SessionError, read_headers
 from npv_guard.config import ConfigError, load_settings
 from npv_guard.core.decide import decide, prepare
-from npv_guard.core.model import CallRequest, PairState, Policy
+from npv_guard.core.model import CallRequest, Medium, PairState, Policy
 from npv_guard.core.numbering import NumberKind, parse
+from npv_guard.sms.text import address_number, body_problem, is_stop
 
 EXAMPLES = int(os.environ.get("NPV_GUARD_FUZZ_EXAMPLES", "4000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -44,13 +45,35 @@ def test_parser_never_raises(text: str) -> None:
 
 
 @FUZZ
-@given(caller=anything, callee=anything, postcode=st.one_of(st.none(), st.text(max_size=12)))
-def test_decision_never_raises_and_never_allows_garbage(caller: str, callee: str, postcode: str | None) -> None:
-    request = CallRequest(caller, callee, datetime(2026, 12, 1, 9, 30, tzinfo=UTC), consumer_postcode=postcode)
+@given(
+    caller=anything,
+    callee=anything,
+    postcode=st.one_of(st.none(), st.text(max_size=12)),
+    medium=st.sampled_from(list(Medium)),
+)
+def test_decision_never_raises_and_never_allows_garbage(
+    caller: str, callee: str, postcode: str | None, medium: Medium
+) -> None:
+    request = CallRequest(
+        caller, callee, datetime(2026, 12, 1, 9, 30, tzinfo=UTC), consumer_postcode=postcode, medium=medium
+    )
     verdict = decide(prepare(request, Policy()), PairState(), Policy())
+    if medium is Medium.SMS:
+        assert not verdict.allowed  # no consent in an empty state: never sent
     if verdict.allowed:
         assert parse(caller).is_npv
         assert parse(callee).territories
+
+
+@FUZZ
+@given(sender=sip_like, consumer=sip_like, body=st.one_of(st.none(), st.text(max_size=300), st.integers()))
+def test_message_reading_never_raises(sender: object, consumer: object, body: object) -> None:
+    number = address_number(sender)
+    assert len(number) <= 64 and "@" not in number
+    address_number(consumer)
+    problem = body_problem(body, 1023)
+    assert problem is None or isinstance(problem, str)
+    is_stop(body, ("STOP", "ARRET"))
 
 
 header_lines = st.lists(

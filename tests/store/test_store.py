@@ -210,11 +210,33 @@ async def test_ttls_and_no_clear_text_number(backend: Backend, guard: Guard) -> 
         await raw.aclose()
 
 
+async def test_relayed_sms_are_history_only(backend: Backend, guard: Guard) -> None:
+    await consent(guard)
+    for minute in range(1, 6):
+        await guard.record_message(NPV, CONSUMER, parse_instant(f"2026-11-16T11:0{minute}"), f"sms-{minute}")
+    await guard.record_message(NPV, CONSUMER, parse_instant("2026-11-16T11:02"), "sms-2")  # replayed: once
+    _, history = await guard.history(NPV, CONSUMER)
+    assert [m.message_id for m in history.messages] == [f"sms-{n}" for n in range(1, 6)]
+    assert history.state.attempts == () and timedelta(days=61) < timedelta(seconds=history.ttl_seconds["messages"])
+    # Five messages, yet the next call is allowed: the 4-in-30-days cap counts calls only.
+    assert (await guard.check(call("2026-11-16T11:30"), record=True)).allowed
+
+
+async def test_a_repeated_stop_is_not_a_first_stop(guard: Guard) -> None:
+    await consent(guard)
+    first = await guard.record_stop(NPV, CONSUMER, parse_instant("2026-11-16T11:00"), "sms-a")
+    again = await guard.record_stop(NPV, CONSUMER, parse_instant("2026-11-16T11:01"), "sms-b")
+    assert first.first and not again.first and first.refusal.withdraws_consent
+    verdict = await guard.check(call("2026-11-16T11:30"), record=False)
+    assert {ReasonCode.REFUSAL_BLOCK, ReasonCode.CONSENT_WITHDRAWN} <= {r.code for r in verdict.reasons}
+
+
 async def test_all_keys_of_a_pair_share_one_cluster_slot(backend: Backend) -> None:
     store = backend.store()
     try:
         keys = store.keys("acme", CONSUMER)
-        slots = {key_slot(k.encode()) for k in (keys.attempts, keys.refusals, keys.consents, keys.version)}
+        pair = (keys.attempts, keys.refusals, keys.consents, keys.messages, keys.version)
+        slots = {key_slot(k.encode()) for k in pair}
         assert len(slots) == 1
     finally:
         await store.close()

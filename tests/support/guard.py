@@ -20,6 +20,7 @@ from tests.support.redis_servers import free_tcp_port
 EXE = shutil.which("npv-guard", path=str(Path(sys.executable).parent)) or "npv-guard"
 LAB_SECRET = "e2e-secret-0123456789abcdef"
 LAB_NPVS = [f"+3316200000{n}" for n in range(1, 10)]
+LAB_PLATFORM_NUMBERS = ["+33937000001", "+33937000002"]
 
 
 def _toml_value(value: Any) -> str:
@@ -47,6 +48,8 @@ class GuardProcess:
         ari: dict[str, Any] | None = None,
         redis: dict[str, Any] | None = None,
         calls: dict[str, Any] | None = None,
+        sms: dict[str, Any] | None = None,
+        professional: dict[str, Any] | None = None,
         workdir: Path | None = None,
         app: str = "npv-guard",
         mode: str = "ari",
@@ -73,6 +76,7 @@ class GuardProcess:
                 **(ari or {}),
             },
             "calls": dict(calls or {}),
+            "sms": dict(sms or {}),
             "agi": {"host": "127.0.0.1", "port": agi_port, "header_timeout_s": 2.0},
             "http": {"listen": f"127.0.0.1:{self.http_port}"},
             "log": {"level": "debug", "audit_file": str(self.audit_path)},
@@ -81,7 +85,8 @@ class GuardProcess:
         for name, table in sections.items():
             lines.append(f"[{name}]")
             lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
-        lines += ["[[professionals]]", 'id = "lab"', f"npvs = {_toml_value(LAB_NPVS)}"]
+        lab = {"id": "lab", "npvs": LAB_NPVS, "platform_numbers": LAB_PLATFORM_NUMBERS, **(professional or {})}
+        lines += ["[[professionals]]", *(f"{key} = {_toml_value(value)}" for key, value in lab.items())]
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -492,10 +492,10 @@ class SippResult:
         """Sent messages; filter by request method ("BYE") or status code (200)."""
         return _filter(self.messages, "sent", method_or_code)
 
-    def final_status(self) -> int | None:
-        """The final (>= 200) status code received for the INVITE, if any."""
+    def final_status(self, method: str = "INVITE") -> int | None:
+        """The final (>= 200) status code received for the INVITE (or `method`), if any."""
         for msg in self.received():
-            if not msg.is_request and msg.method == "INVITE" and (msg.status or 0) >= 200:
+            if not msg.is_request and msg.method == method and (msg.status or 0) >= 200:
                 return msg.status
         return None
 

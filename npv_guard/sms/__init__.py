@@ -1,0 +1,1 @@
+"""Text messages (SMS) through the ARI application."""

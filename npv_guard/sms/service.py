@@ -1,0 +1,230 @@
+"""Text messages in the ARI application: outbound SMS checked and relayed, STOP replies recorded.
+
+Asterisk hands the app every MESSAGE from the endpoints it subscribed to, as a
+`TextMessageReceived` event, and answers the sender 202 before the app decides: a dropped
+message is therefore only visible in the audit log and the metrics, never in SIP.
+
+- From the platform endpoint: an SMS to a consumer. The core decides (medium SMS: 0937-0939
+  sender assigned to the professional, valid consumer, consent on record, sending hours, refusal
+  block); only an allowed message is sent on to the carrier, with its body untouched.
+- From the carrier endpoint: a consumer's reply. A STOP is recorded as a refusal by SMS (consent
+  withdrawn for that professional, voice included), acknowledged once, and every reply is passed
+  on to `sms.inbound_to` when set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from npv_guard.ari.port import AriPort, NoAri
+from npv_guard.audit import AuditLog
+from npv_guard.config import SmsSettings
+from npv_guard.core.decide import Verdict, decide, prepare
+from npv_guard.core.model import CallRequest, Medium
+from npv_guard.core.numbering import NumberKind
+from npv_guard.core.numbering import parse as parse_number
+from npv_guard.core.reasons import Reason, ReasonCode
+from npv_guard.logs import CALL_ID
+from npv_guard.observability import Metrics
+from npv_guard.service import Guard
+from npv_guard.sms.text import address_number, body_problem, is_stop
+
+log = logging.getLogger("npv_guard.sms")
+
+MAX_IN_FLIGHT = 256  # messages decided at once; more wait (Asterisk already answered 202)
+
+
+class SmsService:
+    def __init__(
+        self,
+        port: AriPort,
+        guard: Guard,
+        settings: SmsSettings,
+        audit: AuditLog,
+        now: Callable[[], datetime],
+        metrics: Metrics,
+    ) -> None:
+        self.port = port
+        self.guard = guard
+        self.settings = settings
+        self.audit = audit
+        self.now = now
+        self.metrics = metrics
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
+        # One reply at a time per (professional, consumer): a repeated STOP sees the first one's record.
+        self._pair_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @property
+    def sources(self) -> list[str]:
+        """The ARI event sources to subscribe to (endpoint:TECH/RESOURCE)."""
+        return [f"endpoint:{self.settings.platform_endpoint}", f"endpoint:{self.settings.carrier_endpoint}"]
+
+    def dispatch(self, event: dict[str, Any]) -> None:
+        """Take one TextMessageReceived event. Never blocks, never raises."""
+        try:
+            message = event.get("message")
+            endpoint = event.get("endpoint") or {}
+            if not isinstance(message, dict) or not isinstance(endpoint, dict):
+                log.warning("text message event without a message: ignored")
+                return
+            source = f"{endpoint.get('technology', '')}/{endpoint.get('resource', '')}".lower()
+            if source == self.settings.platform_endpoint.lower():
+                handler = self._outbound
+            elif source == self.settings.carrier_endpoint.lower():
+                handler = self._inbound
+            else:
+                log.warning("text message from endpoint %s, neither platform nor carrier: dropped", source)
+                self.metrics.messages.labels("unknown", "dropped").inc()
+                return
+            task = asyncio.get_running_loop().create_task(self._guarded(handler, message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        except Exception:
+            log.exception("could not route a text message event")
+
+    async def _guarded(self, handler: Callable[[dict[str, Any], str], Any], message: dict[str, Any]) -> None:
+        message_id = "sms-" + uuid.uuid4().hex[:16]
+        CALL_ID.set(message_id)
+        async with self._slots:
+            try:
+                await handler(message, message_id)
+            except Exception:
+                # Nothing was relayed by a handler that failed before its send: closed by default.
+                log.exception("text message %s: error; not relayed", message_id)
+                self.metrics.messages.labels("error", "dropped").inc()
+
+    # ------------------------------------------------------------------ platform -> consumer
+
+    async def _outbound(self, message: dict[str, Any], message_id: str) -> None:
+        started = time.perf_counter()
+        sender, consumer = address_number(message.get("from")), address_number(message.get("to"))
+        body = message.get("body")
+        request = CallRequest(caller=sender, callee=consumer, at=self.now(), medium=Medium.SMS)
+        problem = body_problem(body, self.settings.max_body_bytes)
+        verdict: Verdict
+        if problem:
+            # Not worth a Redis read: the message cannot go whatever the pair's history.
+            offline = decide(prepare(request, self.guard.policy), None, self.guard.policy)
+            verdict = replace(offline, reasons=(Reason(ReasonCode.MESSAGE_INVALID, problem), *offline.reasons))
+        else:
+            verdict = await self.guard.check(request, record=False, call_id=message_id)
+        elapsed = time.perf_counter() - started
+        self.metrics.decision("sms", verdict, elapsed)
+        prepared = verdict.prepared
+        relayed = False
+        if verdict.allowed and prepared.professional and prepared.consumer and isinstance(body, str):
+            to = self.settings.carrier.replace("{number}", prepared.consumer)
+            relayed = await self.port.send_message(to, prepared.caller.e164 or sender, body)
+            if relayed:
+                with contextlib.suppress(Exception):  # history only: the message is already gone
+                    await self.guard.record_message(prepared.professional, prepared.consumer, request.at, message_id)
+        outcome = "relayed" if relayed else ("send_failed" if verdict.allowed else "dropped")
+        self.metrics.messages.labels("outbound", outcome).inc()
+        log.info(
+            "sms %s %s%s in %.1f ms",
+            verdict.verdict.upper(),
+            ",".join(verdict.codes) or "-",
+            "" if verdict.allowed else " (dropped)",
+            elapsed * 1000,
+        )
+        if verdict.allowed and not relayed:
+            log.error("sms allowed but ARI sendMessage failed: not relayed")
+        self.audit.decision(
+            verdict,
+            call_id=message_id,
+            consumer_ref=self.guard.consumer_ref(prepared.consumer),
+            mode="sms",
+            relayed=relayed,
+            body_bytes=len(body.encode("utf-8", "surrogatepass")) if isinstance(body, str) else 0,
+        )
+
+    # ------------------------------------------------------------------ consumer -> platform
+
+    async def _inbound(self, message: dict[str, Any], message_id: str) -> None:
+        consumer_text, platform_text = address_number(message.get("from")), address_number(message.get("to"))
+        body = message.get("body")
+        if is_stop(body, self.settings.stop_words):
+            await self._stop(consumer_text, platform_text, message_id)
+        else:
+            self.metrics.messages.labels("inbound", "reply").inc()
+        if self.settings.inbound_to:
+            to = self.settings.inbound_to.replace("{to}", platform_text or "unknown")
+            text = body if isinstance(body, str) else ""
+            passed = await self.port.send_message(to, consumer_text or "anonymous", text)
+            if not passed:
+                log.error("consumer reply %s could not be passed on to %s", message_id, self.settings.inbound_to)
+
+    async def _stop(self, consumer_text: str, platform_text: str, message_id: str) -> None:
+        at = self.now()
+        platform = parse_number(platform_text)
+        consumer = parse_number(consumer_text)
+        owner = (
+            self.guard.policy.owner_of(platform.national)
+            if platform.kind is NumberKind.PLATFORM and platform.national
+            else None
+        )
+        if owner is None or consumer.e164 is None or not consumer.territories:
+            # Without a professional and a French consumer there is no pair to block: say so loudly.
+            log.error("STOP %s to %r from an unplaceable sender: NOT RECORDED", message_id, platform_text[:20])
+            self.metrics.refusals.labels("sms", "sms", "lost").inc()
+            self.audit.refusal(
+                call_id=message_id, mode="sms", source="sms", professional=owner.id if owner else None,
+                consumer_ref=None, error="STOP to a number of no known professional, or from an unplaceable number",
+            )  # fmt: skip
+            return
+        key = (owner.id, consumer.e164)
+        lock, users = self._pair_locks.get(key, (asyncio.Lock(), 0))
+        self._pair_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                stop = await self.guard.record_stop(owner.id, consumer.e164, at, message_id)
+        except Exception as error:
+            self.metrics.refusals.labels("sms", "sms", "lost").inc()
+            log.error("STOP %s NOT RECORDED (%s): %s", message_id, type(error).__name__, error)
+            self.audit.refusal(
+                call_id=message_id, mode="sms", source="sms", professional=owner.id,
+                consumer_ref=self.guard.consumer_ref(consumer.e164), error=f"{type(error).__name__}: {error}",
+            )  # fmt: skip
+            return
+        finally:
+            lock, users = self._pair_locks[key]
+            if users <= 1:
+                del self._pair_locks[key]
+            else:
+                self._pair_locks[key] = (lock, users - 1)
+        outcome = "journaled" if stop.refusal.journaled else "recorded"
+        self.metrics.refusals.labels("sms", "sms", outcome).inc()
+        self.metrics.messages.labels("inbound", "stop").inc()
+        self.audit.refusal(
+            call_id=message_id,
+            mode="sms",
+            source="sms",
+            professional=owner.id,
+            consumer_ref=self.guard.consumer_ref(consumer.e164),
+            outcome=stop.refusal,
+        )
+        log.info("STOP %s recorded for professional %s (%s)", message_id, owner.id, "first" if stop.first else "repeat")
+        if stop.first and self.settings.stop_ack:
+            text = self.settings.stop_ack.replace("{name}", owner.name or owner.id)
+            to = self.settings.carrier.replace("{number}", consumer.e164)
+            acknowledged = await self.port.send_message(to, platform.e164 or platform_text, text)
+            self.metrics.messages.labels("outbound", "stop_ack" if acknowledged else "send_failed").inc()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.port = NoAri()

@@ -1,0 +1,56 @@
+"""What a text message says, read without I/O: its addresses, whether its body is usable, STOP."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+# Asterisk hands messages over with SIP URIs in the From and To ("pjsip:" for the To), with or
+# without a display name and angle brackets: the user part is the number.
+_USER = re.compile(r"(?:pjsip|sips?|tel):([^@;>\s]{1,64})", re.IGNORECASE)
+MAX_ADDRESS = 512
+
+
+def address_number(address: object) -> str:
+    """The number in a message address ("" when there is none: the core then rejects it)."""
+    if not isinstance(address, str):
+        return ""
+    match = _USER.search(address[:MAX_ADDRESS])
+    return match.group(1) if match else ""
+
+
+def body_problem(body: object, max_bytes: int) -> str | None:
+    """Why a body cannot be relayed, or None. Asterisk delivers an over-long body as empty."""
+    if not isinstance(body, str) or not body.strip():
+        return "empty body (Asterisk also empties a body longer than its 1023-byte MESSAGE limit)"
+    size = len(body.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        return f"body is {size} bytes, more than sms.max_body_bytes ({max_bytes})"
+    return None
+
+
+def _fold(text: str) -> str:
+    """Upper case, no accents, punctuation as spaces, single spaces: "Arrêt SMS !" -> "ARRET SMS"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    words = re.sub(r"[^0-9A-Za-z]+", " ", bare).split()
+    return " ".join(words).upper()
+
+
+def is_stop(body: object, stop_words: Iterable[str]) -> bool:
+    """A reply that withdraws consent: a stop word alone or opening the reply ("Stop SMS", "arrêt").
+
+    Matching on the first words errs towards honouring an opposition: a missed STOP is the
+    expensive mistake.
+    """
+    if not isinstance(body, str):
+        return False
+    text = _fold(body[:2000])
+    if not text:
+        return False
+    for word in stop_words:
+        folded = _fold(word)
+        if folded and (text == folded or text.startswith(folded + " ")):
+            return True
+    return False
