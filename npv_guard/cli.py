@@ -18,13 +18,13 @@ from typing import Any, NoReturn, TextIO
 from npv_guard import __version__
 from npv_guard.clock import Clock, parse_instant
 from npv_guard.config import ConfigError, Settings, load_settings
-from npv_guard.core.calendar import utc_iso
 from npv_guard.core.decide import Verdict, locate_consumer
-from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource
+from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEvent, RefusalSource
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.reasons import SUMMARY, ReasonCode
 from npv_guard.service import Guard, PairError
 from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
+from npv_guard.views import check_payload, consent_payload, history_payload, refusal_payload
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 IMPORT_BATCH = 2000
@@ -109,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     agi.add_argument("--port", type=int, metavar="PORT", help="listen port (default: agi.port, 4573)")
     agi.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
 
+    serve = commands.add_parser("serve", help="serve the HTTP pre-check API for dialers")
+    serve.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
+    serve.add_argument("--redis", metavar="URL", help="Redis URL (default: $NPV_GUARD_REDIS_URL or the config)")
+    serve.add_argument("--host", metavar="ADDRESS", help="listen address (default: from api.listen, 127.0.0.1)")
+    serve.add_argument("--port", type=int, metavar="PORT", help="listen port (default: from api.listen, 8470)")
+    serve.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
+
+    api_token = commands.add_parser("api-token", help="mint a bearer token for the HTTP API")
+    api_token.add_argument("--professional", required=True, metavar="ID", help="the professional it acts for")
+    api_token.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
+    api_token.add_argument("--json", action="store_true", help="print one JSON object")
+
     health = commands.add_parser("health", help="exit 0 when the running guard reports ready (/healthz)")
     health.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
     health.add_argument("--url", metavar="URL", help="the guard's /healthz (default: from http.listen)")
@@ -187,10 +199,7 @@ async def _check(ctx: Context, out: TextIO) -> int:
         if store:
             await store.close()
     if args.json:
-        payload = verdict.as_dict()
-        if args.record:
-            payload["recorded"] = verdict.allowed
-        _print_json(payload, out)
+        _print_json(check_payload(verdict, record=args.record), out)
     else:
         out.write(_explain(verdict, offline=args.offline, recorded=args.record and verdict.allowed))
     return EXIT_OK if verdict.allowed else EXIT_FAILED
@@ -223,14 +232,7 @@ async def _refusal(ctx: Context, out: TextIO) -> int:
         )
     finally:
         await store.close()
-    payload = {
-        "recorded": True,
-        "professional": args.professional,
-        "at": utc_iso(outcome.refusal.at),
-        "source": outcome.refusal.source.value,
-        "blocked_until": utc_iso(outcome.blocked_until),
-        "withdraws_consent": outcome.withdraws_consent,
-    }
+    payload = refusal_payload(args.professional, outcome)
     if args.json:
         _print_json(payload, out)
     else:
@@ -252,14 +254,7 @@ async def _consent(ctx: Context, out: TextIO) -> int:
             event = await guard.withdraw_consent(args.professional, args.callee, ctx.at(), args.proof)
     finally:
         await store.close()
-    payload = {
-        "recorded": True,
-        "professional": args.professional,
-        "granted": event.granted,
-        "basis": event.basis.value if event.basis else None,
-        "at": utc_iso(event.at),
-        "outside_hours": event.outside_hours,
-    }
+    payload = consent_payload(args.professional, event)
     if args.json:
         _print_json(payload, out)
     else:
@@ -369,29 +364,7 @@ async def _history(ctx: Context, out: TextIO) -> int:
     finally:
         await store.close()
     del consumer
-    state = history.state
-    payload: dict[str, Any] = {
-        "professional": args.professional,
-        "attempts": [{"at": utc_iso(a.at), "call_id": a.call_id} for a in sorted(state.attempts, key=lambda a: a.at)],
-        "refusals": [
-            {"at": utc_iso(r.at), "source": r.source.value, "call_id": r.call_id}
-            for r in sorted(state.refusals, key=lambda r: r.at)
-        ],
-        "consents": [
-            {
-                "at": utc_iso(c.at),
-                "granted": c.granted,
-                "basis": c.basis.value if c.basis else None,
-                "proof": c.proof,
-                "outside_hours": c.outside_hours,
-            }
-            for c in sorted(state.consents, key=lambda c: c.at)
-        ],
-        "messages": [
-            {"at": utc_iso(m.at), "message_id": m.message_id} for m in sorted(history.messages, key=lambda m: m.at)
-        ],
-        "ttl_seconds": history.ttl_seconds,
-    }
+    payload = history_payload(args.professional, history)
     if args.json:
         _print_json(payload, out)
         return EXIT_OK
@@ -419,6 +392,45 @@ async def _run_guard(ctx: Context, mode: str) -> int:
         )
         return await run_agi(settings, drain_s=ctx.args.drain_seconds)
     return await run_ari(settings, drain_s=ctx.args.drain_seconds)
+
+
+async def _serve(ctx: Context) -> int:
+    from npv_guard import logs  # noqa: PLC0415
+    from npv_guard.runner import run_api  # noqa: PLC0415
+
+    args, settings = ctx.args, ctx.settings
+    host, _, port = settings.api.listen.rpartition(":")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError(f"--port: must be 1-65535, got {args.port}")
+    host = args.host or host.strip("[]")
+    listen = f"[{host}]:{args.port or port}" if ":" in host else f"{host}:{args.port or port}"
+    logs.setup(settings.log.level)
+    return await run_api(replace(settings, api=replace(settings.api, listen=listen)), drain_s=args.drain_seconds)
+
+
+async def _api_token(ctx: Context, out: TextIO) -> int:
+    from npv_guard.api.auth import mint_token, token_digest  # noqa: PLC0415
+
+    professional = ctx.args.professional
+    if not PROFESSIONAL_ID.match(professional):
+        raise UsageError(f"--professional: expected 1-64 letters, digits or _.+- , got {professional!r}")
+    known = {p.id for p in ctx.settings.professionals}
+    if known and professional not in known:
+        raise UsageError(f"--professional: {professional!r} is not in the [[professionals]] of {ctx.settings.source}")
+    token = mint_token()
+    digest = token_digest(token)
+    if ctx.args.json:
+        _print_json({"professional": professional, "token": token, "api_token_sha256": digest}, out)
+        return EXIT_OK
+    out.write(
+        f"token for {professional} (give it to the dialer; it is shown once and stored nowhere):\n"
+        f"  {token}\n"
+        f'in the config, [[professionals]] entry with id = "{professional}" (append to an existing list):\n'
+        f'  api_token_sha256 = ["{digest}"]\n'
+        f"or in NPV_GUARD_PROFESSIONALS (JSON), that entry's key:\n"
+        f'  "api_token_sha256": ["{digest}"]\n'
+    )
+    return EXIT_OK
 
 
 async def _health(ctx: Context, out: TextIO) -> int:
@@ -481,6 +493,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             "history": lambda: _history(ctx, out),
             "run": lambda: _run_guard(ctx, "ari"),
             "agi": lambda: _run_guard(ctx, "agi"),
+            "serve": lambda: _serve(ctx),
+            "api-token": lambda: _api_token(ctx, out),
             "doctor": lambda: _doctor(ctx, out),
             "health": lambda: _health(ctx, out),
         }

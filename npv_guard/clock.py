@@ -7,6 +7,10 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 PARIS = ZoneInfo("Europe/Paris")
+# Instants outside this range are refused: the calendar and the regimes mean nothing there, and
+# the date arithmetic of the rules (blocks of 61 days, windows of 30) must not overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def parse_instant(text: str) -> datetime:
@@ -15,10 +19,16 @@ def parse_instant(text: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw)
     except ValueError:
-        raise ValueError(f"{raw!r} is not an ISO 8601 instant (e.g. 2026-12-01T10:30:00+01:00)") from None
+        raise ValueError(f"{raw[:64]!r} is not an ISO 8601 instant (e.g. 2026-12-01T10:30:00+01:00)") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=PARIS)
-    return parsed.astimezone(UTC)
+    try:
+        instant = parsed.astimezone(UTC)
+    except OverflowError:  # year 9999 with a negative offset
+        instant = LATEST
+    if not EARLIEST <= instant < LATEST:
+        raise ValueError(f"{raw[:64]!r} is outside 1970-2099")
+    return instant
 
 
 class Clock:

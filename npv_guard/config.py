@@ -108,6 +108,14 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """`npv-guard serve`: the HTTP pre-check API for dialers."""
+
+    listen: str = "127.0.0.1:8470"  # HOST:PORT; loopback unless a reverse proxy fronts it
+    max_body_bytes: int = 16384  # a check is a few hundred bytes: anything bigger is refused (413)
+
+
+@dataclass(frozen=True)
 class SmsSettings:
     """Text messages through the ARI application (`npv-guard run`), see README "SMS"."""
 
@@ -147,9 +155,13 @@ class Settings:
     agi: AgiSettings = field(default_factory=AgiSettings)
     ami: AmiSettings = field(default_factory=AmiSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     sms: SmsSettings = field(default_factory=SmsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     professionals: tuple[Professional, ...] = ()
+    # SHA-256 hex digest of each API bearer token -> the professional it acts for (from
+    # [[professionals]] api_token_sha256): kept out of the core, which knows nothing of HTTP.
+    api_tokens: dict[str, str] = field(default_factory=dict)
     # Start of the guard's clock when NPV_GUARD_NOW is set (replay mode).
     now: datetime | None = None
     source: str = "defaults"
@@ -179,10 +191,11 @@ _SECTIONS = {
     "agi": AgiSettings,
     "ami": AmiSettings,
     "http": HttpSettings,
+    "api": ApiSettings,
     "sms": SmsSettings,
     "log": LogSettings,
 }
-_SPECIAL = {"professionals", "now", "source"}
+_SPECIAL = {"professionals", "api_tokens", "now", "source"}
 
 
 def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -198,7 +211,7 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
             raise ConfigError(f"config file {path}: not found") from None
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"config file {path}: {error}") from None
-    known = {f.name for f in fields(Settings)} - {"now", "source"}
+    known = {f.name for f in fields(Settings)} - {"now", "source", "api_tokens"}
     for key in document:
         if key not in known:
             raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(known))})")
@@ -212,6 +225,7 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
         else:
             values[f.name] = _value(f.name, hints[f.name], document.get(f.name, MISSING), env, f.name)
     values["professionals"] = _professionals(document.get("professionals", MISSING), env)
+    values["api_tokens"] = _api_tokens(document.get("professionals", MISSING), env)
     values["now"] = _now(env.get(NOW_ENV))
     values["source"] = path or "defaults"
     settings = Settings(**{k: v for k, v in values.items() if v is not MISSING})
@@ -327,7 +341,7 @@ def _professionals(raw: Any, env: Mapping[str, str]) -> tuple[Professional, ...]
         where = f"professionals[{index}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a table with id, name, siren, npvs")
-        known = {"id", "name", "siren", "npvs", "platform_numbers", "sms_windows"}
+        known = {"id", "name", "siren", "npvs", "platform_numbers", "sms_windows", "api_token_sha256"}
         unknown = set(entry) - known
         if unknown:
             raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
@@ -389,6 +403,34 @@ def _windows(raw: Any, where: str) -> tuple[Window, ...] | None:
     return windows
 
 
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _api_tokens(raw: Any, env: Mapping[str, str]) -> dict[str, str]:
+    """Digest -> professional, from each entry's `api_token_sha256` (the entries are already
+    validated by _professionals). Only digests are configured: the file holds no usable secret."""
+    variable = ENV_PREFIX + "PROFESSIONALS"
+    if variable in env:
+        raw = json.loads(env[variable])
+    if not isinstance(raw, list):
+        return {}
+    tokens: dict[str, str] = {}
+    for index, entry in enumerate(raw):
+        digests = entry.get("api_token_sha256", [])
+        where = f"professionals[{index}].api_token_sha256"
+        if not isinstance(digests, list):
+            raise ConfigError(f"{where}: expected a list of SHA-256 hex digests (npv-guard api-token prints one)")
+        for position, digest in enumerate(digests):
+            text = digest.strip().lower() if isinstance(digest, str) else ""
+            if len(text) != 64 or not set(text) <= _SHA256_HEX:
+                # Never echo the value: it may be a real token pasted by mistake.
+                raise ConfigError(f"{where}[{position}]: expected 64 hex digits (the token's SHA-256, not the token)")
+            if text in tokens:
+                raise ConfigError(f"{where}[{position}]: the same digest is already given to {tokens[text]!r}")
+            tokens[text] = entry["id"]
+    return tokens
+
+
 def _now(raw: str | None) -> datetime | None:
     if raw is None or not raw.strip():
         return None
@@ -430,6 +472,13 @@ def _validate(settings: Settings) -> None:
     listen = settings.http.listen
     if listen and not (listen.rpartition(":")[2].isdigit() and listen.rpartition(":")[0]):
         raise ConfigError(f"http.listen: expected HOST:PORT or empty, got {listen!r}")
+    api_listen = settings.api.listen
+    if not (api_listen.rpartition(":")[2].isdigit() and api_listen.rpartition(":")[0]):
+        raise ConfigError(f"api.listen: expected HOST:PORT, got {api_listen!r}")
+    if not 1 <= int(api_listen.rpartition(":")[2]) <= 65535:
+        raise ConfigError(f"api.listen: port must be 1-65535, got {api_listen!r}")
+    if not 256 <= settings.api.max_body_bytes <= 1048576:
+        raise ConfigError(f"api.max_body_bytes: expected 256-1048576, got {settings.api.max_body_bytes}")
     if settings.agi.max_sessions < 1:
         raise ConfigError(f"agi.max_sessions: must be at least 1, got {settings.agi.max_sessions}")
     if settings.log.level.lower() not in {"debug", "info", "warning", "error"}:

@@ -1,4 +1,5 @@
-"""`npv-guard run` (ARI) and `npv-guard agi` (FastAGI): the guard processes, wired from the settings."""
+"""`npv-guard run` (ARI), `npv-guard agi` (FastAGI) and `npv-guard serve` (HTTP API): the guard
+processes, wired from the settings."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from npv_guard.agi.check import check as agi_check
 from npv_guard.agi.context import AgiContext
 from npv_guard.agi.refusal import refusal as agi_refusal
 from npv_guard.agi.server import FastAgiServer
+from npv_guard.api.app import ApiContext, SafeAccessLogger, build_app
+from npv_guard.api.auth import TokenBook
+from npv_guard.api.openapi import document
 from npv_guard.ari.app import AriSupervisor, install_signal_handlers
 from npv_guard.ari.calls import CallService
 from npv_guard.ari.port import NoAri
 from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
-from npv_guard.config import Settings, redact_url
+from npv_guard.config import ConfigError, Settings, redact_url
 from npv_guard.journal import RefusalJournal
 from npv_guard.observability import Health, Metrics, serve_http, stop_http
 from npv_guard.service import Guard
@@ -136,6 +140,57 @@ async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
     await server.close(drain_s)
     await _cancel([replay, probe])
     await stop_http(http)
+    await wiring.store.close()
+    log.info("stopped")
+    return 0
+
+
+async def run_api(settings: Settings, *, drain_s: float = 10.0) -> int:
+    """The HTTP pre-check API: the same guard, journal, audit trail and clock as the call path."""
+    if not settings.api_tokens:
+        raise ConfigError(
+            "professionals: no api_token_sha256 configured, the API would refuse every request "
+            "(npv-guard api-token --professional ID mints one)"
+        )
+    wiring = Wiring.build(settings)
+    health = Health(lambda: True, wiring.store.ping)
+    context = ApiContext(
+        guard=wiring.guard,
+        tokens=TokenBook(settings.api_tokens),
+        audit=wiring.audit,
+        metrics=wiring.metrics,
+        now=wiring.clock.now,
+        health=health,
+        openapi=document(),
+        max_body_bytes=settings.api.max_body_bytes,
+    )
+    runner = web.AppRunner(
+        build_app(context),
+        access_log_class=SafeAccessLogger,
+        access_log=logging.getLogger("npv_guard.api.access"),
+        shutdown_timeout=drain_s,
+    )
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await runner.setup()
+    host, _, port = settings.api.listen.rpartition(":")
+    try:
+        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+    except OSError:
+        await runner.cleanup()
+        await wiring.store.close()
+        raise
+    tasks = [wiring.start_journal_replay(stop), asyncio.create_task(health.probe_forever(), name="health")]
+    log.info(
+        "npv-guard API listening on http://%s (redis %s, tokens for %d professional(s))",
+        settings.api.listen,
+        redact_url(settings.redis.url),
+        len(set(settings.api_tokens.values())),
+    )
+    await stop.wait()
+    log.info("stopping: no new requests, letting requests in flight finish (at most %.0f s)", drain_s)
+    await runner.cleanup()
+    await _cancel(tasks)
     await wiring.store.close()
     log.info("stopped")
     return 0

@@ -66,6 +66,19 @@ def test_at_offset_or_paris_wall_time(at: str, local: str) -> None:
     assert json.loads(result.stdout)["local_time"] == local
 
 
+@pytest.mark.parametrize(
+    ("at", "problem"),
+    [
+        ("9999-12-31T23:59:59-05:00", "outside 1970-2099"),  # would overflow the date arithmetic
+        ("1900-01-01T10:00:00", "outside 1970-2099"),
+        ("tomorrow", "not an ISO 8601 instant"),
+    ],
+)
+def test_instants_out_of_range_are_usage_errors(at: str, problem: str) -> None:
+    result = run("check", "--caller", "0162000001", "--callee", "0612345678", "--at", at, "--offline")
+    assert result.returncode == 2 and problem in result.stderr and "Traceback" not in result.stderr
+
+
 def test_human_output_explains() -> None:
     result = run("check", "--caller", "anonymous", "--callee", "0612345678", "--at", "2026-12-01T11:00", "--offline")
     assert result.returncode == 1

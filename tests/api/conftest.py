@@ -1,0 +1,27 @@
+"""A real `npv-guard serve` per test module, on the suite's real redis-server."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.api_server import ApiServer
+from tests.support.redis_servers import RedisServer
+
+_numbers = itertools.count(10_000_000)
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: RedisServer) -> Iterator[ApiServer]:
+    server = ApiServer(redis_server.url, key_prefix=f"api-{uuid.uuid4().hex[:8]}").start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def consumer() -> str:
+    """A mobile number no other test uses: each test starts from an empty pair."""
+    return f"06{next(_numbers) % 100_000_000:08d}"

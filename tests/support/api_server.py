@@ -1,0 +1,158 @@
+"""A real `npv-guard serve` process on a free loopback port, with its own config and tokens."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from npv_guard.api.auth import mint_token, token_digest
+from tests.support.redis_servers import free_tcp_port
+
+EXE = shutil.which("npv-guard", path=str(Path(sys.executable).parent)) or "npv-guard"
+SECRET = "api-test-secret-0123456789"
+# Two professionals, each with its own NPVs and token.
+PROFESSIONALS = {
+    "acme": ["+33162000001", "+33162000002"],
+    "beta": ["+33162000004", "+33162000005"],
+}
+
+
+class ApiServer:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        key_prefix: str = "api",
+        max_body_bytes: int = 16384,
+        redis_timeout_ms: int = 300,
+        now: str | None = None,
+        log_level: str = "debug",
+    ) -> None:
+        self.port = free_tcp_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="npv-guard-api-"))
+        self.config = self.dir / "guard.toml"
+        self.audit_path = self.dir / "audit.log"
+        self.log_path = self.dir / "guard.log"
+        self.journal_path = self.dir / "refusals.journal"
+        self.now = now
+        self.tokens = {professional: mint_token() for professional in PROFESSIONALS}
+        lines = [
+            f"hash_secret = {json.dumps(SECRET)}",
+            f"journal_path = {json.dumps(str(self.journal_path))}",
+            "[redis]",
+            f"url = {json.dumps(redis_url)}",
+            f"key_prefix = {json.dumps(key_prefix)}",
+            f"timeout_ms = {redis_timeout_ms}",
+            "[api]",
+            f'listen = "127.0.0.1:{self.port}"',
+            f"max_body_bytes = {max_body_bytes}",
+            "[log]",
+            f"level = {json.dumps(log_level)}",
+            f"audit_file = {json.dumps(str(self.audit_path))}",
+        ]
+        for professional, npvs in PROFESSIONALS.items():
+            lines += [
+                "[[professionals]]",
+                f"id = {json.dumps(professional)}",
+                f"npvs = {json.dumps(npvs)}",
+                f"api_token_sha256 = {json.dumps([token_digest(self.tokens[professional])])}",
+            ]
+        self.config.write_text("\n".join(lines) + "\n")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("NPV_GUARD_")}
+        base["NPV_GUARD_CONFIG"] = str(self.config)
+        if self.now:
+            base["NPV_GUARD_NOW"] = self.now
+        return base
+
+    def start(self, timeout: float = 20.0) -> ApiServer:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [EXE, "serve"], env=self.env(), stdout=log, stderr=log, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"npv-guard serve exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            if "API listening" in self.log():
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError(f"npv-guard serve not listening after {timeout} s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def audit(self, event: str | None = None) -> list[dict[str, Any]]:
+        if not self.audit_path.exists():
+            return []
+        lines = [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
+        return [line for line in lines if event is None or line["event"] == event]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        professional: str | None = "acme",
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
+        """One request; `token` wins over `professional` (whose token is sent), None sends none."""
+        sent = {"Content-Type": "application/json"} if body is not None or raw is not None else {}
+        bearer = token if token is not None else (self.tokens[professional] if professional else None)
+        if bearer is not None:
+            sent["Authorization"] = f"Bearer {bearer}"
+        sent.update(headers or {})
+        payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=payload, headers=sent)
+            response = connection.getresponse()
+            data = response.read()
+            answer_headers = {name.lower(): value for name, value in response.getheaders()}
+        finally:
+            connection.close()
+        parsed = json.loads(data) if answer_headers.get("content-type", "").startswith("application/json") else data
+        return response.status, answer_headers, parsed
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                return None
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
