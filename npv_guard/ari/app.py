@@ -39,6 +39,7 @@ class AriSupervisor:
         self.settings = settings
         self.service = service
         self.sms = sms
+        self._messages_subscribed = False
         self.connected = asyncio.Event()
         self.stopping = asyncio.Event()
         self._client: Any = None
@@ -94,7 +95,7 @@ class AriSupervisor:
                     raise ConnectionError("app did not receive its own events")
                 self.service.port = AioAriPort(client)
                 if self.sms is not None:
-                    await self._subscribe_messages(self.sms, self.service.port)
+                    self._messages_subscribed = await self._subscribe_messages(self.sms, self.service.port)
                 self.connected.set()
                 log.info("ARI connected to %s as app %r", ari.url, ari.app)
                 delay = 0.5
@@ -123,16 +124,24 @@ class AriSupervisor:
                 await asyncio.wait_for(self.stopping.wait(), pause)
             delay = min(delay * 2, ari.reconnect_max_s)
 
-    async def _subscribe_messages(self, sms: SmsService, port: AriPort) -> None:
+    async def _subscribe_messages(self, sms: SmsService, port: AriPort) -> bool:
         """Ask for the MESSAGEs of the platform and carrier endpoints, again on every connection.
 
         Without the subscription Asterisk has no handler for them and answers 404: nothing is
-        relayed, which is the safe failure. A failed subscription is retried with the connection.
+        relayed, which is the safe failure, and the calls must not suffer from it. A failed
+        subscription (an endpoint Asterisk does not know, say) is logged and retried at every
+        heartbeat.
         """
-        if not await port.subscribe(self.settings.ari.app, sms.sources):
-            raise ConnectionError(f"could not subscribe to text messages of {', '.join(sms.sources)}")
         sms.port = port
+        if not await port.subscribe(self.settings.ari.app, sms.sources):
+            log.error(
+                "SMS: could not subscribe to %s (is each endpoint defined in pjsip.conf?): "
+                "no message is relayed until it works; retrying",
+                ", ".join(sms.sources),
+            )
+            return False
         log.info("SMS: subscribed to %s", ", ".join(sms.sources))
+        return True
 
     async def release_messages(self) -> None:
         """On a clean stop: give the endpoints' MESSAGEs back, so that Asterisk answers 404 to
@@ -159,6 +168,8 @@ class AriSupervisor:
             if not await self.ping():
                 log.warning("ARI heartbeat lost: reconnecting")
                 break
+            if self.sms is not None and not self._messages_subscribed:
+                self._messages_subscribed = await self._subscribe_messages(self.sms, self.service.port)
         if not run_task.done():
             run_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

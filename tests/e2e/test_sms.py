@@ -235,3 +235,14 @@ def test_redis_down_drops_the_message(sms: SmsScene, redis_server: RedisServer) 
     assert "STATE_UNAVAILABLE" in codes(decision), decision
     time.sleep(0.5)
     assert bodies(carrier.stop()) == []
+
+
+def test_an_unknown_sms_endpoint_never_costs_the_calls(sms: SmsScene) -> None:
+    guard = sms.guard(platform_endpoint="PJSIP/no-such-platform")
+    guard.wait_for_log("SMS: could not subscribe")
+    sms.scene.consent(guard)
+    uas = sms.scene.uas()
+    call = sms.scene.call(caller=NPV, hold_ms="500")
+    assert call.ok, call.describe()
+    assert uas.wait(30).ok
+    assert sms.send(expect=404).ok  # no handler for the platform's messages: refused, not relayed
