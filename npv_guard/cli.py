@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
-from npv_guard import __version__
+from npv_guard import __version__, scrub
 from npv_guard.clock import Clock, parse_instant
 from npv_guard.config import ConfigError, Settings, load_settings
 from npv_guard.core.decide import Verdict, locate_consumer
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="what is stored for a (professional, consumer) pair")
     _pair_arguments(history)
     _common(history, at=False)
+    scrub.add_parser(commands)
 
     run = commands.add_parser("run", help="run the guard as an ARI (Stasis) application")
     run.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
@@ -491,6 +492,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             "refusal": lambda: _refusal(ctx, out),
             "consent": lambda: _consent_import(ctx, out, err) if args.action == "import" else _consent(ctx, out),
             "history": lambda: _history(ctx, out),
+            "scrub": lambda: scrub.run(ctx, out, err),
             "run": lambda: _run_guard(ctx, "ari"),
             "agi": lambda: _run_guard(ctx, "agi"),
             "serve": lambda: _serve(ctx),

@@ -33,6 +33,10 @@ class JournalEntry:
     withdrawal: ConsentEvent | None
 
 
+class JournalUnreadable(Exception):
+    """The refusal journal exists but cannot be read."""
+
+
 class RefusalJournal:
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -40,6 +44,20 @@ class RefusalJournal:
         self._pending: dict[str, JournalEntry] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._load()
+
+    @classmethod
+    def if_present(cls, path: str) -> RefusalJournal | None:
+        """The journal for a command that only reads it (check, scrub): None when there is none
+        here, JournalUnreadable when there is one it cannot read, since a pending refusal it
+        cannot see could let a refused consumer be called."""
+        if not path or not os.path.exists(path):
+            return None
+        try:
+            return cls(path)
+        except OSError as error:
+            raise JournalUnreadable(
+                f"refusal journal {path} cannot be read ({error.strerror}): run as the guard's user"
+            ) from None
 
     def _load(self) -> None:
         if not self.path.exists():

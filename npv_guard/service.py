@@ -77,9 +77,7 @@ class Guard:
         if self.store is None:
             return decide(prepared, StateUnavailable("no store configured"), self.policy)
         professional, consumer = pair
-        journaled = (
-            self.journal.pending_for(professional, self.store.digest(consumer)) if self.journal is not None else []
-        )
+        journaled = self._journaled(professional, consumer)
         for _ in range(MAX_RECORD_ROUNDS):
             try:
                 snapshot = await self.store.snapshot(professional, consumer, request.at)
@@ -114,6 +112,17 @@ class Guard:
                 # The attempt may or may not be stored: the call must not go ahead uncounted.
                 return self._unavailable(prepared, str(error), allow_fail_open=False)
         return self._unavailable(prepared, f"pair kept changing for {MAX_RECORD_ROUNDS} rounds", allow_fail_open=False)
+
+    def _journaled(self, professional: str, consumer: str) -> list[JournalEntry]:
+        """The pair's refusals still waiting in the local journal for Redis."""
+        if self.journal is None or self.store is None or not len(self.journal):
+            return []  # the usual case: no digest to compute
+        return self.journal.pending_for(professional, self.store.digest(consumer))
+
+    def pair_state(self, professional: str, consumer: str, snapshot: Snapshot) -> PairState:
+        """The state `check` decides on from a snapshot: journaled refusals count as stored. For
+        adapters that read snapshots in batches (lead-list scrubbing)."""
+        return _with_journal(snapshot, self._journaled(professional, consumer)).state
 
     def _unavailable(self, prepared: Prepared, detail: str, *, allow_fail_open: bool = True) -> Verdict:
         log.warning("state unavailable: %s", detail)

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from npv_guard.core.model import (
     Attempt,
@@ -51,6 +51,8 @@ REFUSALS_TTL = timedelta(days=62)
 # Attempts older than this before the newest one can never count again.
 ATTEMPTS_KEEP = timedelta(days=32)
 CONSENT_EVENTS_READ = 16
+# Time allowed per pair of a pipelined snapshot batch (a lead-list scrub), on top of the timeout.
+BATCH_READ_S = 0.005
 
 T = TypeVar("T")
 
@@ -224,6 +226,35 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _snapshot_args(at: datetime) -> list[int | str]:
+    """ARGV of the snapshot script: what may still count at instant `at`, and nothing later."""
+    until = _ms(at)
+    return [until - _ms_span(ATTEMPTS_KEEP), until - _ms_span(REFUSALS_TTL), until, CONSENT_EVENTS_READ]
+
+
+# The snapshot script's reply for a pair none of whose keys exists.
+_NOTHING_STORED: tuple[bytes, list[Any], list[Any], list[Any], bytes] = (b"0", [], [], [], b"0")
+_Keys = tuple[str, ...]  # the keys of a pair the snapshot script reads
+
+
+def _snapshot_keys(keys: PairKeys) -> _Keys:
+    """KEYS of the snapshot script: when none of them exists, it reads `_NOTHING_STORED`."""
+    return (keys.attempts, keys.refusals, keys.consents, keys.version)
+
+_EMPTY = PairState()
+
+
+def _decode_snapshot(raw: Sequence[Any]) -> tuple[str, PairState, datetime | None]:
+    if raw is _NOTHING_STORED:
+        return "0", _EMPTY, None  # what decoding it gives, for most pairs of a lead list
+    version, attempts, refusals, consents, newest = raw
+    state = PairState(
+        tuple(_decode_attempts(attempts)), tuple(_decode_refusals(refusals)), tuple(_decode_consents(consents))
+    )
+    newest_ms = float(_text(newest) or 0)
+    return _text(version), state, _instant(newest_ms) if newest_ms else None
+
+
 class Store:
     """The pair histories in Redis (single server, Sentinel-fronted or Cluster)."""
 
@@ -240,6 +271,7 @@ class Store:
         self._prefix = prefix
         self._timeout = timeout
         self._snapshot = client.register_script(_SNAPSHOT)
+        self._snapshot_loaded = False  # by `snapshots`, which sends raw EVALSHA in pipelines
         self._record_attempt = client.register_script(_RECORD_ATTEMPT)
         self._record_refusal = client.register_script(_RECORD_REFUSAL)
         self._record_consent = client.register_script(_RECORD_CONSENT)
@@ -265,12 +297,16 @@ class Store:
     def keys(self, professional: str, consumer: str) -> PairKeys:
         return PairKeys(self._prefix, professional, self._hasher.digest(consumer))
 
-    async def _call(self, what: str, action: Callable[[], Awaitable[T]], *, idempotent: bool = False) -> T:
+    async def _call(
+        self, what: str, action: Callable[[], Awaitable[T]], *, idempotent: bool = False, within: float | None = None
+    ) -> T:
         """Run one Redis exchange within the timeout; any failure becomes StoreUnavailable.
 
         Idempotent reads get one immediate second chance: a connection dropped by a Redis restart
-        or a Cluster failover is usually replaced on the next try.
+        or a Cluster failover is usually replaced on the next try. `within` overrides the
+        per-exchange timeout for a pipelined batch.
         """
+        limit = self._timeout if within is None else within
         tries = 2 if idempotent else 1
         for attempt in range(tries):
             try:
@@ -279,10 +315,10 @@ class Store:
                 if not self._initialised:
                     async with asyncio.timeout(self._timeout):
                         await self._initialise()
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(limit):
                     return await action()
             except TimeoutError:
-                failure = f"redis did not answer {what} within {self._timeout * 1000:.0f} ms"
+                failure = f"redis did not answer {what} within {limit * 1000:.0f} ms"
             except (RedisError, OSError) as error:
                 failure = f"redis {what} failed: {type(error).__name__}: {error}"[:200]
             except Exception as error:  # redis-py's own bugs must not escape either
@@ -314,24 +350,76 @@ class Store:
         return Snapshot(state, version, newest)
 
     async def _read(self, keys: PairKeys, at: datetime) -> tuple[str, PairState, datetime | None]:
-        until = _ms(at)
-        args: list[int | str] = [
-            until - _ms_span(ATTEMPTS_KEEP),
-            until - _ms_span(REFUSALS_TTL),
-            until,
-            CONSENT_EVENTS_READ,
-        ]
+        args = _snapshot_args(at)
         raw = await self._call(
             "snapshot",
-            lambda: self._snapshot(keys=[keys.attempts, keys.refusals, keys.consents, keys.version], args=args),
+            lambda: self._snapshot(keys=_snapshot_keys(keys), args=args),
             idempotent=True,
         )
-        version, attempts, refusals, consents, newest = raw
-        state = PairState(
-            tuple(_decode_attempts(attempts)), tuple(_decode_refusals(refusals)), tuple(_decode_consents(consents))
+        return _decode_snapshot(raw)
+
+    async def snapshots(self, professional: str, consumers: Sequence[str], at: datetime) -> list[Snapshot]:
+        """`snapshot` for many consumers of one professional at one instant, in order: the same
+        script, pipelined (one round trip per batch, per node in a Cluster). Reads only."""
+        if not consumers:
+            return []
+        args = _snapshot_args(at)
+        # One script run per digest: the current one, then the older secrets' (as in `snapshot`).
+        digests = [[self._hasher.digest(c), *self._hasher.previous_digests(c)] for c in consumers]
+        commands: list[_Keys] = []
+        for per_consumer in digests:
+            for digest in per_consumer:
+                commands.append(_snapshot_keys(PairKeys(self._prefix, professional, digest)))
+        sha = self._snapshot.sha
+
+        async def pipelined(command: Callable[[Any, _Keys], object], batch: list[_Keys]) -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for keys in batch:
+                command(pipe, keys)
+            return list(await pipe.execute())
+
+        def evalsha(pipe: Any, keys: _Keys) -> object:
+            # A raw EVALSHA: redis-py's cluster pipeline refuses its `evalsha` method but routes the
+            # raw command by its keys (all under one hash tag), so one code path serves both.
+            return pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+        async def scripts(batch: list[_Keys]) -> list[Any]:
+            # Loaded up front (on every primary in a Cluster), and again when a node answers
+            # NOSCRIPT: a restarted Redis, a failover to a replica that never loaded it.
+            if not self._snapshot_loaded:
+                await self._client.script_load(_SNAPSHOT)
+                self._snapshot_loaded = True
+            try:
+                return await pipelined(evalsha, batch)
+            except NoScriptError:
+                await self._client.script_load(_SNAPSHOT)
+                return await pipelined(evalsha, batch)
+
+        async def send() -> list[Any]:
+            # Most pairs of a lead list have nothing stored. One EXISTS over the script's keys (one
+            # integer to parse: a third of the client's cost of a script reply) tells them apart and
+            # only the others run the script; a pair with none of its keys reads exactly as the
+            # script reads it. Each pair's read stays atomic; a batch never was.
+            found = await pipelined(lambda pipe, keys: pipe.execute_command("EXISTS", *keys), commands)
+            stored = [keys for keys, count in zip(commands, found, strict=True) if count]
+            replies = iter(await scripts(stored) if stored else [])
+            return [next(replies) if count else _NOTHING_STORED for count in found]
+
+        raws = await self._call(
+            "snapshot batch", send, idempotent=True, within=max(self._timeout, BATCH_READ_S * len(commands))
         )
-        newest_ms = float(_text(newest) or 0)
-        return _text(version), state, _instant(newest_ms) if newest_ms else None
+        result = []
+        position = 0
+        for per_consumer in digests:
+            version, state, newest = _decode_snapshot(raws[position])
+            for old_raw in raws[position + 1 : position + len(per_consumer)]:
+                old = _decode_snapshot(old_raw)[1]
+                state = PairState(
+                    state.attempts + old.attempts, state.refusals + old.refusals, state.consents + old.consents
+                )
+            position += len(per_consumer)
+            result.append(Snapshot(state, version, newest))
+        return result
 
     async def record_attempt(self, professional: str, consumer: str, attempt: Attempt, expected_version: str) -> bool:
         """Count an attempt if nothing was written for the pair since the snapshot `expected_version`."""

@@ -22,7 +22,10 @@ class Window:
         return self.start <= moment < self.end
 
     def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+        # Written into every OUTSIDE_HOURS message: plain integer formatting, not strftime (a
+        # quarter of the message's cost in a night-time lead-list scrub); the same text.
+        start, end = self.start, self.end
+        return f"{start.hour:02d}:{start.minute:02d}-{end.hour:02d}:{end.minute:02d}"
 
     @classmethod
     def parse(cls, text: str) -> Window:

@@ -384,6 +384,8 @@ def withdrawal_by(refusal: Refusal) -> ConsentEvent:
 
 
 def _frequency_reasons(prepared: Prepared, state: PairState) -> list[Reason]:
+    if len(state.attempts) < MAX_ATTEMPTS:
+        return []  # too few to reach the cap in any window: skip the local-midnight arithmetic
     at = prepared.request.at
     window_start = min(
         local_midnight(place, at.astimezone(place.territory.zone).date() - timedelta(days=ATTEMPT_WINDOW_DAYS - 1))
