@@ -22,6 +22,7 @@ from npv_guard.core.decide import Verdict, locate_consumer
 from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEvent, RefusalSource
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.reasons import SUMMARY, ReasonCode
+from npv_guard.journal import JournalUnreadable, RefusalJournal
 from npv_guard.service import Guard, PairError
 from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
 from npv_guard.views import check_payload, consent_payload, history_payload, refusal_payload
@@ -193,7 +194,9 @@ async def _check(ctx: Context, out: TextIO) -> int:
     if args.offline and args.record:
         raise UsageError("--record needs the stored state: drop --offline")
     store = None if args.offline else ctx.store()
-    guard = Guard(ctx.settings.policy(), store)
+    # Refusals a guard on this machine could not hand to Redis yet count here too, as in the call path.
+    journal = None if args.offline else RefusalJournal.if_present(ctx.settings.journal_path)
+    guard = Guard(ctx.settings.policy(), store, journal)
     try:
         verdict = await guard.check(request, record=args.record, offline=args.offline)
     finally:
@@ -507,6 +510,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         return _fail(str(error), EXIT_USAGE, err)
     except StoreUnavailable as error:
         return _fail(f"{error}: nothing was recorded", EXIT_FAILED, err)
+    except JournalUnreadable as error:
+        return _fail(str(error), EXIT_FAILED, err)
     except OSError as error:
         return _fail(f"{error.filename or ''}: {error.strerror}", EXIT_USAGE, err)
     except KeyboardInterrupt:

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from npv_guard.clock import parse_instant
+from npv_guard.core.model import Refusal, RefusalSource
+from npv_guard.journal import RefusalJournal
+from npv_guard.store import ConsumerHasher
 from tests.support.redis_servers import RedisServer
 
 EXE = shutil.which("npv-guard", path=str(Path(sys.executable).parent)) or "npv-guard"
@@ -194,6 +198,21 @@ def test_refusal_record_blocks(env: dict[str, str]) -> None:
     check = ["check", "--caller", "0162000001", "--callee", "0612345678", "--professional", "acme", "--json"]
     codes = {r["code"] for r in json.loads(run(*check, "--at", "2026-11-17T11:00", env=env).stdout)["reasons"]}
     assert codes == {"REFUSAL_BLOCK", "CONSENT_WITHDRAWN"}
+
+
+@pytest.mark.redis
+def test_check_counts_refusals_waiting_in_the_journal(env: dict[str, str], tmp_path: Path) -> None:
+    """A refusal a guard on this machine journaled while Redis was down blocks `check` too."""
+    journal_path = tmp_path / "refusals.journal"
+    env = {**env, "NPV_GUARD_JOURNAL_PATH": str(journal_path)}
+    run("consent", "grant", "--professional", "acme", "--callee", "0612345678", "--at", "2026-09-01T12:00", env=env)
+    check = ["check", "--caller", "0162000001", "--callee", "0612345678", "--professional", "acme", "--json"]
+    assert run(*check, "--at", "2026-11-17T11:00", env=env).returncode == 0
+    refusal = Refusal(parse_instant("2026-11-16T11:05"), RefusalSource.AGENT, "call-1")
+    RefusalJournal(str(journal_path)).add("acme", ConsumerHasher(SECRET).digest("+33612345678"), refusal, None)
+    blocked = run(*check, "--at", "2026-11-17T11:00", env=env)
+    assert blocked.returncode == 1
+    assert {r["code"] for r in json.loads(blocked.stdout)["reasons"]} == {"REFUSAL_BLOCK"}
 
 
 @pytest.mark.redis
