@@ -172,6 +172,8 @@ class Doctor:
             return
         try:
             await self._asterisk_config(manager)
+            if self.settings.sms.enabled:
+                await self._sms_endpoints(manager)
         finally:
             manager.close()
 
@@ -205,6 +207,44 @@ class Doctor:
                 self.note(
                     FAIL, "features", f"built-in feature {builtin!r} on {current} swallows the refusal code {code}"
                 )
+
+
+    async def _sms_endpoints(self, manager: Any) -> None:
+        """Each SMS endpoint exists and routes no message through the dialplan: Asterisk gives a
+        message to every handler that wants it, so an extension in its message context would
+        deliver it a second time, around the guard."""
+        sms = self.settings.sms
+        for key, endpoint in (("platform_endpoint", sms.platform_endpoint), ("carrier_endpoint", sms.carrier_endpoint)):
+            tech, _, name = endpoint.partition("/")
+            if tech.upper() != "PJSIP":
+                self.note(WARN, "sms", f"sms.{key} = {endpoint}: only PJSIP endpoints are checked")
+                continue
+            found, lines = await self._command(manager, f"pjsip show endpoint {name}")
+            values = dict(_settings(lines))
+            if not found or "context" not in values:
+                self.note(FAIL, "sms", f"sms.{key}: endpoint {name} is not in pjsip.conf: its messages reach no guard")
+                continue
+            context = values.get("message_context") or values["context"]
+            _, plan = await self._command(manager, f"dialplan show {context}")
+            routed = [line.split("=>")[0].strip().strip("'") for line in plan if "=>" in line]
+            if routed:
+                extensions = ", ".join(routed[:3])
+                self.note(
+                    FAIL, "sms", f"endpoint {name}: message context {context} has extensions ({extensions}): "
+                    "its messages would also be routed around the guard (message_context = npv-guard-sms)",
+                )  # fmt: skip
+            else:
+                self.note(OK, "sms", f"endpoint {name}: messages go to the guard only (message context {context})")
+
+
+def _settings(lines: list[str]) -> list[tuple[str, str]]:
+    """`name : value` lines of a `pjsip show` listing."""
+    pairs = []
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep and name.strip() and " " not in name.strip():
+            pairs.append((name.strip(), value.strip()))
+    return pairs
 
 
 def _builtin_codes(lines: list[str]) -> list[tuple[str, str]]:

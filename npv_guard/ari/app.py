@@ -94,6 +94,7 @@ class AriSupervisor:
                 if not await self._wait_registered(run_task):
                     raise ConnectionError("app did not receive its own events")
                 self.service.port = AioAriPort(client)
+                await self._drop_stale_subscriptions(self.service.port)
                 if self.sms is not None:
                     self._messages_subscribed = await self._subscribe_messages(self.sms, self.service.port)
                 self.connected.set()
@@ -142,6 +143,18 @@ class AriSupervisor:
             return False
         log.info("SMS: subscribed to %s", ", ".join(sms.sources))
         return True
+
+    async def _drop_stale_subscriptions(self, port: AriPort) -> None:
+        """Endpoint subscriptions this app does not want any more: left by a guard that crashed
+        with another [sms] configuration, or SMS switched off. Asterisk would keep accepting
+        those endpoints' messages (202) for an app that drops them; without the subscription it
+        answers 404, or the dialplan takes them."""
+        app = self.settings.ari.app
+        subscribed = await port.subscribed_endpoints(app)
+        wanted = set(self.sms.sources) if self.sms is not None else set()
+        stale = sorted({f"endpoint:{endpoint}" for endpoint in subscribed or []} - wanted)
+        if stale and await port.unsubscribe(app, stale):
+            log.warning("ARI: dropped stale subscriptions of app %r to %s", app, ", ".join(stale))
 
     async def release_messages(self) -> None:
         """On a clean stop: give the endpoints' MESSAGEs back, so that Asterisk answers 404 to

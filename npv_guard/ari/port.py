@@ -39,6 +39,7 @@ class AriPort(Protocol):
     async def send_message(self, to: str, sender: str, body: str) -> bool: ...
     async def subscribe(self, app: str, sources: list[str]) -> bool: ...
     async def unsubscribe(self, app: str, sources: list[str]) -> bool: ...
+    async def subscribed_endpoints(self, app: str) -> list[str] | None: ...
 
 
 class AioAriPort:
@@ -162,6 +163,12 @@ class AioAriPort:
         )
         return ok
 
+    async def subscribed_endpoints(self, app: str) -> list[str] | None:
+        ok, result = await self._run("applications.get", lambda: self._client.applications.get(applicationName=app))
+        data = getattr(result, "json", result) if ok else None
+        endpoints = data.get("endpoint_ids") if isinstance(data, dict) else None
+        return [str(e) for e in endpoints] if isinstance(endpoints, list) else None
+
 
 class NoAri:
     """Stands in for ARI while disconnected: every operation fails at once."""
@@ -220,3 +227,6 @@ class NoAri:
 
     async def unsubscribe(self, app: str, sources: list[str]) -> bool:
         return False
+
+    async def subscribed_endpoints(self, app: str) -> list[str] | None:
+        return None
