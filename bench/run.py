@@ -5,7 +5,10 @@ Three parts, each against the floor it cannot beat:
 - core:   prepare() + decide() in-process (offline rules), against phonenumbers.parse of the same two numbers;
 - redis:  Guard.check(record=True) through Store on a local redis-server, at concurrency 1, 10 and 100, against
           a bare PING, the snapshot script alone (EVALSHA) and the guard's own Redis calls without the Python;
-- import: `npv-guard consent import` of a generated CSV, against the same rows piped into Redis raw.
+- import: `npv-guard consent import` of a generated CSV, against the same rows piped into Redis raw;
+- sip:    post-dial delay through the lab Asterisk, plain Dial() against the ARI and FastAGI guards;
+- api:    `POST /v1/check` of `npv-guard serve` at 100 concurrent clients, against its /healthz (bench/api.py);
+- scrub:  `npv-guard scrub` of a generated lead list at a daytime and a night instant (bench/scrub.py).
 
 It starts its own redis-server (persistence off) on a free loopback port and stops it, prints a table
 with the ratios first, and writes bench/results/latest.json. Absolute times drift on a shared
@@ -40,6 +43,8 @@ from typing import Any
 import phonenumbers
 import redis.asyncio as aioredis
 
+from bench import api as bench_api
+from bench import scrub as bench_scrub
 from bench import workload
 from bench.measure import Samples, Stats, process_cpu_seconds, time_async, time_sync, warm_up
 from bench.sip import render_sip, run_sip
@@ -64,7 +69,7 @@ from tests.support.redis_servers import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-0123456789abcdef"
-PARTS = ("core", "redis", "import", "sip")
+PARTS = ("core", "redis", "import", "sip", "api", "scrub")
 LEVELS = (1, 10, 100)
 TIMEOUT_S = 0.2  # redis.timeout_ms default, for the guard and the floors alike
 IMPORT_TIMEOUT_S = 1800
@@ -551,6 +556,24 @@ def render(results: dict[str, Any]) -> str:
             f"  import      {_fmt(imported['rows'])} rows: {_fmt(imported['rows_per_s'])} consents/s; "
             f"import / the same rows piped raw into the same script {imported['ratio_vs_floor']}x"
         )
+    api = results.get("api")
+    if api:
+        floor = next((r for r in api["rows"] if "healthz" in r["name"]), None)
+        for r in api["rows"]:
+            if r is floor:
+                continue
+            ratio = f"; p99 / GET /healthz p99 {r['p99_us'] / floor['p99_us']:.1f}x" if floor else ""
+            lines.append(
+                f"  api c={r['concurrency']:<5}{r['name']}: {_fmt(r['per_second'])}/s, "
+                f"p50 {r['p50_us'] / 1000:.1f} ms, p99 {r['p99_us'] / 1000:.1f} ms{ratio}"
+            )
+    scrub = results.get("scrub")
+    if scrub:
+        for name, run in scrub["runs"].items():
+            lines.append(
+                f"  scrub {name:<6}{_fmt(run['leads'])} leads in {run['seconds_wall']} s: {_fmt(run['leads_per_s'])}/s "
+                f"(target: 1,000,000 in < 120 s); spot check {run['spot_check']}"
+            )
     lines.append("")
     header = (
         f"  {'part':<8} {'c':>4}  {'what':<36} {'calls':>8} {'per s':>10} {'p50 us':>9} {'p99 us':>9} {'cpu us':>8}"
@@ -597,9 +620,17 @@ def render(results: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- main
 
 
+def _standalone(main: Callable[[list[str]], int], argv: list[str], output: Path) -> dict[str, Any]:
+    """A part that is its own program (bench/api.py, bench/scrub.py): run it, keep its JSON."""
+    if main(argv) != 0:
+        raise RuntimeError(f"{main.__module__} {' '.join(argv)} failed")
+    result: dict[str, Any] = json.loads(output.read_text(encoding="utf-8"))
+    return result
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: core,redis,import,sip")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {','.join(PARTS)}")
     parser.add_argument("--quick", action="store_true", help="small sizes (import 100,000 rows): a minute or two")
     parser.add_argument("--import-rows", type=int, help="rows of the generated CSV (default 1,000,000; quick 100,000)")
     parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/latest.json)")
@@ -654,6 +685,15 @@ def main(argv: list[str] | None = None) -> int:
         if "sip" in args.parts:
             part("sip", "sip: post-dial delay through the lab Asterisk, baseline / ARI / FastAGI ...",
                  lambda: run_sip(args.quick))  # fmt: skip
+        if "api" in args.parts:
+            requests = ["--requests", "1000"] if args.quick else []
+            part("api", "api: POST /v1/check at 100 concurrent clients ...",
+                 lambda: _standalone(bench_api.main, requests, bench_api.RESULTS))  # fmt: skip
+        if "scrub" in args.parts:
+            rows = ["--rows", "100000"] if args.quick else []
+            part("scrub", "scrub: npv-guard scrub of a generated lead list, day and night ...",
+                 lambda: _standalone(bench_scrub.main, [*rows, "--output", str(RESULTS / "scrub.json")],
+                                     RESULTS / "scrub.json"))  # fmt: skip
     finally:
         if server:
             server.cleanup()
