@@ -7,7 +7,6 @@ import asyncio
 import csv
 import json
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
@@ -23,6 +22,7 @@ from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEve
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.reasons import SUMMARY, ReasonCode
 from npv_guard.journal import JournalUnreadable, RefusalJournal
+from npv_guard.progress import Progress
 from npv_guard.service import Guard, PairError
 from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
 from npv_guard.views import check_payload, consent_payload, history_payload, refusal_payload
@@ -273,7 +273,7 @@ async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
     # A command-line tool reading its own input file: blocking reads are what we want here.
     handle: TextIO = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115, ASYNC230
     imported = rejected = 0
-    progress = _Progress(err)
+    progress = Progress(err)
     pending: list[tuple[str, ConsentEvent]] = []
     try:
         reader = csv.reader(handle)
@@ -288,7 +288,7 @@ async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
             if len(pending) >= IMPORT_BATCH:
                 imported += await store.record_consents(args.professional, pending)
                 pending.clear()
-                progress.show(imported, rejected)
+                progress.show(imported, "imported", extra=f"  {rejected} rejected")
         if pending:
             imported += await store.record_consents(args.professional, pending)
     except StoreUnavailable as error:
@@ -333,31 +333,6 @@ def _consent_row(row: Sequence[str]) -> tuple[str, ConsentEvent]:
         instant.astimezone(UTC), granted=True, basis=basis, proof=cells[3], outside_hours=flag in {"1", "true", "yes"}
     )
     return number.e164, event
-
-
-class _Progress:
-    def __init__(self, err: TextIO) -> None:
-        self._err = err
-        self._tty = err.isatty()
-        self._start = time.monotonic()
-        self._shown = 0.0
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self._start
-
-    def show(self, imported: int, rejected: int) -> None:
-        now = time.monotonic()
-        if not self._tty or now - self._shown < 0.25:
-            return
-        self._shown = now
-        rate = imported / max(self.elapsed(), 1e-6)
-        bar = "#" * min(30, int(self.elapsed()) % 31)
-        self._err.write(f"\r[{bar:<30}] {imported:>9} imported  {rejected} rejected  {rate:,.0f}/s")
-        self._err.flush()
-
-    def done(self) -> None:
-        if self._tty and self._shown:
-            self._err.write("\n")
 
 
 async def _history(ctx: Context, out: TextIO) -> int:

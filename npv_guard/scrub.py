@@ -40,6 +40,7 @@ from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
 from npv_guard.journal import JournalUnreadable, RefusalJournal
+from npv_guard.progress import Progress
 from npv_guard.service import Guard
 from npv_guard.store import Snapshot, Store, StoreUnavailable
 
@@ -457,7 +458,7 @@ class Scrubber:
         self.store = store
         self.guard = Guard(campaign.policy, store, journal)
         self.next_allowed = NextAllowed(campaign.policy)
-        self.progress = _Progress(err)
+        self.progress = Progress(err)
         self.summary = Summary()
         self._caller = parse_number(campaign.caller)
 
@@ -502,7 +503,8 @@ class Scrubber:
                 if pending is not None:
                     self._write(pending[0], await pending[1], leads, output, later, never)
                     in_flight.discard(pending[1])
-                    self.progress.show(self.summary.leads, leads.position(), leads.size)
+                    share = leads.position() / leads.size if leads.size else None
+                    self.progress.show(self.summary.leads, "leads", share)
                 pending = (batch, task)
             if pending is not None:
                 self._write(pending[0], await pending[1], leads, output, later, never)
@@ -657,29 +659,3 @@ class _AtomicOutput:
         finally:
             self.handle.close()
             self.path.unlink(missing_ok=True)  # gone once renamed; removed on any failure
-
-
-class _Progress:
-    """A bar on standard error when it is a terminal, from the bytes read of the input."""
-
-    def __init__(self, err: TextIO) -> None:
-        self._err = err
-        self._tty = err.isatty()
-        self._start = time.monotonic()
-        self._shown = 0.0
-
-    def show(self, leads: int, position: int, size: int) -> None:
-        now = time.monotonic()
-        if not self._tty or now - self._shown < 0.25:
-            return
-        self._shown = now
-        share = min(position / size, 1.0) if size else 1.0
-        rate = leads / max(now - self._start, 1e-6)
-        bar = "#" * int(share * 30)
-        self._err.write(f"\r[{bar:<30}] {share:4.0%} {leads:>11,} leads {rate:>9,.0f}/s")
-        self._err.flush()
-
-    def done(self) -> None:
-        if self._tty and self._shown:
-            self._err.write("\n")
-            self._err.flush()

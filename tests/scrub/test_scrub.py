@@ -505,7 +505,7 @@ def test_cluster_mode_gives_the_same_verdicts(redis_cluster: RedisCluster, tmp_p
 
 
 def test_progress_bar_only_on_a_terminal() -> None:
-    from npv_guard.scrub import _Progress  # noqa: PLC0415 - a unit of the command, tested alone
+    from npv_guard.progress import Progress  # noqa: PLC0415 - a unit of the command, tested alone
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -513,9 +513,9 @@ def test_progress_bar_only_on_a_terminal() -> None:
 
     shown, hidden = Terminal(), io.StringIO()
     for err in (shown, hidden):
-        progress = _Progress(err)
+        progress = Progress(err)
         progress._start -= 2  # two seconds into the run
-        progress.show(50_000, 500, 1000)
+        progress.show(50_000, "leads", 0.5)
         progress.done()
     assert "50%" in shown.getvalue() and "50,000 leads" in shown.getvalue() and shown.getvalue().endswith("\n")
     assert hidden.getvalue() == ""
