@@ -20,6 +20,7 @@ Deselect with `-m "not containers"`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -47,7 +48,7 @@ ENV_EXAMPLE = DOCKER_DIR / ".env.example"
 TEST_OVERRIDE = Path(__file__).resolve().parent / "compose.test.yaml"
 IMAGES_SCRIPT = REPO / "scripts" / "container-images"
 PROJECT = "npvguard-test"
-SERVICES = ("redis", "asterisk", "guard")
+SERVICES = ("redis", "asterisk", "guard", "api")  # api: the "api" profile, always on in this test
 
 # Not the lab's ports (5060/5070, 8088, 5038, 4573, 6390, 9464, RTP 20000-20200).
 PORTS = {
@@ -58,6 +59,7 @@ PORTS = {
     "AGI_PORT": 24573,
     "REDIS_PORT": 26379,
     "GUARD_HTTP_PORT": 29464,
+    "API_PORT": 28470,
 }
 RTP = (21000, 21100)
 SIP_TARGET = f"127.0.0.1:{PORTS['SIP_PORT']}"
@@ -71,6 +73,8 @@ NPV = "0162000001"
 CONSENTED = "0612345678"
 NO_CONSENT = "0612345699"
 AGI_CONSENTED = "0612345677"
+API_CONSENTED = "0612345676"
+API_TOKEN = "npvg_container-test-token-0123456789"  # its SHA-256 is in the test's guard.toml
 
 TIMINGS: dict[str, float] = {}
 TIMINGS_FILE = Path("/tmp/npv-container-images/timings.json")
@@ -171,6 +175,7 @@ class Stack:
             '[log]\nlevel = "debug"\n'
             '[[professionals]]\nid = "lab"\nname = "container test"\n'
             'npvs = ["+33162000001", "+33162000002"]\n'
+            f'api_token_sha256 = ["{hashlib.sha256(API_TOKEN.encode()).hexdigest()}"]\n'
         )
         self.guard_toml.chmod(0o644)  # read by the guard's unprivileged user
         self.mode = "run"
@@ -194,7 +199,7 @@ class Stack:
         return path
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [self.compose_exe, "--env-file", str(self.env_file()), "-p", PROJECT]
+        cmd = [self.compose_exe, "--env-file", str(self.env_file()), "-p", PROJECT, "--profile", "api"]
         cmd += ["-f", str(COMPOSE_FILE), "-f", str(TEST_OVERRIDE), *args]
         return run(cmd, timeout=timeout, env=self.env, cwd=DOCKER_DIR, check=check)
 
@@ -451,6 +456,7 @@ def test_compose_file_is_valid_and_portable() -> None:
     for name, service in document["services"].items():
         assert service["network_mode"] == "host", name
         assert service["restart"] == "unless-stopped", name
+    assert document["services"]["api"]["profiles"] == ["api"]  # the HTTP API only when asked for
     assert document["services"]["guard"]["depends_on"] == {
         "redis": {"condition": "service_healthy"},
         "asterisk": {"condition": "service_healthy"},
@@ -551,6 +557,7 @@ def test_stack_listens_on_the_loopback_only(stack: Stack) -> None:
             "redis": f"tcp 127.0.0.1:{PORTS['REDIS_PORT']}",
             "asterisk": f"udp 127.0.0.1:{PORTS['SIP_PORT']}",
             "guard": f"tcp 127.0.0.1:{PORTS['GUARD_HTTP_PORT']}",
+            "api": f"tcp 127.0.0.1:{PORTS['API_PORT']}",
         }
         for service, entry in expected.items():
             assert entry in listeners[service], (service, listeners[service])
@@ -587,6 +594,33 @@ def test_ari_mode_allowed_and_rejected_calls(stack: Stack) -> None:
         url = f"http://127.0.0.1:{PORTS['GUARD_HTTP_PORT']}/metrics"
         metrics = run(["curl", "-sS", "--max-time", "5", url], timeout=15).stdout
         assert 'verdict="allow"' in metrics and 'reason="NO_CONSENT"' in metrics
+
+
+def api_check(callee: str, token: str = API_TOKEN, **fields: Any) -> tuple[int, dict[str, Any]]:
+    """POST /v1/check to the api container, from the host (curl: the status on the last line)."""
+    body = json.dumps({"caller": NPV, "callee": callee, **fields})
+    url = f"http://127.0.0.1:{PORTS['API_PORT']}/v1/check"
+    out = run(["curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", "-H", f"Authorization: Bearer {token}",
+               "-H", "Content-Type: application/json", "--data", body, url], timeout=15).stdout  # fmt: skip
+    answer, _, status = out.rpartition("\n")
+    return int(status), json.loads(answer)
+
+
+def test_http_api_in_its_own_container(stack: Stack) -> None:
+    with step("the api container is healthy and answers with the call path's store", stack):
+        stack.wait_healthy(("api",), timeout=60)
+        stack.npv_guard("consent", "grant", "--professional", "lab", "--callee", API_CONSENTED,
+                        "--at", "2026-09-01T12:00", "--proof", "container test form")  # fmt: skip
+    with step("POST /v1/check with record: allowed and counted; the guard container sees the attempt", stack):
+        status, answer = api_check(API_CONSENTED, record=True)
+        assert status == 200 and answer["verdict"] == "allow" and answer["recorded"] is True, answer
+        history = json.loads(stack.npv_guard("history", "--professional", "lab", "--callee", API_CONSENTED, "--json"))
+        assert len(history["attempts"]) == 1, history
+    with step("no consent: a reject verdict; a wrong token: 401 in JSON", stack):
+        status, answer = api_check(NO_CONSENT)
+        assert status == 200 and [r["code"] for r in answer["reasons"]] == ["NO_CONSENT"], answer
+        status, answer = api_check(API_CONSENTED, token="npvg_not-a-token")
+        assert status == 401 and answer["error"]["code"] == "UNAUTHORIZED", answer
 
 
 def test_guard_health_check_follows_redis_and_ari(stack: Stack) -> None:
