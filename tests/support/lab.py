@@ -301,6 +301,7 @@ class LabCheck:
 
 
 _HANDED_OUT: set[int] = set()
+_MEDIA_HANDED_OUT: set[int] = set()
 _MEDIA_RANGE = (30000, 32700)  # below the kernel's ephemeral range, above Asterisk's RTP 20000-20200
 
 
@@ -342,16 +343,21 @@ def free_udp_port(ip: str = "127.0.0.1") -> int:
 
 
 def free_media_port(ip: str = "127.0.0.1") -> int:
-    """An even UDP port P with P..P+3 free on ``ip`` (sipp binds P and P+2; RTCP would use +1/+3)."""
+    """An even UDP port P with P..P+3 free on ``ip`` (sipp binds P and P+2; RTCP would use +1/+3).
+
+    Blocks are not handed out twice until the range runs out (a long soak places more calls
+    than it holds): then the ones no socket holds any more are handed out again. Late RTP on a
+    media port does no harm, unlike a late SIP retransmission on a signalling port.
+    """
     _check_loopback(ip, "ip")
     rng = random.Random()
-    for _ in range(500):
+    for attempt in range(1000):
         port = rng.randrange(_MEDIA_RANGE[0], _MEDIA_RANGE[1], 2)
         block = range(port, port + 4)
-        if any(p in _HANDED_OUT for p in block):
+        if attempt < 500 and any(p in _MEDIA_HANDED_OUT for p in block):
             continue
         if all(_udp_port_free(ip, p) for p in block):
-            _HANDED_OUT.update(block)
+            _MEDIA_HANDED_OUT.update(block)
             return port
     raise LabError("could not find 4 free consecutive UDP ports for sipp media")
 
