@@ -9,6 +9,7 @@ pair as refused.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -37,13 +38,37 @@ class JournalUnreadable(Exception):
     """The refusal journal exists but cannot be read."""
 
 
+class JournalBusy(Exception):
+    """Another running process writes this refusal journal."""
+
+
 class RefusalJournal:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, writer: bool = False) -> None:
+        """`writer`: this process appends and replays (run, agi, serve). One writer per file: a
+        second one would compact the file under the first and lose its pending refusals, so it
+        is refused (JournalBusy) until the first exits, crash included (the lock goes with it)."""
         self.path = Path(path)
         self._lock = threading.Lock()
         self._pending: dict[str, JournalEntry] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_fd = self._claim() if writer else None
         self._load()
+
+    def _claim(self) -> int:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise JournalBusy(
+                f"refusal journal {self.path} is written by a running guard (pid {holder}): "
+                "give each guard process its own journal_path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
 
     @classmethod
     def if_present(cls, path: str) -> RefusalJournal | None:

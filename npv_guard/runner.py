@@ -26,7 +26,7 @@ from npv_guard.ari.port import NoAri
 from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
 from npv_guard.config import ConfigError, Settings, redact_url
-from npv_guard.journal import RefusalJournal
+from npv_guard.journal import JournalBusy, RefusalJournal
 from npv_guard.observability import Health, Metrics, serve_http, stop_http
 from npv_guard.service import Guard
 from npv_guard.sms.service import SmsService
@@ -53,6 +53,10 @@ class Wiring:
         clock = Clock(settings.now)
         if clock.replay:
             log.warning("REPLAY CLOCK: NPV_GUARD_NOW=%s, the guard's time is NOT the real time", settings.now)
+        try:
+            journal = RefusalJournal(settings.journal_path, writer=True)
+        except JournalBusy as error:
+            raise ConfigError(f"journal_path: {error}") from None
         hasher = ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
         store = Store.connect(
             settings.redis.url,
@@ -61,7 +65,7 @@ class Wiring:
             prefix=settings.redis.key_prefix,
             timeout=settings.redis.timeout_ms / 1000,
         )
-        guard = Guard(settings.policy(), store, RefusalJournal(settings.journal_path))
+        guard = Guard(settings.policy(), store, journal)
         return cls(guard, store, AuditLog.open(settings.log.audit_file), clock, Metrics())
 
     def start_journal_replay(self, stop: asyncio.Event) -> asyncio.Task[None]:

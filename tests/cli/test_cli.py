@@ -17,7 +17,7 @@ from npv_guard.clock import parse_instant
 from npv_guard.core.model import Refusal, RefusalSource
 from npv_guard.journal import RefusalJournal
 from npv_guard.store import ConsumerHasher
-from tests.support.redis_servers import RedisServer
+from tests.support.redis_servers import RedisServer, free_tcp_port
 
 EXE = shutil.which("npv-guard", path=str(Path(sys.executable).parent)) or "npv-guard"
 SECRET = "cli-test-secret-0123456789"
@@ -275,3 +275,21 @@ def test_redis_down_fails_closed(tmp_path: Path) -> None:
     assert [r["code"] for r in json.loads(result.stdout)["reasons"]] == ["STATE_UNAVAILABLE"]
     refusal = run("refusal", "record", "--professional", "acme", "--callee", "0612345678", env=env)
     assert refusal.returncode == 1 and "nothing was recorded" in refusal.stderr
+
+
+def test_one_journal_has_one_writer(tmp_path: Path) -> None:
+    """A second guard process on the same refusal journal is refused at start (it would compact
+    the file under the first and lose its pending refusals); readers are not affected."""
+    from npv_guard.journal import JournalBusy  # noqa: PLC0415
+
+    journal = tmp_path / "refusals.journal"
+    first = RefusalJournal(str(journal), writer=True)
+    first.add("acme", "ab" * 16, Refusal(parse_instant("2026-11-16T11:05"), RefusalSource.AGENT), None)
+    with pytest.raises(JournalBusy, match=f"pid {os.getpid()}"):
+        RefusalJournal(str(journal), writer=True)
+    assert len(RefusalJournal(str(journal))) == 1  # check and scrub only read it
+    port = free_tcp_port()
+    env = {"NPV_GUARD_HASH_SECRET": SECRET, "NPV_GUARD_JOURNAL_PATH": str(journal),
+           "NPV_GUARD_REDIS_URL": "redis://127.0.0.1:1/0", "NPV_GUARD_HTTP_LISTEN": ""}  # fmt: skip
+    busy = run("agi", "--port", str(port), env=env)
+    assert busy.returncode == 2 and "is written by a running guard" in busy.stderr, busy.stderr
