@@ -17,9 +17,8 @@ from typing import Any, NoReturn, TextIO
 from npv_guard import __version__, scrub
 from npv_guard.clock import Clock, parse_instant
 from npv_guard.config import ConfigError, Settings, load_settings
-from npv_guard.core.decide import Verdict, locate_consumer
+from npv_guard.core.decide import Verdict, place_consumer
 from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEvent, RefusalSource
-from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.reasons import SUMMARY, ReasonCode
 from npv_guard.journal import JournalUnreadable, RefusalJournal
 from npv_guard.progress import Progress
@@ -312,10 +311,10 @@ def _consent_row(row: Sequence[str]) -> tuple[str, ConsentEvent]:
     if len(row) < 2:
         raise ValueError("expected number,date[,basis[,proof[,outside_hours]]]")
     cells = [cell.strip() for cell in row] + [""] * (5 - len(row))
-    number = parse_number(cells[0])
-    places, problem = locate_consumer(number, None)
-    if problem or number.e164 is None:
-        raise ValueError(f"number {cells[0][:40]!r}: {problem.message if problem else 'cannot be placed'}")
+    try:
+        consumer, places = place_consumer(cells[0])
+    except ValueError as error:
+        raise ValueError(f"number {cells[0][:40]!r}: {error}") from None
     try:
         instant = datetime.fromisoformat(cells[1])
     except ValueError:
@@ -332,7 +331,7 @@ def _consent_row(row: Sequence[str]) -> tuple[str, ConsentEvent]:
     event = ConsentEvent(
         instant.astimezone(UTC), granted=True, basis=basis, proof=cells[3], outside_hours=flag in {"1", "true", "yes"}
     )
-    return number.e164, event
+    return consumer, event
 
 
 async def _history(ctx: Context, out: TextIO) -> int:

@@ -12,7 +12,7 @@ from npv_guard.core.decide import (
     Verdict,
     consent_at,
     decide,
-    locate_consumer,
+    place_consumer,
     prepare,
     refusal_block_end,
     refusal_withdrawal,
@@ -28,7 +28,6 @@ from npv_guard.core.model import (
     RefusalSource,
     StateUnavailable,
 )
-from npv_guard.core.numbering import parse
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
 from npv_guard.journal import JournalEntry, RefusalJournal
@@ -214,11 +213,10 @@ class Guard:
         return consumer, await self._store().history(professional, consumer)
 
     def _consumer(self, callee: str) -> tuple[str, tuple[Place, ...]]:
-        number = parse(callee)
-        places, problem = locate_consumer(number, None)
-        if problem or number.e164 is None:
-            raise PairError(problem.message if problem else f"called number {callee!r} cannot be placed")
-        return number.e164, places
+        try:
+            return place_consumer(callee)
+        except ValueError as error:
+            raise PairError(str(error)) from None
 
 
 def _with_journal(snapshot: Snapshot, entries: list[JournalEntry]) -> Snapshot:

@@ -28,8 +28,8 @@ from typing import Any
 from npv_guard.ari.port import AriPort
 from npv_guard.audit import AuditLog
 from npv_guard.config import AriSettings, CallsSettings
+from npv_guard.core.decide import place_consumer
 from npv_guard.core.model import CallRequest, RefusalSource
-from npv_guard.core.numbering import parse as parse_number
 from npv_guard.logs import CALL_ID
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard
@@ -143,8 +143,10 @@ class CallService:
         call.task = asyncio.get_running_loop().create_task(self._run(call), name=f"call-{call.dialer}")
 
     def consumer_of(self, callee: str) -> str | None:
-        number = parse_number(callee)
-        return number.e164 if number.territories else None
+        try:
+            return place_consumer(callee)[0]
+        except ValueError:
+            return None
 
     async def _run(self, call: Call) -> None:
         CALL_ID.set(call.dialer)  # this task's log lines name the call

@@ -258,6 +258,16 @@ def locate_consumer(callee: PhoneNumber, postcode: str | None) -> tuple[tuple[Pl
     return (declared, *from_number), None
 
 
+def place_consumer(raw: str | None) -> tuple[str, tuple[Place, ...]]:
+    """A consumer named outside a call (a refusal, a consent, an SMS reply): the E.164 number and
+    where the consumer may be. ValueError, with the reason's text, when it is no French consumer line."""
+    number = parse(raw)
+    places, problem = locate_consumer(number, None)
+    if problem is not None or number.e164 is None:
+        raise ValueError(problem.message if problem else f"called number {str(raw)[:40]!r} cannot be placed")
+    return number.e164, places
+
+
 def _calendar_reasons(
     places: tuple[Place, ...],
     at: datetime,

@@ -27,7 +27,7 @@ from typing import Any
 from npv_guard.ari.port import AriPort, NoAri
 from npv_guard.audit import AuditLog
 from npv_guard.config import SmsSettings
-from npv_guard.core.decide import Verdict, decide, prepare
+from npv_guard.core.decide import Verdict, decide, place_consumer, prepare
 from npv_guard.core.model import CallRequest, Medium
 from npv_guard.core.numbering import NumberKind
 from npv_guard.core.numbering import parse as parse_number
@@ -166,13 +166,16 @@ class SmsService:
     async def _stop(self, consumer_text: str, platform_text: str, message_id: str) -> None:
         at = self.now()
         platform = parse_number(platform_text)
-        consumer = parse_number(consumer_text)
+        try:
+            consumer: str | None = place_consumer(consumer_text)[0]
+        except ValueError:
+            consumer = None
         owner = (
             self.guard.policy.owner_of(platform.national)
             if platform.kind is NumberKind.PLATFORM and platform.national
             else None
         )
-        if owner is None or consumer.e164 is None or not consumer.territories:
+        if owner is None or consumer is None:
             # Without a professional and a French consumer there is no pair to block: say so loudly.
             log.error("STOP %s to %r from an unplaceable sender: NOT RECORDED", message_id, platform_text[:20])
             self.metrics.refusals.labels("sms", "sms", "lost").inc()
@@ -181,18 +184,18 @@ class SmsService:
                 consumer_ref=None, error="STOP to a number of no known professional, or from an unplaceable number",
             )  # fmt: skip
             return
-        key = (owner.id, consumer.e164)
+        key = (owner.id, consumer)
         lock, users = self._pair_locks.get(key, (asyncio.Lock(), 0))
         self._pair_locks[key] = (lock, users + 1)
         try:
             async with lock:
-                stop = await self.guard.record_stop(owner.id, consumer.e164, at, message_id)
+                stop = await self.guard.record_stop(owner.id, consumer, at, message_id)
         except Exception as error:
             self.metrics.refusals.labels("sms", "sms", "lost").inc()
             log.error("STOP %s NOT RECORDED (%s): %s", message_id, type(error).__name__, error)
             self.audit.refusal(
                 call_id=message_id, mode="sms", source="sms", professional=owner.id,
-                consumer_ref=self.guard.consumer_ref(consumer.e164), error=f"{type(error).__name__}: {error}",
+                consumer_ref=self.guard.consumer_ref(consumer), error=f"{type(error).__name__}: {error}",
             )  # fmt: skip
             return
         finally:
@@ -209,13 +212,13 @@ class SmsService:
             mode="sms",
             source="sms",
             professional=owner.id,
-            consumer_ref=self.guard.consumer_ref(consumer.e164),
+            consumer_ref=self.guard.consumer_ref(consumer),
             outcome=stop.refusal,
         )
         log.info("STOP %s recorded for professional %s (%s)", message_id, owner.id, "first" if stop.first else "repeat")
         if stop.first and self.settings.stop_ack:
             text = self.settings.stop_ack.replace("{name}", owner.name or owner.id)
-            to = self.settings.carrier.replace("{number}", consumer.e164)
+            to = self.settings.carrier.replace("{number}", consumer)
             acknowledged = await self.port.send_message(to, platform.e164 or platform_text, text)
             self.metrics.messages.labels("outbound", "stop_ack" if acknowledged else "send_failed").inc()
 
