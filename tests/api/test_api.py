@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from npv_guard.api.app import CHECK_FIELDS, ERRORS
-from tests.support.api_server import EXE, ApiServer
+from tests.support.api_server import ApiServer
+from tests.support.process import EXE
 
 pytestmark = pytest.mark.redis
 

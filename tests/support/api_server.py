@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 from npv_guard.api.auth import mint_token, token_digest
+from tests.support.process import NpvGuardProcess
 from tests.support.redis_servers import free_tcp_port
 
-EXE = shutil.which("npv-guard", path=str(Path(sys.executable).parent)) or "npv-guard"
 SECRET = "api-test-secret-0123456789"
 # Two professionals, each with its own NPVs and token.
 PROFESSIONALS = {
@@ -26,7 +19,7 @@ PROFESSIONALS = {
 }
 
 
-class ApiServer:
+class ApiServer(NpvGuardProcess):
     def __init__(
         self,
         redis_url: str,
@@ -38,12 +31,7 @@ class ApiServer:
         log_level: str = "debug",
     ) -> None:
         self.port = free_tcp_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="npv-guard-api-"))
-        self.config = self.dir / "guard.toml"
-        self.audit_path = self.dir / "audit.log"
-        self.log_path = self.dir / "guard.log"
-        self.journal_path = self.dir / "refusals.journal"
-        self.now = now
+        super().__init__(now=now, prefix="npv-guard-api-")
         self.tokens = {professional: mint_token() for professional in PROFESSIONALS}
         lines = [
             f"hash_secret = {json.dumps(SECRET)}",
@@ -67,42 +55,14 @@ class ApiServer:
                 f"api_token_sha256 = {json.dumps([token_digest(self.tokens[professional])])}",
             ]
         self.config.write_text("\n".join(lines) + "\n")
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def env(self) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("NPV_GUARD_")}
-        base["NPV_GUARD_CONFIG"] = str(self.config)
-        if self.now:
-            base["NPV_GUARD_NOW"] = self.now
-        return base
-
     def start(self, timeout: float = 20.0) -> ApiServer:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [EXE, "serve"], env=self.env(), stdout=log, stderr=log, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"npv-guard serve exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            if "API listening" in self.log():
-                return self
-            time.sleep(0.05)
-        self.kill()
-        raise TimeoutError(f"npv-guard serve not listening after {timeout} s:\n{self.log()[-3000:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def audit(self, event: str | None = None) -> list[dict[str, Any]]:
-        if not self.audit_path.exists():
-            return []
-        lines = [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
-        return [line for line in lines if event is None or line["event"] == event]
+        self.spawn("serve", "API listening", timeout)
+        return self
 
     def request(
         self,
@@ -132,26 +92,6 @@ class ApiServer:
             connection.close()
         parsed = json.loads(data) if answer_headers.get("content-type", "").startswith("application/json") else data
         return response.status, answer_headers, parsed
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                return None
-        code = self.process.returncode
-        self.process = None
-        return code
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
-        self.process = None
 
     def cleanup(self) -> None:
         self.stop()
