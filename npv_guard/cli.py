@@ -98,24 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(history, at=False)
     scrub.add_parser(commands)
 
-    run = commands.add_parser("run", help="run the guard as an ARI (Stasis) application")
-    run.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
-    run.add_argument("--redis", metavar="URL", help="Redis URL (default: $NPV_GUARD_REDIS_URL or the config)")
-    run.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
-
-    agi = commands.add_parser("agi", help="run the guard as a FastAGI server")
-    agi.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
-    agi.add_argument("--redis", metavar="URL", help="Redis URL (default: $NPV_GUARD_REDIS_URL or the config)")
-    agi.add_argument("--host", metavar="ADDRESS", help="listen address (default: agi.host, 127.0.0.1)")
-    agi.add_argument("--port", type=int, metavar="PORT", help="listen port (default: agi.port, 4573)")
-    agi.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
-
-    serve = commands.add_parser("serve", help="serve the HTTP pre-check API for dialers")
-    serve.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
-    serve.add_argument("--redis", metavar="URL", help="Redis URL (default: $NPV_GUARD_REDIS_URL or the config)")
-    serve.add_argument("--host", metavar="ADDRESS", help="listen address (default: from api.listen, 127.0.0.1)")
-    serve.add_argument("--port", type=int, metavar="PORT", help="listen port (default: from api.listen, 8470)")
-    serve.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
+    _server(commands.add_parser("run", help="run the guard as an ARI (Stasis) application"))
+    _server(
+        commands.add_parser("agi", help="run the guard as a FastAGI server"),
+        listen=("agi.host, 127.0.0.1", "agi.port, 4573"),
+    )
+    _server(
+        commands.add_parser("serve", help="serve the HTTP pre-check API for dialers"),
+        listen=("from api.listen, 127.0.0.1", "from api.listen, 8470"),
+    )
 
     api_token = commands.add_parser("api-token", help="mint a bearer token for the HTTP API")
     api_token.add_argument("--professional", required=True, metavar="ID", help="the professional it acts for")
@@ -136,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     reasons = commands.add_parser("reasons", help="list the reason codes")
     reasons.add_argument("--json", action="store_true")
     return parser
+
+
+def _server(parser: argparse.ArgumentParser, listen: tuple[str, str] | None = None) -> None:
+    """The options of a long-running guard process; `listen`: where its defaults come from."""
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
+    parser.add_argument("--redis", metavar="URL", help="Redis URL (default: $NPV_GUARD_REDIS_URL or the config)")
+    if listen:
+        parser.add_argument("--host", metavar="ADDRESS", help=f"listen address (default: {listen[0]})")
+        parser.add_argument("--port", type=int, metavar="PORT", help=f"listen port (default: {listen[1]})")
+    parser.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
 
 
 def _pair_arguments(parser: argparse.ArgumentParser) -> None:

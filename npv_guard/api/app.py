@@ -27,7 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from npv_guard.api.auth import TokenBook
 from npv_guard.audit import AuditLog
 from npv_guard.clock import parse_instant
-from npv_guard.core.model import Basis, CallRequest, RefusalSource
+from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.observability import Health, Metrics
 from npv_guard.service import Guard, PairError
@@ -284,9 +284,7 @@ async def grant_consent(request: web.Request) -> web.Response:
     proof = fields.text("proof") or ""
     outside_hours = fields.flag("outside_hours")
     event = await ctx.guard.grant_consent(professional, callee, at, basis, proof, outside_hours)
-    payload = consent_payload(professional, event)
-    ctx.audit.write("consent", mode="api", consumer=_consumer_ref(ctx.guard, callee), **payload)
-    return web.json_response(payload)
+    return _consent_answer(ctx, professional, callee, event)
 
 
 async def withdraw_consent(request: web.Request) -> web.Response:
@@ -296,6 +294,11 @@ async def withdraw_consent(request: web.Request) -> web.Response:
     callee = fields.required("callee")
     at = fields.instant("at", ctx.now)
     event = await ctx.guard.withdraw_consent(professional, callee, at, fields.text("proof") or "")
+    return _consent_answer(ctx, professional, callee, event)
+
+
+def _consent_answer(ctx: ApiContext, professional: str, callee: str, event: ConsentEvent) -> web.Response:
+    """A grant or a withdrawal, as stored: one audit line, and the answer of `consent --json`."""
     payload = consent_payload(professional, event)
     ctx.audit.write("consent", mode="api", consumer=_consumer_ref(ctx.guard, callee), **payload)
     return web.json_response(payload)

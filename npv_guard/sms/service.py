@@ -60,8 +60,9 @@ class SmsService:
         self.metrics = metrics
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
-        # One reply at a time per (professional, consumer): a repeated STOP sees the first one's record.
-        self._pair_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        # One STOP at a time: a repeated STOP sees the first one's record (and is not acknowledged
+        # again). STOPs are rare enough that a single lock costs nothing.
+        self._stop_lock = asyncio.Lock()
 
     @property
     def sources(self) -> list[str]:
@@ -184,11 +185,8 @@ class SmsService:
                 consumer_ref=None, error="STOP to a number of no known professional, or from an unplaceable number",
             )  # fmt: skip
             return
-        key = (owner.id, consumer)
-        lock, users = self._pair_locks.get(key, (asyncio.Lock(), 0))
-        self._pair_locks[key] = (lock, users + 1)
         try:
-            async with lock:
+            async with self._stop_lock:
                 stop = await self.guard.record_stop(owner.id, consumer, at, message_id)
         except Exception as error:
             self.metrics.refusals.labels("sms", "sms", "lost").inc()
@@ -198,12 +196,6 @@ class SmsService:
                 consumer_ref=self.guard.consumer_ref(consumer), error=f"{type(error).__name__}: {error}",
             )  # fmt: skip
             return
-        finally:
-            lock, users = self._pair_locks[key]
-            if users <= 1:
-                del self._pair_locks[key]
-            else:
-                self._pair_locks[key] = (lock, users - 1)
         outcome = "journaled" if stop.refusal.journaled else "recorded"
         self.metrics.refusals.labels("sms", "sms", outcome).inc()
         self.metrics.messages.labels("inbound", "stop").inc()
