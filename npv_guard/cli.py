@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
-from npv_guard import __version__, scrub
+from npv_guard import __version__, bundled, scrub
 from npv_guard.clock import Clock, parse_instant
 from npv_guard.config import ConfigError, Settings, load_settings
 from npv_guard.core.decide import Verdict, place_consumer
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     reasons = commands.add_parser("reasons", help="list the reason codes")
     reasons.add_argument("--json", action="store_true")
+    bundled.add_parsers(commands)
     return parser
 
 
@@ -463,6 +464,13 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     args = build_parser().parse_args(argv)
     if args.command == "reasons":
         return _reasons(args, out)
+    if args.command in {"dialplan", "systemd"}:  # files shipped with the package: no settings needed
+        try:
+            return bundled.run(args, out, err)
+        except bundled.Refused as error:
+            return _fail(str(error), EXIT_USAGE, err)
+        except OSError as error:
+            return _fail(f"{error.filename or ''}: {error.strerror}", EXIT_USAGE, err)
     try:
         ctx = Context(args)
         commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
