@@ -109,7 +109,7 @@ def install(shipped: Sequence[Shipped], dest: Path, *, force: bool) -> list[tupl
             raise Refused(f"{path}: is a directory")
         if not path.exists():
             plan.append((path, item, "written"))
-        elif path.read_text(encoding="utf-8", errors="replace") == item.text:
+        elif path.read_bytes() == item.text.encode():
             plan.append((path, item, "unchanged"))
         else:
             plan.append((path, item, "replaced"))
@@ -126,7 +126,7 @@ def install(shipped: Sequence[Shipped], dest: Path, *, force: bool) -> list[tupl
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written aside then renamed: Asterisk or systemd never reads half a file.
         partial = path.with_name(f".{path.name}.npv-guard-tmp")
-        partial.write_text(item.text, encoding="utf-8")
+        partial.write_bytes(item.text.encode())
         partial.chmod(0o644)
         partial.replace(path)
     return [(path, status) for path, _, status in plan]
@@ -157,10 +157,10 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         )
 
 
-def _summary(text: str) -> str:
-    """The first comment line that says something (skipping rulers)."""
-    for line in text.splitlines():
-        words = line.lstrip(";#").strip(" =-")
+def _summary(item: Shipped) -> str:
+    """The first comment line that says something (skipping rulers and the file's own name)."""
+    for line in item.text.splitlines():
+        words = line.lstrip(";#").strip(" =-").removeprefix(f"{item.target.name} -- ")
         if words:
             return words
     return ""
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _show(chosen: Sequence[Shipped], *, listing: bool, out: TextIO) -> int:
     if listing:
-        out.writelines(f"{s.name:<10} {s.target}  {_summary(s.text)}\n" for s in chosen)
+        out.writelines(f"{s.name:<10} {s.target}  {_summary(s)}\n" for s in chosen)
         return 0
     for item in chosen:
         if len(chosen) > 1:

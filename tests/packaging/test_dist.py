@@ -203,3 +203,23 @@ def test_fresh_venv_systemd_units_run_its_own_npv_guard(fresh_venv: Path, tmp_pa
     result = _run(fresh_venv / "bin/npv-guard", "systemd", "show", "serve", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"\nExecStart={fresh_venv}/bin/npv-guard serve --config /etc/npv-guard/%i.toml" in result.stdout
+
+
+def test_the_declared_setuptools_floor_builds_and_the_release_below_it_does_not(tmp_path: Path) -> None:
+    """build-system.requires says setuptools>=N: N.x builds the wheel, N-1 cannot read the PEP 639
+    license expression (the issue: a floor of 68 declared a build that failed)."""
+    (requirement,) = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    floor = int(requirement.removeprefix("setuptools>="))
+    venv = tmp_path / "v"
+    assert _run(sys.executable, "-m", "venv", venv).returncode == 0
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
+    outcomes = {}
+    for series in (f"setuptools>={floor},<{floor + 1}", f"setuptools<{floor}"):
+        pinned = _run(venv / "bin/python", "-m", "pip", "install", "-q", series, timeout=BUILD_TIMEOUT)
+        assert pinned.returncode == 0, pinned.stderr[-2000:]
+        shutil.rmtree(source / "build", ignore_errors=True)
+        built = _run(venv / "bin/python", "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                     "-w", tmp_path / series, f"{source}/", timeout=BUILD_TIMEOUT)  # fmt: skip
+        outcomes[series] = (built.returncode, "project.license" in built.stdout + built.stderr)
+    assert outcomes == {f"setuptools>={floor},<{floor + 1}": (0, False), f"setuptools<{floor}": (1, True)}
