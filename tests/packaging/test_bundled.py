@@ -283,3 +283,15 @@ def test_systemd_sysusers_creates_the_service_user(tmp_path: Path) -> None:
     assert len(user) == 1
     assert user[0][5:] == ["/var/lib/npv-guard", "/usr/sbin/nologin"]
     assert any(line.startswith("npv-guard:") for line in (tmp_path / "etc/group").read_text().splitlines())
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_analyze_security_exposure_at_most_2(installed_units: Path, unit: str) -> None:
+    """systemd's own hardening score (0 best, 10 worst): 1.4 when written; a lost directive shows."""
+    result = subprocess.run(
+        [SYSTEMD_ANALYZE or "systemd-analyze", "security", "--offline=yes", "--threshold=20", "--no-pager",
+         str(installed_units / unit.replace("@.", "@guard1."))],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr
+    assert re.search(r"Overall exposure level for npv-guard-\w+@guard1\.service: [01]\.\d OK", result.stdout)
