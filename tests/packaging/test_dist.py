@@ -79,13 +79,11 @@ def test_twine_check_passes(dist: Path) -> None:
 def _tree_files() -> set[str]:
     """What the wheel must carry, read from the tree itself."""
     package = {str(p.relative_to(ROOT)) for p in (ROOT / "npv_guard").rglob("*") if p.suffix in {".py", ".typed"}}
-    data = {
-        f"npv_guard/{p.relative_to(ROOT)}"
-        for directory in ("dialplan", "systemd")
-        for p in (ROOT / directory).rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
-    }
-    return package | data
+    # Every include of dialplan/ (not a note beside them); everything in systemd/, so that a new
+    # kind of file there fails here until pyproject's package-data ships it.
+    dialplan = {p for p in (ROOT / "dialplan").rglob("*") if p.suffix == ".conf" or p.name == "__init__.py"}
+    systemd = {p for p in (ROOT / "systemd").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return package | {f"npv_guard/{p.relative_to(ROOT)}" for p in dialplan | systemd}
 
 
 def test_wheel_carries_the_code_the_dialplan_and_the_systemd_files(dist: Path) -> None:
