@@ -11,6 +11,12 @@ from npv_guard.core.calendar import CALL_WINDOWS, Window
 
 PROFESSIONAL_ID = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
 
+
+def valid_label(value: str | None) -> bool:
+    """A campaign or lead id: the same shape as a professional id (never read by a rule, but
+    written in Redis members, audit lines and channel variables, so it must stay inert)."""
+    return value is not None and PROFESSIONAL_ID.match(value) is not None
+
 # Sectors that may not be canvassed by phone whatever the consent, outside a contract in progress
 # (L. 223-1): energy-saving housing works, renewable energy, adaptation to ageing or disability.
 DEFAULT_BANNED_SECTORS = frozenset({"energy_renovation", "renewable_energy", "home_adaptation"})
@@ -33,6 +39,10 @@ class CallRequest:
     sector: str | None = None  # what the campaign sells, when it declares it
     automated: bool = False  # a recorded-message call (CPCE L. 34-5 needs consent)
     medium: Medium = Medium.VOICE  # for SMS, `caller` is the sender number
+    # Labels for the evidence trail (audit lines, attempts, CDR), never read by a rule; adapters
+    # pass only ids that pass `valid_label`.
+    campaign: str | None = None
+    lead: str | None = None
 
 
 class Basis(StrEnum):
@@ -44,6 +54,8 @@ class Basis(StrEnum):
 class Attempt:
     at: datetime
     call_id: str = ""
+    campaign: str = ""
+    lead: str = ""
 
 
 class RefusalSource(StrEnum):
