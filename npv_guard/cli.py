@@ -361,7 +361,10 @@ async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
 
     def stored(batch: list[tuple[str, ConsentEvent]]) -> None:
         # One line per row: an inspector finds one consumer's proof by its hash, whatever file
-        # brought it; the import's own line ties the rows to the file's digest.
+        # brought it; the import's own line ties the rows to the file's digest. Without an audit
+        # file only that import line is written (to stderr, where the row errors go).
+        if not ctx.settings.log.audit_file:
+            return
         audit.consents(
             {**consent_fields("cli-import", args.professional, store.digest(consumer), event), "import_id": import_id}
             for consumer, event in batch
