@@ -254,7 +254,7 @@ async def test_a_malformed_label_is_dropped_and_the_call_still_decided() -> None
 
 
 async def test_old_stasis_arguments_without_labels_still_work() -> None:
-    service, port, store, out = make()
+    service, port, _, out = make()
     service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", ""))
     await settle()
     assert ("set_var", "d1", "NPV_GUARD_VERDICT", "ALLOW") in port.ops
