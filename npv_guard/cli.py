@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NoReturn, TextIO
 
 from npv_guard import __version__, scrub
@@ -301,17 +302,22 @@ async def _refusal(ctx: Context, out: TextIO, err: TextIO) -> int:
     store = ctx.store()
     guard = Guard(ctx.settings.policy(), store)
     call_id = uuid.uuid4().hex
+    audit = partial(
+        ctx.audit(err).refusal, call_id=call_id, mode="cli", source=args.source, professional=args.professional,
+        campaign=campaign, lead=lead,
+    )  # fmt: skip
     try:
         outcome = await guard.record_refusal(
             args.professional, args.callee, ctx.at(), RefusalSource(args.source), call_id
         )
+    except StoreUnavailable as error:
+        # Lost, as in the call path: the trail says so (the operator is told to retry).
+        audit(consumer_ref=guard.consumer_ref(place_consumer(args.callee)[0]), error=str(error))
+        raise
     finally:
         await store.close()
     consumer, _ = place_consumer(args.callee)  # placed already by record_refusal
-    ctx.audit(err).refusal(
-        call_id=call_id, mode="cli", source=args.source, professional=args.professional,
-        consumer_ref=guard.consumer_ref(consumer), outcome=outcome, campaign=campaign, lead=lead,
-    )  # fmt: skip
+    audit(consumer_ref=guard.consumer_ref(consumer), outcome=outcome)
     payload = refusal_payload(args.professional, outcome)
     if args.json:
         _print_json(payload, out)

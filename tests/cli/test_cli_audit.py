@@ -177,3 +177,11 @@ def test_evidence_pack_ties_history_to_audit_lines(env: dict[str, str], tmp_path
     assert pack["audit"]["chain_ok"] is False and "audit.log:2" in pack["audit"]["problem"]
     assert pack["consents"][0]["audit"][0]["chain_ok"] is True  # line 1, before the edit
     assert [a["audit"][0]["chain_ok"] for a in pack["attempts"]] == [False, False]
+
+
+def test_a_refusal_redis_did_not_take_is_audited_as_lost(env: dict[str, str]) -> None:
+    down = {**env, "NPV_GUARD_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = run("refusal", "record", *PAIR, "--at", "2026-11-16T11:05", env=down)
+    assert result.returncode == 1 and "nothing was recorded" in result.stderr
+    (line,) = audit_lines(env, "refusal")
+    assert line["recorded"] is False and line["consumer"] == DIGEST and "redis" in line["error"]
