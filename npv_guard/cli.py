@@ -260,14 +260,16 @@ async def _check(ctx: Context, out: TextIO, err: TextIO) -> int:
     # Refusals a guard on this machine could not hand to Redis yet count here too, as in the call path.
     journal = None if args.offline else RefusalJournal.if_present(ctx.settings.journal_path)
     guard = Guard(ctx.settings.policy(), store, journal)
+    # Opened before the write: an audit file this user cannot append to fails the command first.
+    audit = ctx.audit(err) if args.record else None
     call_id = uuid.uuid4().hex if args.record else ""
     try:
         verdict = await guard.check(request, record=args.record, offline=args.offline, call_id=call_id)
     finally:
         if store:
             await store.close()
-    if args.record:  # a write: audited like the call path's (a query is not)
-        ctx.audit(err).decision(
+    if audit is not None:  # a write: audited like the call path's (a query is not)
+        audit.decision(
             verdict, call_id=call_id, consumer_ref=guard.consumer_ref(verdict.prepared.consumer), mode="cli",
             record=True, recorded=verdict.allowed,
         )  # fmt: skip
@@ -329,6 +331,7 @@ async def _refusal(ctx: Context, out: TextIO, err: TextIO) -> int:
 
 async def _consent(ctx: Context, out: TextIO, err: TextIO) -> int:
     args = ctx.args
+    audit = ctx.audit(err)
     store = ctx.store()
     guard = Guard(ctx.settings.policy(), store)
     try:
@@ -341,9 +344,7 @@ async def _consent(ctx: Context, out: TextIO, err: TextIO) -> int:
     finally:
         await store.close()
     consumer, _ = place_consumer(args.callee)
-    ctx.audit(err).consent(
-        mode="cli", professional=args.professional, consumer_ref=guard.consumer_ref(consumer), event=event
-    )
+    audit.consent(mode="cli", professional=args.professional, consumer_ref=guard.consumer_ref(consumer), event=event)
     payload = consent_payload(args.professional, event)
     if args.json:
         _print_json(payload, out)

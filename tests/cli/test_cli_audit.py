@@ -165,6 +165,8 @@ def test_evidence_pack_ties_history_to_audit_lines(env: dict[str, str], tmp_path
     assert [d["verdict"] for d in pack["decisions"]] == ["allow", "allow"]
     text = page.read_text()
     assert "<script>" not in text and "&lt;script&gt;" in text and "spring-26" in text
+    human = run("evidence", *PAIR, "--at", "2026-11-18T10:00", env=env)
+    assert human.returncode == 0 and "audit chain: intact" in human.stdout and "attempts: 2" in human.stdout
 
     # An edited line: the pack says the chain is broken from that line on, and exits 1.
     path = Path(env["NPV_GUARD_LOG_AUDIT_FILE"])
