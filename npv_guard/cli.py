@@ -24,7 +24,7 @@ from npv_guard.audit import AuditLog, consent_fields
 from npv_guard.clock import Clock, parse_instant
 from npv_guard.config import ConfigError, Settings, load_settings
 from npv_guard.core.decide import Verdict, place_consumer
-from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEvent, RefusalSource, valid_label
+from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEvent, RefusalSource, label_problem
 from npv_guard.core.reasons import SUMMARY, ReasonCode
 from npv_guard.journal import JournalUnreadable, RefusalJournal
 from npv_guard.progress import Progress
@@ -182,8 +182,8 @@ def _label_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """The operator typed them: a malformed id is a usage error, not a silent drop."""
     for name in ("campaign", "lead"):
         value = getattr(args, name, None)
-        if value is not None and not valid_label(value):
-            raise UsageError(f"--{name}: expected 1-64 letters, digits or _.+- , got {value[:80]!r}")
+        if value is not None and (problem := label_problem(value, args.callee)) is not None:
+            raise UsageError(f"--{name}: {problem}")
     return getattr(args, "campaign", None), getattr(args, "lead", None)
 
 

@@ -28,7 +28,7 @@ from npv_guard.core.model import (
     Refusal,
     RefusalSource,
     StateUnavailable,
-    valid_label,
+    label_problem,
 )
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
@@ -45,7 +45,7 @@ MAX_RECORD_ROUNDS = 16
 MAX_CLOCK_SKEW = timedelta(seconds=5)
 
 
-def call_labels(campaign: str | None, lead: str | None) -> tuple[str | None, str | None, list[str]]:
+def call_labels(campaign: str | None, lead: str | None, callee: str | None) -> tuple[str | None, str | None, list[str]]:
     """The campaign and lead ids a call path received, each kept only when well formed.
 
     A call path cannot answer an error: a malformed label is dropped with a warning (and named in
@@ -56,10 +56,10 @@ def call_labels(campaign: str | None, lead: str | None) -> tuple[str | None, str
     for name, value in (("campaign", campaign), ("lead", lead)):
         if not value:
             kept.append(None)
-        elif valid_label(value):
+        elif (problem := label_problem(value, callee)) is None:
             kept.append(value)
         else:
-            log.warning("%s id %r is not 1-64 of A-Z a-z 0-9 _.+-: dropped", name, value[:80])
+            log.warning("%s id dropped: %s", name, problem)  # never the value: it may be the number
             dropped.append(name)
             kept.append(None)
     return kept[0], kept[1], dropped

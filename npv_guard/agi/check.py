@@ -19,7 +19,7 @@ from npv_guard.service import call_labels
 async def check(session: AgiSession, ctx: AgiContext) -> None:
     number, professional, sector, postcode, campaign_arg, lead_arg = [*session.args, *[""] * 6][:6]
     started = time.perf_counter()
-    campaign, lead, dropped = call_labels(campaign_arg, lead_arg)
+    campaign, lead, dropped = call_labels(campaign_arg, lead_arg, number or session.headers.get("agi_extension", ""))
     request = CallRequest(
         caller=session.headers.get("agi_callerid", ""),
         callee=number or session.headers.get("agi_extension", ""),

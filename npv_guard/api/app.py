@@ -27,7 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from npv_guard.api.auth import TokenBook
 from npv_guard.audit import AuditLog
 from npv_guard.clock import parse_instant
-from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, valid_label
+from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, label_problem
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.observability import Health, Metrics
 from npv_guard.service import Guard, PairError
@@ -211,12 +211,12 @@ def acting_for(request: web.Request, fields: Fields) -> str:
     return own
 
 
-def _label(fields: Fields, name: str) -> str | None:
+def _label(fields: Fields, name: str, callee: str) -> str | None:
     """A campaign or lead id: a malformed one is refused, so the dialer's integrator sees it at once
     (the call path, which cannot answer an error, drops it with a warning instead)."""
     value = fields.text(name)
-    if value is not None and not valid_label(value):
-        raise ApiError("BAD_REQUEST", f"{name}: expected 1-64 letters, digits or _.+-")
+    if value is not None and (problem := label_problem(value, callee)) is not None:
+        raise ApiError("BAD_REQUEST", f"{name}: {problem}")
     return value
 
 
@@ -242,8 +242,8 @@ async def check(request: web.Request) -> web.Response:
         consumer_postcode=fields.text("consumer_postcode"),
         sector=fields.text("sector"),
         automated=fields.flag("automated"),
-        campaign=_label(fields, "campaign"),
-        lead=_label(fields, "lead"),
+        campaign=_label(fields, "campaign", fields.required("callee")),
+        lead=_label(fields, "lead", fields.required("callee")),
     )
     call_id = uuid.uuid4().hex
     started = time.perf_counter()

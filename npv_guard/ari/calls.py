@@ -194,7 +194,7 @@ class CallService:
         # outbound,PROFESSIONAL,SECTOR,POSTCODE[,CAMPAIGN,LEAD]: the labels were appended later.
         args = call.args + [""] * 6
         started = time.perf_counter()
-        call.campaign, call.lead, dropped = call_labels(args[4], args[5])
+        call.campaign, call.lead, dropped = call_labels(args[4], args[5], call.callee)
         request = CallRequest(
             caller=call.caller,
             callee=call.callee,

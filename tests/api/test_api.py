@@ -421,3 +421,8 @@ def test_a_malformed_campaign_or_lead_is_a_400_naming_it(api: ApiServer, consume
     assert status == 400 and answer["error"]["code"] == "BAD_REQUEST"
     assert answer["error"]["message"].startswith(next(iter(bad)))
     assert len(api.audit("decision")) == before  # nothing decided, nothing recorded
+
+
+def test_a_lead_id_holding_the_consumers_number_is_a_400(api: ApiServer, consumer: str) -> None:
+    status, _, answer = check(api, consumer, lead=f"L{consumer}")
+    assert status == 400 and answer["error"]["message"] == "lead: it holds the consumer's number"

@@ -187,3 +187,9 @@ def test_a_refusal_redis_did_not_take_is_audited_as_lost(env: dict[str, str]) ->
     assert result.returncode == 1 and "nothing was recorded" in result.stderr
     (line,) = audit_lines(env, "refusal")
     assert line["recorded"] is False and line["consumer"] == DIGEST and "redis" in line["error"]
+
+
+def test_a_lead_id_holding_the_consumers_number_is_refused(env: dict[str, str]) -> None:
+    result = run(*CHECK, "--record", "--lead", "lead-0612345678", env=env)
+    assert result.returncode == 2 and "consumer's number" in result.stderr and "0612345678" not in result.stderr
+    assert audit_lines(env) == []
