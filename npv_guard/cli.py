@@ -5,20 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import hashlib
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Coroutine, Sequence
+import uuid
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NoReturn, TextIO
 
 from npv_guard import __version__, bundled, scrub
+from npv_guard import audit as audit_trail
+from npv_guard.audit import AuditLog, consent_fields
 from npv_guard.clock import Clock, parse_instant
 from npv_guard.config import ConfigError, Settings, load_settings
 from npv_guard.core.decide import Verdict, place_consumer
-from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEvent, RefusalSource
+from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEvent, RefusalSource, label_problem
 from npv_guard.core.reasons import SUMMARY, ReasonCode
 from npv_guard.journal import JournalUnreadable, RefusalJournal
 from npv_guard.progress import Progress
@@ -60,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--automated", action="store_true", help="recorded-message call (needs consent)")
     check.add_argument("--offline", action="store_true", help="only the rules that need no stored state")
     check.add_argument("--record", action="store_true", help="count an allowed call as an attempt (atomic)")
+    _labels(check)
     _common(check)
 
     refusal = commands.add_parser("refusal", help="record a consumer's refusal").add_subparsers(
@@ -71,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", choices=[s.value for s in RefusalSource], default=RefusalSource.OPERATOR.value,
         help="who signalled the refusal (default: operator)",
     )  # fmt: skip
+    _labels(record)
     _common(record)
 
     consent = commands.add_parser("consent", help="consents and contracts").add_subparsers(
@@ -92,6 +100,32 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--professional", required=True, metavar="ID")
     bulk.add_argument("file", metavar="FILE.csv", help="CSV file ('-' for standard input)")
     _common(bulk, at=False)
+
+    audit = commands.add_parser("audit", help="check and search the audit trail").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    verify = audit.add_parser("verify", help="exit 0 when the hash chain of the audit files is intact")
+    verify.add_argument("files", nargs="+", metavar="FILE", help="audit files, oldest first (rotated ones first)")
+    verify.add_argument(
+        "--anchor", action="append", default=[], metavar="SEQ:HASH",
+        help="a head printed by an earlier verify, kept elsewhere: that line must still be there, unchanged",
+    )  # fmt: skip
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    find = audit.add_parser("find", help="one consumer's audit lines, found by its keyed hash")
+    find.add_argument("--callee", required=True, metavar="NUMBER", help="the consumer's number")
+    find.add_argument("--professional", metavar="ID", help="only this professional's lines")
+    find.add_argument("files", nargs="+", metavar="FILE", help="audit files")
+    find.add_argument("--config", metavar="FILE", help="TOML config file (default: $NPV_GUARD_CONFIG)")
+    find.add_argument("--json", action="store_true", help="one JSON object per line found, with file and line")
+
+    evidence = commands.add_parser("evidence", help="the evidence pack for one consumer: consents, calls, refusals")
+    _pair_arguments(evidence)
+    evidence.add_argument(
+        "--audit", action="append", default=[], metavar="FILE",
+        help="audit file, oldest first (repeat; default: log.audit_file)",
+    )  # fmt: skip
+    evidence.add_argument("--html", metavar="OUT.html", help="also write a printable, self-contained HTML page")
+    _common(evidence)
 
     history = commands.add_parser("history", help="what is stored for a (professional, consumer) pair")
     _pair_arguments(history)
@@ -140,6 +174,20 @@ def _server(parser: argparse.ArgumentParser, listen: tuple[str, str] | None = No
     parser.add_argument("--drain-seconds", type=float, default=10.0, metavar="S", help="SIGTERM drain deadline")
 
 
+def _labels(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--campaign", metavar="ID", help="campaign id for the audit trail and the attempt")
+    parser.add_argument("--lead", metavar="ID", help="lead id for the audit trail and the attempt")
+
+
+def _label_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The operator typed them: a malformed id is a usage error, not a silent drop."""
+    for name in ("campaign", "lead"):
+        value = getattr(args, name, None)
+        if value is not None and (problem := label_problem(value, args.callee)) is not None:
+            raise UsageError(f"--{name}: {problem}")
+    return getattr(args, "campaign", None), getattr(args, "lead", None)
+
+
 def _pair_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--professional", required=True, metavar="ID")
     parser.add_argument("--callee", required=True, metavar="NUMBER", help="the consumer's number")
@@ -155,6 +203,7 @@ class Context:
             settings = replace(settings, redis=replace(settings.redis, url=args.redis))
         self.settings: Settings = settings
         self.clock = Clock(settings.now)
+        self._audit: AuditLog | None = None
 
     def at(self) -> datetime:
         raw = getattr(self.args, "at", None)
@@ -164,6 +213,17 @@ class Context:
             except ValueError as error:
                 raise UsageError(f"--at: {error}") from None
         return self.clock.now()
+
+    def audit(self, err: TextIO) -> AuditLog:
+        """Where the CLI's writes are audited: log.audit_file, shared with the running guards
+        (appends are serialized), or standard error, never standard output (it holds --json)."""
+        if self._audit is None:
+            self._audit = AuditLog.open(self.settings.log.audit_file, fallback=err)
+        return self._audit
+
+    def hasher(self) -> ConsumerHasher:
+        settings = self.settings
+        return ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
 
     def store(self) -> Store:
         settings = self.settings
@@ -181,8 +241,9 @@ def _print_json(payload: dict[str, Any], out: TextIO) -> None:
     out.write(json.dumps(payload, ensure_ascii=False) + "\n")
 
 
-async def _check(ctx: Context, out: TextIO) -> int:
+async def _check(ctx: Context, out: TextIO, err: TextIO) -> int:
     args = ctx.args
+    campaign, lead = _label_args(args)
     request = CallRequest(
         caller=args.caller,
         callee=args.callee,
@@ -191,6 +252,8 @@ async def _check(ctx: Context, out: TextIO) -> int:
         consumer_postcode=args.consumer_postcode,
         sector=args.sector,
         automated=args.automated,
+        campaign=campaign,
+        lead=lead,
     )
     if args.offline and args.record:
         raise UsageError("--record needs the stored state: drop --offline")
@@ -198,11 +261,19 @@ async def _check(ctx: Context, out: TextIO) -> int:
     # Refusals a guard on this machine could not hand to Redis yet count here too, as in the call path.
     journal = None if args.offline else RefusalJournal.if_present(ctx.settings.journal_path)
     guard = Guard(ctx.settings.policy(), store, journal)
+    # Opened before the write: an audit file this user cannot append to fails the command first.
+    audit = ctx.audit(err) if args.record else None
+    call_id = uuid.uuid4().hex if args.record else ""
     try:
-        verdict = await guard.check(request, record=args.record, offline=args.offline)
+        verdict = await guard.check(request, record=args.record, offline=args.offline, call_id=call_id)
     finally:
         if store:
             await store.close()
+    if audit is not None:  # a write: audited like the call path's (a query is not)
+        audit.decision(
+            verdict, call_id=call_id, consumer_ref=guard.consumer_ref(verdict.prepared.consumer), mode="cli",
+            record=True, recorded=verdict.allowed,
+        )  # fmt: skip
     if args.json:
         _print_json(check_payload(verdict, record=args.record), out)
     else:
@@ -228,15 +299,28 @@ def _explain(verdict: Verdict, *, offline: bool, recorded: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _refusal(ctx: Context, out: TextIO) -> int:
+async def _refusal(ctx: Context, out: TextIO, err: TextIO) -> int:
     args = ctx.args
+    campaign, lead = _label_args(args)
     store = ctx.store()
+    guard = Guard(ctx.settings.policy(), store)
+    call_id = uuid.uuid4().hex
+    audit = partial(
+        ctx.audit(err).refusal, call_id=call_id, mode="cli", source=args.source, professional=args.professional,
+        campaign=campaign, lead=lead,
+    )  # fmt: skip
     try:
-        outcome = await Guard(ctx.settings.policy(), store).record_refusal(
-            args.professional, args.callee, ctx.at(), RefusalSource(args.source)
+        outcome = await guard.record_refusal(
+            args.professional, args.callee, ctx.at(), RefusalSource(args.source), call_id
         )
+    except StoreUnavailable as error:
+        # Lost, as in the call path: the trail says so (the operator is told to retry).
+        audit(consumer_ref=guard.consumer_ref(place_consumer(args.callee)[0]), error=str(error))
+        raise
     finally:
         await store.close()
+    consumer, _ = place_consumer(args.callee)  # placed already by record_refusal
+    audit(consumer_ref=guard.consumer_ref(consumer), outcome=outcome)
     payload = refusal_payload(args.professional, outcome)
     if args.json:
         _print_json(payload, out)
@@ -246,8 +330,9 @@ async def _refusal(ctx: Context, out: TextIO) -> int:
     return EXIT_OK
 
 
-async def _consent(ctx: Context, out: TextIO) -> int:
+async def _consent(ctx: Context, out: TextIO, err: TextIO) -> int:
     args = ctx.args
+    audit = ctx.audit(err)
     store = ctx.store()
     guard = Guard(ctx.settings.policy(), store)
     try:
@@ -259,6 +344,8 @@ async def _consent(ctx: Context, out: TextIO) -> int:
             event = await guard.withdraw_consent(args.professional, args.callee, ctx.at(), args.proof)
     finally:
         await store.close()
+    consumer, _ = place_consumer(args.callee)
+    audit.consent(mode="cli", professional=args.professional, consumer_ref=guard.consumer_ref(consumer), event=event)
     payload = consent_payload(args.professional, event)
     if args.json:
         _print_json(payload, out)
@@ -276,8 +363,28 @@ async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
     imported = rejected = 0
     progress = Progress(err)
     pending: list[tuple[str, ConsentEvent]] = []
+    audit = ctx.audit(err)
+    import_id = uuid.uuid4().hex
+    digest = hashlib.sha256()
+
+    def stored(batch: list[tuple[str, ConsentEvent]]) -> None:
+        # One line per row: an inspector finds one consumer's proof by its hash, whatever file
+        # brought it; the import's own line ties the rows to the file's digest. Without an audit
+        # file only that import line is written (to stderr, where the row errors go).
+        if not ctx.settings.log.audit_file:
+            return
+        audit.consents(
+            {**consent_fields("cli-import", args.professional, store.digest(consumer), event), "import_id": import_id}
+            for consumer, event in batch
+        )
+
+    def lines() -> Iterator[str]:
+        for text in handle:
+            digest.update(text.encode())
+            yield text
+
     try:
-        reader = csv.reader(handle)
+        reader = csv.reader(lines())
         for line_number, row in enumerate(reader, start=1):
             if line_number == 1 and row and row[0].strip().lower() in {"number", "phone", "numero", "numéro", "msisdn"}:
                 continue
@@ -288,12 +395,15 @@ async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
                 err.write(f"{args.file}:{line_number}: {problem}\n")
             if len(pending) >= IMPORT_BATCH:
                 imported += await store.record_consents(args.professional, pending)
+                stored(pending)
                 pending.clear()
                 progress.show(imported, "imported", extra=f"  {rejected} rejected")
         if pending:
             imported += await store.record_consents(args.professional, pending)
+            stored(pending)
     except StoreUnavailable as error:
         progress.done()
+        _import_line(audit, args, import_id, digest.hexdigest(), imported, rejected, str(error))
         err.write(f"npv-guard: {error}; {imported} rows imported before the failure, re-run to finish\n")
         return EXIT_FAILED
     finally:
@@ -301,12 +411,29 @@ async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
             handle.close()
         await store.close()
     progress.done()
+    _import_line(audit, args, import_id, digest.hexdigest(), imported, rejected)
     summary = {"imported": imported, "rejected": rejected, "seconds": round(progress.elapsed(), 3)}
     if args.json:
         _print_json(summary, out)
     else:
         out.write(f"imported {imported} consents, rejected {rejected} rows in {summary['seconds']} s\n")
     return EXIT_OK if rejected == 0 else EXIT_FAILED
+
+
+def _import_line(
+    audit: AuditLog,
+    args: argparse.Namespace,
+    import_id: str,
+    digest: str,
+    imported: int,
+    rejected: int,
+    error: str = "",
+) -> None:
+    audit.write(
+        "consent_import", mode="cli", professional=args.professional, import_id=import_id,
+        file=None if args.file == "-" else os.path.basename(args.file), text_sha256=digest,
+        imported=imported, rejected=rejected, complete=not error, error=error[:200] or None,
+    )  # fmt: skip
 
 
 def _consent_row(row: Sequence[str]) -> tuple[str, ConsentEvent]:
@@ -356,6 +483,78 @@ async def _history(ctx: Context, out: TextIO) -> int:
             detail = ", ".join(f"{k}={v}" for k, v in item.items() if k != "at" and v not in ("", None))
             out.write(f"  {item['at']}  {detail}\n")
     return EXIT_OK
+
+
+def _audit_verify(args: argparse.Namespace, out: TextIO) -> int:
+    anchors = []
+    for raw in args.anchor:
+        seq, _, digest = raw.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise UsageError(f"--anchor: expected SEQ:SHA256 (as verify prints it), got {raw[:80]!r}")
+        anchors.append((int(seq), digest.lower()))
+    result = audit_trail.verify(args.files, anchors=anchors)
+    if args.json:
+        _print_json(result.as_dict(), out)
+    elif result.ok:
+        out.writelines(f"note: {note}\n" for note in result.notes)
+        if result.unchained:
+            out.write(f"note: {result.unchained} line(s) written before the chain existed (not covered)\n")
+        out.write(
+            f"OK  {result.lines} lines, seq {result.first_seq}..{result.head_seq}\n"
+            f"head (keep it elsewhere, check it later with --anchor): {result.head_seq}:{result.head_hash}\n"
+        )
+    else:
+        out.write(f"TAMPERED  {result.problem}\n")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _audit_find(ctx: Context, out: TextIO) -> int:
+    args = ctx.args
+    try:
+        consumer, _ = place_consumer(args.callee)
+    except ValueError as error:
+        raise UsageError(f"--callee: {error}") from None
+    hasher = ctx.hasher()
+    found = 0
+    for line in audit_trail.find(
+        args.files, [hasher.digest(consumer), *hasher.previous_digests(consumer)], args.professional
+    ):
+        found += 1
+        if args.json:
+            _print_json({"file": line.file, "line": line.number, "entry": line.data or {}}, out)
+        else:
+            out.write(f"{line.ref}: {line.text}\n")
+    return EXIT_OK if found else EXIT_FAILED
+
+
+async def _evidence(ctx: Context, out: TextIO) -> int:
+    from npv_guard import evidence  # noqa: PLC0415
+
+    args = ctx.args
+    files = args.audit or ([ctx.settings.log.audit_file] if ctx.settings.log.audit_file else [])
+    if not files:
+        raise UsageError("--audit: no audit file given and log.audit_file is not set")
+    store = ctx.store()
+    try:
+        consumer, history = await Guard(ctx.settings.policy(), store).history(args.professional, args.callee)
+    finally:
+        await store.close()
+    hasher = ctx.hasher()
+    pack = evidence.build(
+        args.professional,
+        [hasher.digest(consumer), *hasher.previous_digests(consumer)],
+        history,
+        files,
+        ctx.at(),
+    )
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as page:  # noqa: ASYNC230 - a CLI writing its output
+            page.write(evidence.html(pack))
+    if args.json:
+        _print_json(pack, out)
+    else:
+        out.write(evidence.summary(pack))
+    return EXIT_OK if pack["audit"]["chain_ok"] else EXIT_FAILED
 
 
 async def _run_guard(ctx: Context, mode: str) -> int:
@@ -449,6 +648,10 @@ def _reasons(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+async def _sync(result: int) -> int:
+    return result
+
+
 def _fail(message: str, code: int, err: TextIO) -> int:
     err.write(f"npv-guard: {message}\n")
     return code
@@ -471,12 +674,21 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             return _fail(str(error), EXIT_USAGE, err)
         except OSError as error:
             return _fail(f"{error.filename or ''}: {error.strerror}", EXIT_USAGE, err)
+    if args.command == "audit" and args.action == "verify":  # needs no settings: anyone may verify
+        try:
+            return _audit_verify(args, out)
+        except UsageError as error:
+            return _fail(str(error), EXIT_USAGE, err)
+        except OSError as error:
+            return _fail(f"{error.filename or ''}: {error.strerror}", EXIT_USAGE, err)
     try:
         ctx = Context(args)
         commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
-            "check": lambda: _check(ctx, out),
-            "refusal": lambda: _refusal(ctx, out),
-            "consent": lambda: _consent_import(ctx, out, err) if args.action == "import" else _consent(ctx, out),
+            "check": lambda: _check(ctx, out, err),
+            "refusal": lambda: _refusal(ctx, out, err),
+            "consent": lambda: _consent_import(ctx, out, err) if args.action == "import" else _consent(ctx, out, err),
+            "audit": lambda: _sync(_audit_find(ctx, out)),
+            "evidence": lambda: _evidence(ctx, out),
             "history": lambda: _history(ctx, out),
             "scrub": lambda: scrub.run(ctx, out, err),
             "run": lambda: _run_guard(ctx, "ari"),

@@ -69,7 +69,7 @@ class Wiring:
         return cls(guard, store, AuditLog.open(settings.log.audit_file), clock, Metrics())
 
     def start_journal_replay(self, stop: asyncio.Event) -> asyncio.Task[None]:
-        return asyncio.create_task(_replay_journal(self.guard, stop), name="journal")
+        return asyncio.create_task(_replay_journal(self.guard, self.audit, stop), name="journal")
 
     async def start_http(
         self, settings: Settings, call_path: Callable[[], bool], active_calls: Callable[[], int]
@@ -208,10 +208,10 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
             await task
 
 
-async def _replay_journal(guard: Guard, stop: asyncio.Event) -> None:
+async def _replay_journal(guard: Guard, audit: AuditLog, stop: asyncio.Event) -> None:
     while not stop.is_set():
         if guard.journal is not None and len(guard.journal):
-            replayed = await guard.replay_journal()
+            replayed = await guard.replay_journal(audit.replayed)
             if replayed:
                 log.info("replayed %d journaled refusal(s) into Redis", replayed)
         with contextlib.suppress(TimeoutError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -27,6 +28,7 @@ from npv_guard.core.model import (
     Refusal,
     RefusalSource,
     StateUnavailable,
+    label_problem,
 )
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
@@ -41,6 +43,26 @@ MAX_RECORD_ROUNDS = 16
 # How far apart the clocks of a call centre's guards may be: an attempt stored at most this much
 # after a decision's instant is taken as concurrent, not as a fact from the future.
 MAX_CLOCK_SKEW = timedelta(seconds=5)
+
+
+def call_labels(campaign: str | None, lead: str | None, callee: str | None) -> tuple[str | None, str | None, list[str]]:
+    """The campaign and lead ids a call path received, each kept only when well formed.
+
+    A call path cannot answer an error: a malformed label is dropped with a warning (and named in
+    the audit line) rather than failing a call that the rules allow; the rules never read it.
+    """
+    dropped: list[str] = []
+    kept: list[str | None] = []
+    for name, value in (("campaign", campaign), ("lead", lead)):
+        if not value:
+            kept.append(None)
+        elif (problem := label_problem(value, callee)) is None:
+            kept.append(value)
+        else:
+            log.warning("%s id dropped: %s", name, problem)  # never the value: it may be the number
+            dropped.append(name)
+            kept.append(None)
+    return kept[0], kept[1], dropped
 
 
 class PairError(ValueError):
@@ -104,7 +126,10 @@ class Guard:
                 return verdict
             try:
                 if await self.store.record_attempt(
-                    professional, consumer, Attempt(request.at, call_id), snapshot.version
+                    professional,
+                    consumer,
+                    Attempt(request.at, call_id, request.campaign or "", request.lead or ""),
+                    snapshot.version,
                 ):
                     return verdict
             except StoreUnavailable as error:
@@ -178,8 +203,9 @@ class Guard:
         """Note a relayed SMS in the pair's history (no rule counts it)."""
         await self._store().record_message(professional, consumer, SentMessage(at, message_id))
 
-    async def replay_journal(self) -> int:
-        """Move journaled refusals into Redis, oldest first; stops at the first failure."""
+    async def replay_journal(self, replayed_one: Callable[[JournalEntry], None] | None = None) -> int:
+        """Move journaled refusals into Redis, oldest first; stops at the first failure.
+        `replayed_one` is told of each entry once Redis holds it (its audit line)."""
         if self.journal is None or self.store is None:
             return 0
         replayed = 0
@@ -192,6 +218,8 @@ class Guard:
                 break
             self.journal.done(entry)
             replayed += 1
+            if replayed_one is not None:
+                replayed_one(entry)
         return replayed
 
     async def grant_consent(

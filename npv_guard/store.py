@@ -3,7 +3,7 @@
 Data model, per (professional, consumer) pair, all under one hash tag so that one decision
 touches one Cluster slot:
 
-    {prefix}:{<professional>|<hmac>}:a   ZSET attempts    member "<ms>:<call id>"     score ms
+    {prefix}:{<professional>|<hmac>}:a   ZSET attempts    member "<ms>:<call id>[|<campaign>|<lead>]"  score ms
     {prefix}:{<professional>|<hmac>}:r   ZSET refusals    member JSON                 score ms
     {prefix}:{<professional>|<hmac>}:c   ZSET consents    member JSON (grant/withdraw) score ms
     {prefix}:{<professional>|<hmac>}:m   ZSET SMS relayed member "<ms>:<message id>"  score ms
@@ -194,7 +194,10 @@ def _decode_attempts(flat: Sequence[Any]) -> list[Attempt]:
     result = []
     for member, score in zip(flat[::2], flat[1::2], strict=True):
         call_id = _text(member).partition(":")[2]
-        result.append(Attempt(_instant(score), "" if call_id.startswith("~") else call_id))
+        campaign = lead = ""
+        if call_id.count("|") >= 2:  # the labels of the evidence trail, after the call id
+            call_id, campaign, lead = call_id.rsplit("|", 2)
+        result.append(Attempt(_instant(score), "" if call_id.startswith("~") else call_id, campaign, lead))
     return result
 
 
@@ -427,6 +430,9 @@ class Store:
         at = _ms(attempt.at)
         # With a call id the member is deterministic, so recording the same call twice counts once.
         member = f"{at}:{attempt.call_id or '~' + uuid.uuid4().hex[:12]}"
+        if attempt.campaign or attempt.lead:
+            # Appended, so that a member without labels reads as before (ids cannot hold a '|').
+            member += f"|{attempt.campaign}|{attempt.lead}"
         args: list[int | str] = [
             expected_version,
             at,

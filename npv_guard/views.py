@@ -52,7 +52,10 @@ def history_payload(professional: str, history: PairHistory) -> dict[str, Any]:
     state = history.state
     return {
         "professional": professional,
-        "attempts": [{"at": utc_iso(a.at), "call_id": a.call_id} for a in sorted(state.attempts, key=lambda a: a.at)],
+        "attempts": [
+            {"at": utc_iso(a.at), "call_id": a.call_id, "campaign": a.campaign or None, "lead": a.lead or None}
+            for a in sorted(state.attempts, key=lambda a: a.at)
+        ],
         "refusals": [
             {"at": utc_iso(r.at), "source": r.source.value, "call_id": r.call_id}
             for r in sorted(state.refusals, key=lambda r: r.at)

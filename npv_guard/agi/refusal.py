@@ -26,7 +26,15 @@ async def refusal(session: AgiSession, ctx: AgiContext) -> None:
         return
     professional = await session.get_var("NPV_GUARD_PROFESSIONAL")
     callee = await session.get_var("NPV_GUARD_CALLEE")
-    audit = partial(ctx.audit.refusal, call_id=call_id, mode="agi", source=source.value, professional=professional)
+    audit = partial(
+        ctx.audit.refusal,
+        call_id=call_id,
+        mode="agi",
+        source=source.value,
+        professional=professional,
+        campaign=await session.get_var("NPV_GUARD_CAMPAIGN") or None,
+        lead=await session.get_var("NPV_GUARD_LEAD") or None,
+    )
     if not professional or not callee:
         log.error("AGI refusal on %s: no NPV_GUARD_PROFESSIONAL/NPV_GUARD_CALLEE (was check run?)", call_id)
         audit(consumer_ref=None, error="the call was not checked by npv-guard")

@@ -27,7 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from npv_guard.api.auth import TokenBook
 from npv_guard.audit import AuditLog
 from npv_guard.clock import parse_instant
-from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource
+from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, label_problem
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.observability import Health, Metrics
 from npv_guard.service import Guard, PairError
@@ -63,8 +63,11 @@ _HTTP_CODES = {
 }
 
 CHECK_FIELDS = frozenset(
-    {"caller", "callee", "at", "professional", "consumer_postcode", "sector", "automated", "offline", "record"}
-)
+    {
+        "caller", "callee", "at", "professional", "consumer_postcode", "sector", "automated", "offline", "record",
+        "campaign", "lead",
+    }
+)  # fmt: skip
 REFUSAL_FIELDS = frozenset({"professional", "callee", "at", "source"})
 GRANT_FIELDS = frozenset({"professional", "callee", "at", "basis", "proof", "outside_hours"})
 WITHDRAW_FIELDS = frozenset({"professional", "callee", "at", "proof"})
@@ -208,6 +211,15 @@ def acting_for(request: web.Request, fields: Fields) -> str:
     return own
 
 
+def _label(fields: Fields, name: str, callee: str) -> str | None:
+    """A campaign or lead id: a malformed one is refused, so the dialer's integrator sees it at once
+    (the call path, which cannot answer an error, drops it with a warning instead)."""
+    value = fields.text(name)
+    if value is not None and (problem := label_problem(value, callee)) is not None:
+        raise ApiError("BAD_REQUEST", f"{name}: {problem}")
+    return value
+
+
 def _consumer_ref(guard: Guard, callee: str) -> str | None:
     return guard.consumer_ref(parse_number(callee).e164)
 
@@ -230,6 +242,8 @@ async def check(request: web.Request) -> web.Response:
         consumer_postcode=fields.text("consumer_postcode"),
         sector=fields.text("sector"),
         automated=fields.flag("automated"),
+        campaign=_label(fields, "campaign", fields.required("callee")),
+        lead=_label(fields, "lead", fields.required("callee")),
     )
     call_id = uuid.uuid4().hex
     started = time.perf_counter()
@@ -300,7 +314,8 @@ async def withdraw_consent(request: web.Request) -> web.Response:
 def _consent_answer(ctx: ApiContext, professional: str, callee: str, event: ConsentEvent) -> web.Response:
     """A grant or a withdrawal, as stored: one audit line, and the answer of `consent --json`."""
     payload = consent_payload(professional, event)
-    ctx.audit.write("consent", mode="api", consumer=_consumer_ref(ctx.guard, callee), **payload)
+    consumer_ref = _consumer_ref(ctx.guard, callee)
+    ctx.audit.consent(mode="api", professional=professional, consumer_ref=consumer_ref, event=event)
     return web.json_response(payload)
 
 

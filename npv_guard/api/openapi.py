@@ -18,7 +18,7 @@ from npv_guard.api.app import (
     REFUSAL_FIELDS,
     WITHDRAW_FIELDS,
 )
-from npv_guard.core.model import Basis, RefusalSource
+from npv_guard.core.model import PROFESSIONAL_ID, Basis, RefusalSource
 from npv_guard.core.numbering import NumberKind
 from npv_guard.core.reasons import ReasonCode
 
@@ -40,6 +40,7 @@ _PROFESSIONAL_IN: Schema = {
 }
 _CALLEE_IN: Schema = {"type": "string", "description": "The consumer's number, any spelling (national, E.164...)"}
 _NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+_LABEL_IN: Schema = {"type": "string", "pattern": PROFESSIONAL_ID.pattern}
 
 
 def _object(properties: dict[str, Schema], required: list[str], description: str = "") -> Schema:
@@ -90,6 +91,11 @@ _SCHEMAS: dict[str, Schema] = {
                 **_BOOL_FALSE,
                 "description": "Count an allowed call as an attempt, atomically (not with offline)",
             },
+            "campaign": {
+                **_LABEL_IN,
+                "description": "Campaign id for the evidence trail (audit line, attempt); 1-64 of A-Z a-z 0-9 _.+-",
+            },
+            "lead": {**_LABEL_IN, "description": "Lead id for the evidence trail, same shape as campaign"},
         },
         ["caller", "callee"],
     ),
@@ -195,7 +201,13 @@ _SCHEMAS: dict[str, Schema] = {
     "History": _object(
         {
             "professional": _STRING,
-            "attempts": {"type": "array", "items": _object({"at": _UTC_OUT, "call_id": _STRING}, ["at", "call_id"])},
+            "attempts": {
+                "type": "array",
+                "items": _object(
+                    {"at": _UTC_OUT, "call_id": _STRING, "campaign": _NULLABLE_STRING, "lead": _NULLABLE_STRING},
+                    ["at", "call_id", "campaign", "lead"],
+                ),
+            },
             "refusals": {
                 "type": "array",
                 "items": _object(

@@ -259,6 +259,9 @@ async def _adopt(service: CallService, channel: dict[str, Any], carrier: str) ->
     call.carrier = carrier
     call.professional = professional or None
     call.consumer = service.consumer_of(call.callee)
+    # Set by the decision, so a refusal after the restart still names the call's campaign.
+    call.campaign = await service.port.get_var(channel["id"], "NPV_GUARD_CAMPAIGN") or None
+    call.lead = await service.port.get_var(channel["id"], "NPV_GUARD_LEAD") or None
     service.adopt(call)
     return call
 

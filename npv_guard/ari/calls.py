@@ -32,7 +32,7 @@ from npv_guard.core.decide import place_consumer
 from npv_guard.core.model import CallRequest, RefusalSource
 from npv_guard.logs import CALL_ID
 from npv_guard.observability import Metrics
-from npv_guard.service import Guard
+from npv_guard.service import Guard, call_labels
 
 log = logging.getLogger("npv_guard.ari")
 
@@ -56,6 +56,8 @@ class Call:
     professional: str | None = None
     consumer: str | None = None  # E.164, only in memory
     caller_e164: str | None = None
+    campaign: str | None = None
+    lead: str | None = None
     carrier: str | None = None
     bridge: str | None = None
     answered: bool = False
@@ -189,8 +191,10 @@ class CallService:
                 pass
 
     async def _decide(self, call: Call) -> None:
-        args = call.args + [""] * 4
+        # outbound,PROFESSIONAL,SECTOR,POSTCODE[,CAMPAIGN,LEAD]: the labels were appended later.
+        args = call.args + [""] * 6
         started = time.perf_counter()
+        call.campaign, call.lead, dropped = call_labels(args[4], args[5], call.callee)
         request = CallRequest(
             caller=call.caller,
             callee=call.callee,
@@ -198,6 +202,8 @@ class CallService:
             professional=args[1] or None,
             sector=args[2] or None,
             consumer_postcode=args[3] or None,
+            campaign=call.campaign,
+            lead=call.lead,
         )
         if self.draining:
             verdict = await self.guard.check(request, record=False, offline=True)
@@ -217,10 +223,13 @@ class CallService:
             consumer_ref=self.guard.consumer_ref(call.consumer),
             mode="ari",
             latency_ms=latency_ms,
+            **({"labels_dropped": dropped} if dropped else {}),
         )
+        labels = self._label_vars(call)
         if not verdict.allowed or self.draining:
             cause = self.policy.cause_for(verdict.codes) if not verdict.allowed else DEFAULT_FAIL_CAUSE
             await asyncio.gather(
+                *labels,
                 self.port.set_var(call.dialer, "NPV_GUARD_VERDICT", "REJECT"),
                 self.port.set_var(call.dialer, "NPV_GUARD_REASONS", reasons or "GUARD_DRAINING"),
                 self.port.set_var(call.dialer, "NPV_GUARD_RETRY_AFTER", verdict.retry_after),
@@ -234,6 +243,7 @@ class CallService:
         self.calls[call.carrier] = call
         endpoint = self.settings.carrier.replace("{number}", call.consumer or "")
         *_, originated = await asyncio.gather(
+            *labels,
             self.port.set_var(call.dialer, "NPV_GUARD_VERDICT", "ALLOW"),
             self.port.set_var(call.dialer, "NPV_GUARD_REASONS", ""),
             # Read back by reconciliation if the guard restarts while the call is up.
@@ -253,6 +263,16 @@ class CallService:
             call.carrier = None
             await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
 
+    def _label_vars(self, call: Call) -> list[Any]:
+        """The validated labels on the dialer's channel, and in its CDR's own variables (cdr_custom
+        and cdr_adaptive_odbc can write ${CDR(npv_campaign)}); none when the call carries none."""
+        writes = []
+        for name, value in (("campaign", call.campaign), ("lead", call.lead)):
+            if value:
+                writes.append(self.port.set_var(call.dialer, f"NPV_GUARD_{name.upper()}", value))
+                writes.append(self.port.set_var(call.dialer, f"CDR(npv_{name})", value))
+        return writes
+
     async def _connect(self, call: Call) -> None:
         if call.answered or call.carrier is None:
             return
@@ -265,7 +285,9 @@ class CallService:
             log.error("call %s: could not bridge the answered call", call.dialer)
             await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
             return
-        self.audit.write("bridged", call_id=call.dialer, professional=call.professional)
+        self.audit.write(
+            "bridged", call_id=call.dialer, professional=call.professional, campaign=call.campaign, lead=call.lead
+        )
 
     async def _announce(self, call: Call, cause: int) -> None:
         """Play the rejection announcement as early media, then hang up with the cause.
@@ -342,6 +364,8 @@ class CallService:
             source=source.value,
             professional=call.professional,
             consumer_ref=self.guard.consumer_ref(call.consumer),
+            campaign=call.campaign,
+            lead=call.lead,
         )
         try:
             outcome = await self.guard.record_refusal(call.professional, call.consumer, self.now(), source, call.dialer)

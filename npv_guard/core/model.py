@@ -11,6 +11,25 @@ from npv_guard.core.calendar import CALL_WINDOWS, Window
 
 PROFESSIONAL_ID = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
 
+
+def valid_label(value: str | None) -> bool:
+    """A campaign or lead id: the same shape as a professional id (never read by a rule, but
+    written in Redis members, audit lines and channel variables, so it must stay inert)."""
+    return value is not None and PROFESSIONAL_ID.match(value) is not None
+
+
+def label_problem(value: str, callee: str | None) -> str | None:
+    """Why a campaign or lead id cannot be kept, or None. Besides its shape: a dialer that uses
+    the consumer's number as the lead id would put that number in the trail, Redis and the CDR,
+    where a consumer appears only as a keyed hash; its last nine digits are enough to tell."""
+    if not valid_label(value):
+        return "expected 1-64 letters, digits or _.+-"
+    digits = "".join(c for c in callee or "" if c.isdigit())
+    if len(digits) >= 9 and digits[-9:] in value:
+        return "it holds the consumer's number"
+    return None
+
+
 # Sectors that may not be canvassed by phone whatever the consent, outside a contract in progress
 # (L. 223-1): energy-saving housing works, renewable energy, adaptation to ageing or disability.
 DEFAULT_BANNED_SECTORS = frozenset({"energy_renovation", "renewable_energy", "home_adaptation"})
@@ -33,6 +52,10 @@ class CallRequest:
     sector: str | None = None  # what the campaign sells, when it declares it
     automated: bool = False  # a recorded-message call (CPCE L. 34-5 needs consent)
     medium: Medium = Medium.VOICE  # for SMS, `caller` is the sender number
+    # Labels for the evidence trail (audit lines, attempts, CDR), never read by a rule; adapters
+    # pass only ids that pass `valid_label`.
+    campaign: str | None = None
+    lead: str | None = None
 
 
 class Basis(StrEnum):
@@ -44,6 +67,8 @@ class Basis(StrEnum):
 class Attempt:
     at: datetime
     call_id: str = ""
+    campaign: str = ""
+    lead: str = ""
 
 
 class RefusalSource(StrEnum):

@@ -400,3 +400,29 @@ def test_serve_refuses_to_start_without_any_token(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "api_token_sha256" in result.stderr and "api-token" in result.stderr
+
+
+def test_campaign_and_lead_go_into_the_audit_line_and_the_attempt(api: ApiServer, consumer: str) -> None:
+    grant(api, consumer)
+    status, headers, answer = check(api, consumer, record=True, campaign="spring-26", lead="L-1")
+    assert status == 200 and answer["recorded"] is True, answer
+    (line,) = [line for line in api.audit("decision") if line["call_id"] == headers["x-call-id"]]
+    assert (line["campaign"], line["lead"]) == ("spring-26", "L-1")
+    (attempt,) = api.request("GET", f"/v1/history?callee={consumer}")[2]["attempts"]
+    assert attempt == {**attempt, "call_id": headers["x-call-id"], "campaign": "spring-26", "lead": "L-1"}
+    consent = api.audit("consent")[-1]
+    assert consent["proof_sha256"] == hashlib.sha256(b"").hexdigest() and consent["granted"] is True
+
+
+@pytest.mark.parametrize("bad", [{"campaign": "spring 26"}, {"lead": "x" * 65}, {"campaign": ""}, {"lead": 7}])
+def test_a_malformed_campaign_or_lead_is_a_400_naming_it(api: ApiServer, consumer: str, bad: dict[str, Any]) -> None:
+    before = len(api.audit("decision"))
+    status, _, answer = check(api, consumer, record=True, **bad)
+    assert status == 400 and answer["error"]["code"] == "BAD_REQUEST"
+    assert answer["error"]["message"].startswith(next(iter(bad)))
+    assert len(api.audit("decision")) == before  # nothing decided, nothing recorded
+
+
+def test_a_lead_id_holding_the_consumers_number_is_a_400(api: ApiServer, consumer: str) -> None:
+    status, _, answer = check(api, consumer, lead=f"L{consumer}")
+    assert status == 400 and answer["error"]["message"] == "lead: it holds the consumer's number"

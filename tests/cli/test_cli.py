@@ -241,7 +241,7 @@ def test_consent_import_reports_bad_rows_by_line(env: dict[str, str], tmp_path: 
     assert result.returncode == 1  # some rows were rejected
     assert json.loads(result.stdout)["imported"] == 2
     assert json.loads(result.stdout)["rejected"] == 3
-    errors = result.stderr.splitlines()
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("{")]  # not the audit line
     assert [line.split(":")[1] for line in errors] == ["3", "4", "5"]
     check = ["check", "--caller", "0162000001", "--professional", "acme", "--at", "2026-11-17T11:00", "--json"]
     assert run(*check, "--callee", "0612345678", env=env).returncode == 0

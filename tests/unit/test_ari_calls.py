@@ -228,3 +228,34 @@ async def test_announcement_then_hangup_with_the_cause() -> None:
     await settle()
     assert ("hangup", "d1", 21) in port.ops
     assert "answer" not in port.names() and "originate" not in port.names()
+
+
+async def test_campaign_and_lead_from_the_stasis_arguments_reach_channel_cdr_attempt_and_audit() -> None:
+    service, port, store, out = make()
+    service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", "", "spring-26", "L-1"))
+    await settle()
+    for name, value in (("NPV_GUARD_CAMPAIGN", "spring-26"), ("CDR(npv_campaign)", "spring-26"),
+                        ("NPV_GUARD_LEAD", "L-1"), ("CDR(npv_lead)", "L-1")):  # fmt: skip
+        assert ("set_var", "d1", name, value) in port.ops
+    assert [(a.campaign, a.lead) for a in store.attempts] == [("spring-26", "L-1")]
+    decision = json.loads(out.getvalue().splitlines()[0])
+    assert (decision["campaign"], decision["lead"]) == ("spring-26", "L-1") and "labels_dropped" not in decision
+
+
+async def test_a_malformed_label_is_dropped_and_the_call_still_decided() -> None:
+    service, port, store, out = make()
+    service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", "", "c" * 65, "L-1"))
+    await settle()
+    assert not [op for op in port.ops if op[0] == "set_var" and "campaign" in op[2].lower()]
+    assert ("set_var", "d1", "NPV_GUARD_VERDICT", "ALLOW") in port.ops
+    assert [(a.campaign, a.lead) for a in store.attempts] == [("", "L-1")]
+    decision = json.loads(out.getvalue().splitlines()[0])
+    assert decision["campaign"] is None and decision["labels_dropped"] == ["campaign"]
+
+
+async def test_old_stasis_arguments_without_labels_still_work() -> None:
+    service, port, _, out = make()
+    service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", ""))
+    await settle()
+    assert ("set_var", "d1", "NPV_GUARD_VERDICT", "ALLOW") in port.ops
+    assert json.loads(out.getvalue().splitlines()[0])["campaign"] is None
