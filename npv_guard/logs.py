@@ -37,3 +37,14 @@ def setup(level: str) -> None:
     # The libraries' own chatter stays at warning level.
     for noisy in ("aioari", "aioswagger11", "aiohttp", "redis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def failure_text(error: BaseException) -> str:
+    """What a log or audit line may say about a failed refusal or consent: the error's type, plus
+    the text of errors known to carry neither number nor secret (StoreUnavailable's). Other texts
+    may quote the consumer number (a PairError's does)."""
+    from npv_guard.store import StoreUnavailable  # noqa: PLC0415 - logs is imported by everything
+
+    if isinstance(error, StoreUnavailable):
+        return f"{type(error).__name__}: {error}"
+    return type(error).__name__
