@@ -232,3 +232,13 @@ async def test_hundreds_of_concurrent_sessions(agi: GuardProcess) -> None:
     allowed = [i for i, verdict in enumerate(verdicts) if verdict == "ALLOW"]
     assert len(allowed) == 4  # the cap holds under concurrency too
     assert all(i % 3 == 1 for i in allowed)
+
+
+async def test_refusal_of_an_unplaceable_callee_leaks_no_number(agi: GuardProcess) -> None:
+    # Channel variables the dialplan (or anyone on the channel) set: the callee is a service number.
+    asterisk = FakeAsterisk(port_of(agi), {"NPV_GUARD_PROFESSIONAL": "lab", "NPV_GUARD_CALLEE": "0899345678"})
+    await asterisk.session(headers(script="refusal", caller="0162000001", args=("agent",)))
+    refusal = agi.wait_audit("refusal")[0]
+    assert refusal["recorded"] is False and refusal["error"]
+    assert "899345678" not in agi.audit_path.read_text()
+    assert "899345678" not in agi.log()
