@@ -164,3 +164,4 @@ def test_api_deadlines_and_cap_are_range_checked(tmp_path: Path, key: str, value
 def test_api_deadlines_and_cap_defaults() -> None:
     api = load_settings(None, {}).api
     assert (api.header_timeout_s, api.body_timeout_s, api.idle_timeout_s, api.max_connections) == (10, 10, 30, 512)
+
