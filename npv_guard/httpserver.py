@@ -120,6 +120,8 @@ class GuardedHandler(RequestHandler):
         self._arm("idle", self.limits.idle_timeout_s)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        # aiohttp keeps the handler listed until its task ends: it no longer counts to the cap.
+        self.closing = True
         self._disarm()
         if self.refused:
             return  # never registered with the manager nor started
