@@ -113,6 +113,14 @@ class ApiSettings:
 
     listen: str = "127.0.0.1:8470"  # HOST:PORT; loopback unless a reverse proxy fronts it
     max_body_bytes: int = 16384  # a check is a few hundred bytes: anything bigger is refused (413)
+    # Each connection's deadlines (npv_guard/httpserver.py): from a request's first byte to its
+    # last header, from the headers to the body's last byte, and with no request at all.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    idle_timeout_s: float = 30.0
+    # Open connections at most: past it a new one evicts the longest waiting one without a
+    # request being answered, or gets a 503 TOO_MANY_CONNECTIONS.
+    max_connections: int = 512
 
 
 @dataclass(frozen=True)
@@ -302,7 +310,36 @@ def _coerce(key: str, kind: Any, raw: Any, *, from_env: bool) -> Any:
                 return dict(table)
     except (ValueError, TypeError):
         pass
-    raise ConfigError(f"{key}: expected {_describe(kind)}, got {raw!r}"[:300])
+    raise ConfigError(f"{key}: expected {_describe(kind)}, got {_shown(key, raw)}"[:300])
+
+
+# Keys whose value is a secret or may hold one: an error names the key and the expected type,
+# never the value (URLs are shown without their credentials).
+SECRET_KEYS = frozenset({"hash_secret", "previous_hash_secrets", "ari.password", "ami.secret"})
+URL_KEYS = frozenset({"redis.url", "ari.url"})
+
+
+def _shown(key: str, raw: Any) -> str:
+    """A configured value as an error message may quote it."""
+    if key in SECRET_KEYS:
+        return f"{_json_kind(raw)} (value not shown)"
+    if key in URL_KEYS:
+        return repr(redact_url(raw)) if isinstance(raw, str) else _json_kind(raw)
+    return repr(raw)
+
+
+def _json_kind(raw: Any) -> str:
+    if isinstance(raw, bool):
+        return "a boolean"
+    if isinstance(raw, int | float):
+        return "a number"
+    if isinstance(raw, str):
+        return "a string"
+    if isinstance(raw, list | tuple):
+        return "a list"
+    if isinstance(raw, dict):
+        return "a table"
+    return type(raw).__name__
 
 
 def _split_list(raw: str) -> Any:
@@ -444,7 +481,9 @@ def _validate(settings: Settings) -> None:
     if settings.redis.timeout_ms <= 0:
         raise ConfigError(f"redis.timeout_ms: must be positive, got {settings.redis.timeout_ms}")
     if not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"redis.url: expected redis://, rediss:// or unix://, got {settings.redis.url!r}")
+        raise ConfigError(
+            f"redis.url: expected redis://, rediss:// or unix://, got {_shown('redis.url', settings.redis.url)}"
+        )
     for code, cause in settings.calls.reject_causes.items():
         if code not in ReasonCode.__members__:
             raise ConfigError(f"calls.reject_causes.{code}: unknown reason code")
@@ -479,6 +518,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"api.listen: port must be 1-65535, got {api_listen!r}")
     if not 256 <= settings.api.max_body_bytes <= 1048576:
         raise ConfigError(f"api.max_body_bytes: expected 256-1048576, got {settings.api.max_body_bytes}")
+    for key in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
+        seconds = getattr(settings.api, key)
+        if not 0 < seconds <= 3600:  # NaN fails too
+            raise ConfigError(f"api.{key}: expected more than 0 and at most 3600 seconds, got {seconds}")
+    if not 1 <= settings.api.max_connections <= 65535:
+        raise ConfigError(f"api.max_connections: expected 1-65535, got {settings.api.max_connections}")
     if settings.agi.max_sessions < 1:
         raise ConfigError(f"agi.max_sessions: must be at least 1, got {settings.agi.max_sessions}")
     if settings.log.level.lower() not in {"debug", "info", "warning", "error"}:
@@ -500,8 +545,19 @@ def _validate(settings: Settings) -> None:
 
 
 def redact_url(url: str) -> str:
-    """A URL without its credentials, for logs and reports."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    """A URL without its credentials (user:password@, and password/secret/token query values),
+    for logs, reports and error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    head, question, query = rest.partition("?")
+    if "@" in head:
+        head = "***@" + head.rsplit("@", 1)[1]
+    if question:
+        pairs = []
+        for pair in query.split("&"):
+            name, equals, _ = pair.partition("=")
+            secret = name.lower() in {"password", "pass", "passwd", "secret", "token", "auth"}
+            pairs.append(f"{name}=***" if equals and secret else pair)
+        query = "&".join(pairs)
+    return f"{scheme}{sep}{head}{question}{query}"

@@ -19,6 +19,11 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
+from redis.exceptions import ResponseError
+
 from npv_guard.clock import Clock
 from npv_guard.config import ConfigError, Settings, redact_url
 from npv_guard.core.calendar import national_holidays
@@ -113,8 +118,13 @@ class Doctor:
             self.note(OK, "redis", f"reachable at {redact_url(settings.redis.url)}")
         except StoreUnavailable as error:
             self.note(FAIL, "redis", f"{error}: calls will be rejected with STATE_UNAVAILABLE")
+            return
         finally:
             await store.close()
+        for level, text in await redis_durability(
+            settings.redis.url, cluster=settings.redis.cluster, socket_s=max(settings.redis.timeout_ms / 1000, 1.0)
+        ):
+            self.note(level, "redis", text)
 
     def _journal(self) -> None:
         path = Path(self.settings.journal_path)
@@ -145,14 +155,16 @@ class Doctor:
                 info = json.loads(response.read())
         except urllib.error.HTTPError as error:
             level = FAIL if self.mode in ("ari", "auto") else WARN
-            self.note(level, "ari", f"{ari.url} answered HTTP {error.code} (check ari.username / ari.password)")
+            self.note(
+                level, "ari", f"{redact_url(ari.url)} answered HTTP {error.code} (check ari.username / ari.password)"
+            )
             return False
         except (urllib.error.URLError, OSError, ValueError) as error:
             level = FAIL if self.mode == "ari" else WARN
-            self.note(level, "ari", f"{ari.url} unreachable: {getattr(error, 'reason', error)}")
+            self.note(level, "ari", f"{redact_url(ari.url)} unreachable: {getattr(error, 'reason', error)}")
             return False
         version = (info.get("system") or {}).get("version", "?")
-        self.note(OK, "ari", f"{ari.url}: Asterisk {version}")
+        self.note(OK, "ari", f"{redact_url(ari.url)}: Asterisk {version}")
         return True
 
     async def _ami(self, ari_up: bool) -> None:
@@ -235,6 +247,89 @@ class Doctor:
                 )  # fmt: skip
             else:
                 self.note(OK, "sms", f"endpoint {name}: messages go to the guard only (message context {context})")
+
+
+# ---------------------------------------------------------------------- Redis durability
+
+FORGETS = "attempts, refusals and consents"
+
+
+async def redis_durability(url: str, *, cluster: bool, socket_s: float) -> list[tuple[str, str]]:
+    """(level, text) about whether Redis keeps what the guard stores: written to disk (RDB
+    snapshots or AOF) and never evicted (maxmemory-policy noeviction). A Redis that forgets on a
+    restart or under memory pressure silently forgets refusals: the next call goes through.
+
+    Every master of a Cluster is checked. CONFIG GET may be disabled or renamed (managed Redis):
+    then INFO tells what it can, and what it cannot is reported as not checked, never as ok."""
+    findings: list[tuple[str, str]] = []
+    try:
+        nodes = await _masters(url, cluster=cluster, socket_s=socket_s)
+    except Exception as error:
+        return [(WARN, f"durability could not be checked ({type(error).__name__})")]
+    for name, client in nodes:
+        try:
+            findings += await _node_durability(name, client)
+        except Exception as error:
+            findings.append((WARN, f"{name}: durability could not be checked ({type(error).__name__})"))
+        finally:
+            await client.aclose()
+    return findings
+
+
+async def _masters(url: str, *, cluster: bool, socket_s: float) -> list[tuple[str, Any]]:
+    options: dict[str, Any] = {"socket_timeout": socket_s, "socket_connect_timeout": socket_s}
+    if not cluster:
+        return [("redis", aioredis.Redis.from_url(url, **options))]
+    topology = RedisCluster.from_url(url, **options)
+    try:
+        await topology.initialize()
+        primaries = [(node.host, node.port) for node in topology.get_primaries()]
+    finally:
+        await topology.aclose()
+    kwargs: dict[str, Any] = dict(parse_url(url))
+    kwargs.pop("db", None)
+    masters = []
+    for host, port in sorted(primaries):
+        pool = aioredis.ConnectionPool(**{**kwargs, **options, "host": host, "port": port})
+        masters.append((f"master {host}:{port}", aioredis.Redis(connection_pool=pool)))
+    return masters
+
+
+async def _node_durability(name: str, client: Any) -> list[tuple[str, str]]:
+    findings: list[tuple[str, str]] = []
+    try:
+        config = {
+            **await client.config_get("save"),
+            **await client.config_get("appendonly"),
+            **await client.config_get("maxmemory-policy"),
+        }
+    except ResponseError:
+        config = {}  # CONFIG refused (managed Redis, renamed command): INFO below
+    persistence = await client.info("persistence")
+    memory = await client.info("memory")
+    aof = config.get("appendonly", "yes" if persistence.get("aof_enabled") in (1, "1") else None)
+    save = config.get("save")
+    if aof == "yes":
+        findings.append((OK, f"{name}: AOF persistence on (appendonly yes)"))
+    elif save:
+        findings.append((OK, f"{name}: RDB snapshots on (save {save}), AOF off: a crash loses the last writes"))
+    elif save is None:
+        findings.append((WARN, f"{name}: persistence could not be checked (CONFIG GET refused, AOF off)"))
+    else:
+        findings.append(
+            (WARN, f"{name}: no persistence (save '' and appendonly no): a restart forgets {FORGETS}")
+        )
+    policy = config.get("maxmemory-policy") or memory.get("maxmemory_policy")
+    if policy is None:
+        findings.append((WARN, f"{name}: eviction policy could not be checked"))
+    elif policy != "noeviction":
+        findings.append(
+            (WARN, f"{name}: maxmemory-policy {policy}: under memory pressure Redis evicts {FORGETS} "
+             "(set noeviction: writes then fail, and the guard fails closed)")
+        )  # fmt: skip
+    else:
+        findings.append((OK, f"{name}: maxmemory-policy noeviction"))
+    return findings
 
 
 def _settings(lines: list[str]) -> list[tuple[str, str]]:

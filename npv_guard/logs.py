@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 # The call a log line is about: set by each call's actor (ARI) and each AGI session.
 CALL_ID: ContextVar[str] = ContextVar("call_id", default="")
+
+
+# A run of 8 or more digits, spaced or dotted as people write numbers: a phone number, never a
+# line number, a port or a duration.
+_DIGIT_RUN = re.compile(r"\+?\d(?:[ .]?\d){7,}")
+
+
+def scrub_digits(text: str) -> str:
+    """A traceback without the numbers an exception's text may quote (a PairError quotes the
+    callee): the log.exception() calls log where a bug happened, not what it was about."""
+    return _DIGIT_RUN.sub("<digits>", text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,7 +36,7 @@ class JsonFormatter(logging.Formatter):
         if call_id:
             line["call_id"] = call_id
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = scrub_digits(self.formatException(record.exc_info))
         return json.dumps(line, ensure_ascii=False)
 
 
@@ -37,3 +49,14 @@ def setup(level: str) -> None:
     # The libraries' own chatter stays at warning level.
     for noisy in ("aioari", "aioswagger11", "aiohttp", "redis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def failure_text(error: BaseException) -> str:
+    """What a log or audit line may say about a failed refusal or consent: the error's type, plus
+    the text of errors known to carry neither number nor secret (StoreUnavailable's). Other texts
+    may quote the consumer number (a PairError's does)."""
+    from npv_guard.store import StoreUnavailable  # noqa: PLC0415 - logs is imported by everything
+
+    if isinstance(error, StoreUnavailable):
+        return f"{type(error).__name__}: {error}"
+    return type(error).__name__

@@ -16,10 +16,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from npv_guard.core.decide import Verdict
+from npv_guard.httpserver import GuardedRunner, Limits, start_site
 
 log = logging.getLogger("npv_guard.http")
 
 HEALTH_PROBE_S = 2.0
+# The probes' listener: scrapers and health checks send small GETs on short-lived connections.
+HTTP_LIMITS = Limits(header_timeout_s=5.0, body_timeout_s=5.0, idle_timeout_s=15.0, max_connections=64)
+HTTP_MAX_BODY_BYTES = 1024
 
 
 class Metrics:
@@ -84,7 +88,7 @@ class Health:
         return {"ready": call_path and self.redis_ok, "call_path": call_path, "redis": self.redis_ok}
 
 
-async def serve_http(listen: str, health: Health, metrics: Metrics, refresh: Callable[[], None]) -> web.AppRunner:
+async def serve_http(listen: str, health: Health, metrics: Metrics, refresh: Callable[[], None]) -> GuardedRunner:
     async def healthz(_: web.Request) -> web.Response:
         status = health.status()
         return web.json_response(status, status=200 if status["ready"] else 503)
@@ -93,18 +97,17 @@ async def serve_http(listen: str, health: Health, metrics: Metrics, refresh: Cal
         refresh()
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(client_max_size=HTTP_MAX_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
-    runner = web.AppRunner(app, access_log=None)
+    runner = GuardedRunner(app, HTTP_LIMITS, access_log=None)
     await runner.setup()
-    host, _, port = listen.rpartition(":")
-    await web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port)).start()
+    await start_site(runner, listen)
     log.info("health and metrics on http://%s/healthz and /metrics", listen)
     return runner
 
 
-async def stop_http(runner: web.AppRunner | None) -> None:
+async def stop_http(runner: GuardedRunner | None) -> None:
     if runner is not None:
         with contextlib.suppress(Exception):
             await runner.cleanup()

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from aiohttp import web
-
 from npv_guard.agi.check import check as agi_check
 from npv_guard.agi.context import AgiContext
 from npv_guard.agi.refusal import refusal as agi_refusal
@@ -26,6 +24,8 @@ from npv_guard.ari.port import NoAri
 from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
 from npv_guard.config import ConfigError, Settings, redact_url
+from npv_guard.doctor import OK, redis_durability
+from npv_guard.httpserver import GuardedRunner, Limits, start_site
 from npv_guard.journal import JournalBusy, RefusalJournal
 from npv_guard.observability import Health, Metrics, serve_http, stop_http
 from npv_guard.service import Guard
@@ -71,9 +71,13 @@ class Wiring:
     def start_journal_replay(self, stop: asyncio.Event) -> asyncio.Task[None]:
         return asyncio.create_task(_replay_journal(self.guard, self.audit, stop), name="journal")
 
+    @staticmethod
+    def start_durability_check(settings: Settings) -> asyncio.Task[None]:
+        return asyncio.create_task(_warn_durability(settings), name="durability")
+
     async def start_http(
         self, settings: Settings, call_path: Callable[[], bool], active_calls: Callable[[], int]
-    ) -> tuple[web.AppRunner | None, asyncio.Task[None]]:
+    ) -> tuple[GuardedRunner | None, asyncio.Task[None]]:
         health = Health(call_path, self.store.ping)
         probe = asyncio.create_task(health.probe_forever(), name="health")
         journal = self.guard.journal
@@ -100,7 +104,12 @@ async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     http, probe = await wiring.start_http(settings, supervisor.connected.is_set, service.active_calls)
-    tasks = [asyncio.create_task(supervisor.run(), name="ari"), wiring.start_journal_replay(stop), probe]
+    tasks = [
+        asyncio.create_task(supervisor.run(), name="ari"),
+        wiring.start_journal_replay(stop),
+        probe,
+        wiring.start_durability_check(settings),
+    ]
     log.info("npv-guard started (app %r, redis %s)", settings.ari.app, redact_url(settings.redis.url))
     await stop.wait()
     log.info("stopping: no new calls, letting decisions in flight finish (at most %.0f s)", drain_s)
@@ -133,6 +142,7 @@ async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
     listening = await server.start(settings.agi.host, settings.agi.port)
     http, probe = await wiring.start_http(settings, listening.is_serving, lambda: len(server.sessions))
     replay = wiring.start_journal_replay(stop)
+    durability = wiring.start_durability_check(settings)
     log.info(
         "npv-guard FastAGI listening on %s:%d (redis %s)",
         settings.agi.host,
@@ -142,7 +152,7 @@ async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
     await stop.wait()
     log.info("stopping: no new AGI sessions, letting open ones finish (at most %.0f s)", drain_s)
     await server.close(drain_s)
-    await _cancel([replay, probe])
+    await _cancel([replay, probe, durability])
     await stop_http(http)
     await wiring.store.close()
     log.info("stopped")
@@ -168,8 +178,10 @@ async def run_api(settings: Settings, *, drain_s: float = 10.0) -> int:
         openapi=document(),
         max_body_bytes=settings.api.max_body_bytes,
     )
-    runner = web.AppRunner(
+    api = settings.api
+    runner = GuardedRunner(
         build_app(context),
+        Limits(api.header_timeout_s, api.body_timeout_s, api.idle_timeout_s, api.max_connections),
         access_log_class=SafeAccessLogger,
         access_log=logging.getLogger("npv_guard.api.access"),
         shutdown_timeout=drain_s,
@@ -177,14 +189,17 @@ async def run_api(settings: Settings, *, drain_s: float = 10.0) -> int:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     await runner.setup()
-    host, _, port = settings.api.listen.rpartition(":")
     try:
-        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        await start_site(runner, api.listen)
     except OSError:
         await runner.cleanup()
         await wiring.store.close()
         raise
-    tasks = [wiring.start_journal_replay(stop), asyncio.create_task(health.probe_forever(), name="health")]
+    tasks = [
+        wiring.start_journal_replay(stop),
+        asyncio.create_task(health.probe_forever(), name="health"),
+        wiring.start_durability_check(settings),
+    ]
     log.info(
         "npv-guard API listening on http://%s (redis %s, tokens for %d professional(s))",
         settings.api.listen,
@@ -206,6 +221,16 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+async def _warn_durability(settings: Settings) -> None:
+    """Once at start: a Redis that does not keep what it is given loses refusals silently."""
+    findings = await redis_durability(
+        settings.redis.url, cluster=settings.redis.cluster, socket_s=max(settings.redis.timeout_ms / 1000, 1.0)
+    )
+    for level, text in findings:
+        if level != OK:
+            log.warning("redis durability: %s (see README, Deployment)", text)
 
 
 async def _replay_journal(guard: Guard, audit: AuditLog, stop: asyncio.Event) -> None:

@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -54,11 +55,23 @@ CONSENT_EVENTS_READ = 16
 # Time allowed per pair of a pipelined snapshot batch (a lead-list scrub), on top of the timeout.
 BATCH_READ_S = 0.005
 
+log = logging.getLogger("npv_guard.store")
+
 T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
-    """Redis could not answer in time; the message says why, without secrets."""
+    """Redis could not answer in time; the message says why, without secrets.
+
+    The message names the exchange and the error's type only: it reaches API answers, CLI output
+    and verdict reasons, and redis-py's texts carry the server's address (and a script error the
+    key names). The full text goes to the debug log.
+    """
+
+
+def _failure(what: str, error: BaseException, how: str = "failed") -> str:
+    log.debug("redis %s %s: %s: %s", what, how, type(error).__name__, error)
+    return f"redis {what} {how}: {type(error).__name__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,9 +336,9 @@ class Store:
             except TimeoutError:
                 failure = f"redis did not answer {what} within {limit * 1000:.0f} ms"
             except (RedisError, OSError) as error:
-                failure = f"redis {what} failed: {type(error).__name__}: {error}"[:200]
+                failure = _failure(what, error)
             except Exception as error:  # redis-py's own bugs must not escape either
-                failure = f"redis {what} failed unexpectedly: {type(error).__name__}: {error}"[:200]
+                failure = _failure(what, error, "failed unexpectedly")
             if attempt + 1 == tries:
                 break
         raise StoreUnavailable(failure)
@@ -515,7 +528,7 @@ class Store:
         except TimeoutError:
             raise StoreUnavailable("redis did not finish a consent batch in time") from None
         except Exception as error:  # any client failure, redis-py's own bugs included
-            raise StoreUnavailable(f"redis consent batch failed: {type(error).__name__}: {error}"[:200]) from None
+            raise StoreUnavailable(_failure("consent batch", error)) from None
         return stored
 
     async def history(self, professional: str, consumer: str) -> PairHistory:

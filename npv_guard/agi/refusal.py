@@ -13,6 +13,7 @@ from functools import partial
 from npv_guard.agi.context import ACK_TONE, ERROR_TONE, AgiContext
 from npv_guard.agi.server import AgiSession
 from npv_guard.core.model import RefusalSource
+from npv_guard.logs import failure_text
 
 log = logging.getLogger("npv_guard.agi")
 
@@ -45,8 +46,8 @@ async def refusal(session: AgiSession, ctx: AgiContext) -> None:
         outcome = await ctx.guard.record_refusal(professional, callee, ctx.now(), source, call_id)
     except Exception as error:
         ctx.metrics.refusals.labels("agi", source.value, "lost").inc()
-        log.error("AGI refusal on %s: REFUSAL NOT RECORDED (%s): %s", call_id, type(error).__name__, error)
-        audit(consumer_ref=consumer_ref, error=f"{type(error).__name__}: {error}")
+        log.error("AGI refusal on %s: REFUSAL NOT RECORDED (%s)", call_id, failure_text(error))
+        audit(consumer_ref=consumer_ref, error=failure_text(error))
         await _tone(session, ERROR_TONE)
         return
     ctx.metrics.refusals.labels("agi", source.value, "journaled" if outcome.journaled else "recorded").inc()

@@ -142,7 +142,7 @@ class FastAgiServer:
         if script is None:
             self.on_session("unknown_script")
             # Nothing is set on the channel, so the dialplan's missing-verdict branch rejects the call.
-            log.warning("AGI session from %s closed: unknown script %r", peer, script_path[:80])
+            log.warning("AGI session from %s closed: unknown script %r", peer, script_path.split("?", 1)[0][:80])
             return
         session = AgiSession(headers, Request(None, headers, reader, writer), self.command_timeout, peer)
         self.served += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import traceback
 import uuid
@@ -29,6 +30,7 @@ from npv_guard.audit import AuditLog
 from npv_guard.clock import parse_instant
 from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, label_problem
 from npv_guard.core.numbering import parse as parse_number
+from npv_guard.httpserver import HTTP_CODES
 from npv_guard.observability import Health, Metrics
 from npv_guard.service import Guard, PairError
 from npv_guard.store import StoreUnavailable
@@ -49,19 +51,8 @@ ERRORS: dict[str, int] = {
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "INTERNAL": 500,
     "STATE_UNAVAILABLE": 503,
+    "TOO_MANY_CONNECTIONS": 503,
 }
-# aiohttp's own refusals (routing, body size), by status.
-_HTTP_CODES = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN_PROFESSIONAL",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    503: "STATE_UNAVAILABLE",
-}
-
 CHECK_FIELDS = frozenset(
     {
         "caller", "callee", "at", "professional", "consumer_postcode", "sector", "automated", "offline", "record",
@@ -117,7 +108,7 @@ class Fields:
         unknown = sorted(set(values) - allowed)
         if unknown:
             raise ApiError(
-                "BAD_REQUEST", f"{unknown[0][:64]!r}: unknown {where} field (known: {', '.join(sorted(allowed))})"
+                "BAD_REQUEST", f"{_shown_name(unknown[0])}: unknown {where} field (known: {', '.join(sorted(allowed))})"
             )
         self._values = values
 
@@ -162,7 +153,18 @@ class Fields:
         try:
             return parse_instant(value)
         except ValueError as error:
-            raise ApiError("BAD_REQUEST", f"{name}: {error}") from None
+            # The parser's text quotes the value: an answer never echoes input.
+            problem = "outside 1970-2099" if "outside" in str(error) else "not an ISO 8601 instant"
+            raise ApiError("BAD_REQUEST", f"{name}: {problem} (e.g. 2026-12-01T10:30:00+01:00)") from None
+
+
+_NAME = re.compile(r"[A-Za-z_]{1,32}")
+
+
+def _shown_name(name: str) -> str:
+    """A field name from the request, quoted only when it looks like one: an answer never echoes
+    what could be a number (a client that put the callee where a name goes)."""
+    return repr(name) if _NAME.fullmatch(name) else "(a name that is not a field name)"
 
 
 def _json_type(value: Any) -> str:
@@ -197,7 +199,7 @@ def read_query(request: web.Request, allowed: frozenset[str]) -> Fields:
     values: dict[str, str] = {}
     for name in query:
         if len(query.getall(name)) > 1:
-            raise ApiError("BAD_REQUEST", f"{name[:64]!r}: given more than once")
+            raise ApiError("BAD_REQUEST", f"{_shown_name(name)}: given more than once")
         values[name] = query[name]
     return Fields(values, allowed, "query")
 
@@ -350,7 +352,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _route_name(request: BaseRequest) -> str:
     """The matched route's template, never the raw path: paths and queries may carry a number."""
-    match_info = getattr(request, "match_info", None)
+    try:
+        match_info = getattr(request, "match_info", None)
+    except Exception:  # a request aiohttp's parser refused has no routing at all
+        return "(unparsed)"
     if not isinstance(match_info, web.UrlMappingMatchInfo) or match_info.http_exception is not None:
         return "(unmatched)"
     resource = match_info.route.resource
@@ -363,14 +368,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except ApiError as error:
         return error_response(error.code, error.message, error.headers)
-    except PairError as error:
-        return error_response("INVALID_NUMBER", str(error))
+    except PairError:
+        # The core's text quotes the number: the answer names the problem only.
+        return error_response("INVALID_NUMBER", "callee: not a consumer line of the French numbering plan")
     except StoreUnavailable:
         return error_response("STATE_UNAVAILABLE", "the stored state is unavailable (Redis): nothing was recorded")
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        code = _HTTP_CODES.get(error.status, "BAD_REQUEST" if error.status < 500 else "INTERNAL")
+        code = HTTP_CODES.get(error.status, "BAD_REQUEST" if error.status < 500 else "INTERNAL")
         messages = {
             "NOT_FOUND": "no such endpoint (see /v1/openapi.json)",
             "METHOD_NOT_ALLOWED": f"method not allowed here (allowed: {error.headers.get('Allow', 'none')})",
@@ -382,8 +388,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if "Allow" in error.headers:
             response.headers["Allow"] = error.headers["Allow"]
         return response
-    except asyncio.CancelledError:
-        raise
+    except (asyncio.CancelledError, ConnectionError):
+        raise  # the client left, or its connection's deadline passed: no answer to give
     except Exception as error:
         # The exception's text may hold a consumer number: log its type and where it came from.
         where = "".join(traceback.format_tb(error.__traceback__, limit=-3))

@@ -24,7 +24,7 @@ from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
 
 from npv_guard.ari.calls import BRIDGE_PREFIX, CARRIER_SUFFIX, Call, CallService
 from npv_guard.ari.port import AioAriPort, AriPort, NoAri
-from npv_guard.config import Settings
+from npv_guard.config import Settings, redact_url
 from npv_guard.sms.service import SmsService
 
 log = logging.getLogger("npv_guard.ari")
@@ -98,7 +98,7 @@ class AriSupervisor:
                 if self.sms is not None:
                     self._messages_subscribed = await self._subscribe_messages(self.sms, self.service.port)
                 self.connected.set()
-                log.info("ARI connected to %s as app %r", ari.url, ari.app)
+                log.info("ARI connected to %s as app %r", redact_url(ari.url), ari.app)
                 delay = 0.5
                 await reconcile(self.service, ari.app)
                 await self._watch(run_task)

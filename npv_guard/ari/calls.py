@@ -30,7 +30,7 @@ from npv_guard.audit import AuditLog
 from npv_guard.config import AriSettings, CallsSettings
 from npv_guard.core.decide import place_consumer
 from npv_guard.core.model import CallRequest, RefusalSource
-from npv_guard.logs import CALL_ID
+from npv_guard.logs import CALL_ID, failure_text
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard, call_labels
 
@@ -371,8 +371,8 @@ class CallService:
             outcome = await self.guard.record_refusal(call.professional, call.consumer, self.now(), source, call.dialer)
         except Exception as error:
             self.metrics.refusals.labels("ari", source.value, "lost").inc()
-            log.error("call %s: REFUSAL NOT RECORDED (%s): %s", call.dialer, type(error).__name__, error)
-            audit(error=f"{type(error).__name__}: {error}")
+            log.error("call %s: REFUSAL NOT RECORDED (%s)", call.dialer, failure_text(error))
+            audit(error=failure_text(error))
             await self.port.play(call.dialer, ERROR_TONE)
             return
         call.refusal_recorded = True

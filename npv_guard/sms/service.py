@@ -32,7 +32,7 @@ from npv_guard.core.model import CallRequest, Medium
 from npv_guard.core.numbering import NumberKind
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.reasons import Reason, ReasonCode
-from npv_guard.logs import CALL_ID
+from npv_guard.logs import CALL_ID, failure_text
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard
 from npv_guard.sms.text import address_number, body_problem, is_stop
@@ -190,10 +190,10 @@ class SmsService:
                 stop = await self.guard.record_stop(owner.id, consumer, at, message_id)
         except Exception as error:
             self.metrics.refusals.labels("sms", "sms", "lost").inc()
-            log.error("STOP %s NOT RECORDED (%s): %s", message_id, type(error).__name__, error)
+            log.error("STOP %s NOT RECORDED (%s)", message_id, failure_text(error))
             self.audit.refusal(
                 call_id=message_id, mode="sms", source="sms", professional=owner.id,
-                consumer_ref=self.guard.consumer_ref(consumer), error=f"{type(error).__name__}: {error}",
+                consumer_ref=self.guard.consumer_ref(consumer), error=failure_text(error),
             )  # fmt: skip
             return
         outcome = "journaled" if stop.refusal.journaled else "recorded"

@@ -5,7 +5,9 @@ loopback port, a real Redis, and a client that replays the header block Asterisk
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -232,3 +234,44 @@ async def test_hundreds_of_concurrent_sessions(agi: GuardProcess) -> None:
     allowed = [i for i, verdict in enumerate(verdicts) if verdict == "ALLOW"]
     assert len(allowed) == 4  # the cap holds under concurrency too
     assert all(i % 3 == 1 for i in allowed)
+
+
+async def test_refusal_of_an_unplaceable_callee_leaks_no_number(agi: GuardProcess) -> None:
+    # Channel variables the dialplan (or anyone on the channel) set: the callee is a service number.
+    asterisk = FakeAsterisk(port_of(agi), {"NPV_GUARD_PROFESSIONAL": "lab", "NPV_GUARD_CALLEE": "0899345678"})
+    await asterisk.session(headers(script="refusal", caller="0162000001", args=("agent",)))
+    refusal = agi.wait_audit("refusal")[0]
+    assert refusal["recorded"] is False and refusal["error"]
+    assert "899345678" not in agi.audit_path.read_text()
+    assert "899345678" not in agi.log()
+
+
+def test_the_health_listener_closes_slow_clients_and_answers_json(agi: GuardProcess) -> None:
+    """/healthz and /metrics (http.listen) have deadlines too: 15 s idle, 5 s for headers."""
+    idle = socket.create_connection(("127.0.0.1", agi.http_port), timeout=10)
+    partial = socket.create_connection(("127.0.0.1", agi.http_port), timeout=10)
+    malformed = socket.create_connection(("127.0.0.1", agi.http_port), timeout=10)
+    try:
+        partial.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pa")
+        malformed.sendall(b"GET /metrics?n=0612345678 HTTP/1.1\r\nX-Callee 0612345678\r\n\r\n")
+        answer = _until_closed(malformed, 10)
+        assert answer is not None and b"application/json" in answer and b"612345678" not in answer
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "BAD_REQUEST"
+        assert _until_closed(partial, 60) == b""
+        assert _until_closed(idle, 60) == b""
+    finally:
+        for sock in (idle, partial, malformed):
+            sock.close()
+    assert agi.http("/healthz")[0] in (200, 503)
+    assert "612345678" not in agi.log()
+
+
+def _until_closed(sock: socket.socket, patience: float) -> bytes | None:
+    sock.settimeout(patience)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        return None
+    return received

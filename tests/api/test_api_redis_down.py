@@ -41,6 +41,12 @@ def wait_for(what: Callable[[], Any], timeout: float = 15.0) -> Any:
     raise TimeoutError(what)
 
 
+def assert_no_address(redis: RedisServer, answer: Any) -> None:
+    """An answer (or audit line) about Redis being away names neither its address nor its error text."""
+    text = json.dumps(answer)
+    assert str(redis.port) not in text and "127.0.0.1" not in text and "Connection refused" not in text, text
+
+
 def test_redis_down_fails_closed_and_journals_refusals(api: ApiServer, own_redis: RedisServer) -> None:
     assert api.request("POST", "/v1/consents", {"callee": CHECK["callee"], "at": "2026-11-01T12:00:00"})[0] == 200
     assert api.request("POST", "/v1/check", CHECK)[2]["verdict"] == "allow"
@@ -51,6 +57,7 @@ def test_redis_down_fails_closed_and_journals_refusals(api: ApiServer, own_redis
         assert status == 200
         assert answer["verdict"] == "reject"
         assert [reason["code"] for reason in answer["reasons"]] == ["STATE_UNAVAILABLE"]
+        assert_no_address(own_redis, answer)
 
     status, _, refusal = api.request("POST", "/v1/refusals", {"callee": CHECK["callee"], "at": "2026-12-01T10:31:00"})
     assert status == 200
@@ -61,8 +68,11 @@ def test_redis_down_fails_closed_and_journals_refusals(api: ApiServer, own_redis
 
     status, _, error = api.request("POST", "/v1/consents", {"callee": "0612340002"})
     assert status == 503 and error["error"]["code"] == "STATE_UNAVAILABLE"
+    assert_no_address(own_redis, error)
     status, _, error = api.request("GET", "/v1/history?callee=0612340002")
     assert status == 503 and error["error"]["code"] == "STATE_UNAVAILABLE"
+    assert_no_address(own_redis, error)
+    assert_no_address(own_redis, api.audit())
     wait_for(lambda: api.request("GET", "/healthz", professional=None)[0] == 503)
 
     own_redis.start()  # same port, empty: only the replay can bring the refusal back

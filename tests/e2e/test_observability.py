@@ -4,6 +4,7 @@ Redis are usable, decisions counted, and no secret or consumer number anywhere."
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import pytest
@@ -57,7 +58,12 @@ def test_no_secret_and_no_consumer_number_leaks(scene: Scene) -> None:
     assert uas.wait(30).ok
     guard.wait_audit("refusal")
     _, metrics = guard.http("/metrics")
-    texts = {"log": guard.log(), "audit": guard.audit_path.read_text(), "metrics": metrics}
+    # HTTP that aiohttp's parser refuses, carrying the number: its answer and log line too.
+    with socket.create_connection(("127.0.0.1", guard.http_port), timeout=10) as sock:
+        sock.sendall(f"GET /metrics?callee={CONSUMER} HTTP/1.1\r\nX-Callee {CONSUMER}\r\n\r\n".encode())
+        malformed = sock.recv(65536).decode(errors="replace")
+    assert malformed.startswith("HTTP/1.") and "application/json" in malformed
+    texts = {"log": guard.log(), "audit": guard.audit_path.read_text(), "metrics": metrics, "malformed": malformed}
     national = CONSUMER[1:]  # 612345678, in any spelling
     for name, text in texts.items():
         assert LAB_SECRET not in text, name

@@ -29,6 +29,7 @@ class ApiServer(NpvGuardProcess):
         redis_timeout_ms: int = 300,
         now: str | None = None,
         log_level: str = "debug",
+        api_settings: dict[str, float | int] | None = None,
     ) -> None:
         self.port = free_tcp_port()
         super().__init__(now=now, prefix="npv-guard-api-")
@@ -43,6 +44,7 @@ class ApiServer(NpvGuardProcess):
             "[api]",
             f'listen = "127.0.0.1:{self.port}"',
             f"max_body_bytes = {max_body_bytes}",
+            *(f"{key} = {value}" for key, value in (api_settings or {}).items()),
             "[log]",
             f"level = {json.dumps(log_level)}",
             f"audit_file = {json.dumps(str(self.audit_path))}",

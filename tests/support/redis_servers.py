@@ -38,10 +38,13 @@ def _free(port: int) -> bool:
 class RedisServer:
     """One redis-server bound to 127.0.0.1 with no persistence (or AOF when asked)."""
 
-    def __init__(self, port: int | None = None, *, cluster: bool = False, appendonly: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, *, cluster: bool = False, appendonly: bool = False, extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = port or free_tcp_port()
         self.cluster = cluster
         self.appendonly = appendonly
+        self.extra = extra  # more redis-server options, e.g. ("--maxmemory-policy", "allkeys-lru")
         self.dir = Path(tempfile.mkdtemp(prefix=f"npv-redis-{self.port}-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -55,6 +58,7 @@ class RedisServer:
             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir),
             "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
+        args += list(self.extra)
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / "nodes.conf")]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -119,3 +119,49 @@ def test_hash_secret_is_required_for_the_store() -> None:
         load_settings(None, {}).require_hash_secret()
     with pytest.raises(ConfigError, match="hash_secret"):
         load_settings(None, {"NPV_GUARD_HASH_SECRET": "short"}).require_hash_secret()
+
+
+# --- no secret in an error ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "secret"),
+    [
+        ("hash_secret = 1234567890123456789\n", {}, "1234567890123456789"),
+        ('previous_hash_secrets = "old-secret-98765"\n', {}, "old-secret-98765"),
+        ("[ari]\npassword = 424242\n", {}, "424242"),
+        ("[ami]\nsecret = [\"ami-s3cret\"]\n", {}, "ami-s3cret"),
+        ('[redis]\nurl = "http://user:pa55word@127.0.0.1:6379/0"\n', {}, "pa55word"),
+        ("", {"NPV_GUARD_REDIS_URL": "tcp://:pa55word@127.0.0.1:6379"}, "pa55word"),
+        ("[redis]\nurl = 7\n", {}, "7"),
+        ("", {"NPV_GUARD_REDIS_URL": "redis//h?password=pa55word"}, "pa55word"),
+    ],
+)
+def test_config_errors_never_show_a_secret(tmp_path: Path, text: str, env: dict[str, str], secret: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), env)
+    message = str(raised.value)
+    assert secret not in message.replace(str(tmp_path), "")
+    named = {"hash_secret", "previous_hash_secrets", "ari.password", "ami.secret", "redis.url"}
+    assert message.split(":", 1)[0] in named
+
+
+def test_a_redis_url_in_an_error_is_redacted(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'http://\*\*\*@127\.0\.0\.1:6379/0'"):
+        load_settings(write(tmp_path, '[redis]\nurl = "http://user:pa55word@127.0.0.1:6379/0"\n'), {})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("header_timeout_s", "0"), ("body_timeout_s", "-1"), ("idle_timeout_s", "nan"), ("max_connections", "0"),
+     ("header_timeout_s", "inf")],
+)  # fmt: skip
+def test_api_deadlines_and_cap_are_range_checked(tmp_path: Path, key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^api\.{key}: expected"):
+        load_settings(None, {f"NPV_GUARD_API_{key.upper()}": value})
+
+
+def test_api_deadlines_and_cap_defaults() -> None:
+    api = load_settings(None, {}).api
+    assert (api.header_timeout_s, api.body_timeout_s, api.idle_timeout_s, api.max_connections) == (10, 10, 30, 512)
+
