@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
-from npv_guard import __version__, scrub
+from npv_guard import __version__, report, scrub
 from npv_guard.clock import Clock, parse_instant
 from npv_guard.config import ConfigError, Settings, load_settings
 from npv_guard.core.decide import Verdict, place_consumer
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pair_arguments(history)
     _common(history, at=False)
     scrub.add_parser(commands)
+    report.add_parser(commands)
 
     _server(commands.add_parser("run", help="run the guard as an ARI (Stasis) application"))
     _server(
@@ -471,6 +472,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             "consent": lambda: _consent_import(ctx, out, err) if args.action == "import" else _consent(ctx, out),
             "history": lambda: _history(ctx, out),
             "scrub": lambda: scrub.run(ctx, out, err),
+            "report": lambda: report.run(ctx, out, err),
             "run": lambda: _run_guard(ctx, "ari"),
             "agi": lambda: _run_guard(ctx, "agi"),
             "serve": lambda: _serve(ctx),

@@ -276,6 +276,8 @@ class Store:
         self._record_refusal = client.register_script(_RECORD_REFUSAL)
         self._record_consent = client.register_script(_RECORD_CONSENT)
         self._init_lock = asyncio.Lock()
+        # Told of every failed exchange, where it fails (the guard's npv_guard_redis_errors_total).
+        self.on_error: Callable[[], None] | None = None
         # Only a Cluster client has slots to discover first (an isinstance on it is not free: once here).
         self._initialised = not isinstance(client, RedisCluster)
 
@@ -325,7 +327,12 @@ class Store:
                 failure = f"redis {what} failed unexpectedly: {type(error).__name__}: {error}"[:200]
             if attempt + 1 == tries:
                 break
+        self._failed()
         raise StoreUnavailable(failure)
+
+    def _failed(self) -> None:
+        if self.on_error is not None:
+            self.on_error()
 
     async def _initialise(self) -> None:
         # redis-py's cluster client discovers its slots lazily, and concurrent first commands can
@@ -507,8 +514,10 @@ class Store:
         try:
             stored = await asyncio.wait_for(send(), max(self._timeout, 0.02 * len(batch)))
         except TimeoutError:
+            self._failed()
             raise StoreUnavailable("redis did not finish a consent batch in time") from None
         except Exception as error:  # any client failure, redis-py's own bugs included
+            self._failed()
             raise StoreUnavailable(f"redis consent batch failed: {type(error).__name__}: {error}"[:200]) from None
         return stored
 
