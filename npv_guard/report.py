@@ -347,6 +347,13 @@ def _svg(figure: Any) -> str:
     return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline in HTML
 
 
+def _counts(axes: Any, axis: str = "y") -> None:
+    """Counts are whole: no 0.5 decision on the scale."""
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    (axes.yaxis if axis == "y" else axes.xaxis).set_major_locator(MaxNLocator(integer=True))
+
+
 def _empty(axes: Any, what: str) -> None:
     axes.text(0.5, 0.5, f"no {what} in this period", ha="center", va="center", transform=axes.transAxes)
     axes.set_xticks([])
@@ -363,7 +370,9 @@ def _stacked(
         else:
             axes.bar(labels, values, bottom=base, color=colours.get(name), label=name)
         base = [a + b for a, b in zip(base, values, strict=True)]
-    axes.legend(loc="best", fontsize="small", frameon=False)
+    _counts(axes, "x" if horizontal else "y")
+    # Outside the plot, on the right: inside it would hide the tallest bars.
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
 
 
 def charts(report: Report) -> dict[str, str]:
@@ -391,6 +400,7 @@ def charts(report: Report) -> dict[str, str]:
         codes = [code for code, _ in report.reasons.most_common()][::-1]
         axes.barh(codes, [report.reasons[c] for c in codes], color=COLOURS["reject"])
         axes.set_xlabel("rejected decisions citing the reason")
+        _counts(axes, "x")
     else:
         _empty(axes, "rejections")
     out["by-reason"] = _svg(figure)
@@ -430,6 +440,7 @@ def charts(report: Report) -> dict[str, str]:
     kinds = ["granted", "withdrawn", "lapsed"]
     axes.bar(kinds, [report.consents[k] for k in kinds], color=[CONSENT_COLOURS[k] for k in kinds])
     axes.set_ylabel("consents")
+    _counts(axes)
     out["consents"] = _svg(figure)
     return out
 
