@@ -30,7 +30,8 @@ from typing import Any
 import aiohttp
 
 from bench.measure import Samples, process_cpu_seconds, time_async, warm_up
-from tests.support.api_server import EXE, ApiServer
+from tests.support.api_server import ApiServer
+from tests.support.process import EXE
 from tests.support.redis_servers import RedisServer
 
 RESULTS = Path(__file__).parent / "results" / "api.json"
