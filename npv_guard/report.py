@@ -513,7 +513,7 @@ def render_html(report: Report, generated_at: datetime) -> str:
                      "consumer-local time, campaign)</th></tr>")  # fmt: skip
         for code, count in report.reasons.most_common(TOP_REASONS):
             examples = "<br>".join(
-                f"<code>{e(x.consumer[:16] or '-')}</code> call <code>{e(x.call_id or '-')}</code> "
+                f"<code>{e(x.consumer or '-')}</code> call <code>{e(x.call_id or '-')}</code> "
                 f"{e(x.local_time or x.ts)} {e(x.campaign or '')} {e(x.message)}"
                 for x in report.examples[code]
             )
