@@ -194,7 +194,7 @@ class Reader:
             if not isinstance(line, dict):
                 raise _Malformed("not a JSON object")
             self._dispatch(line)
-        except (ValueError, TypeError, KeyError) as error:  # JSONDecodeError and _Malformed are ValueErrors
+        except (ValueError, TypeError, KeyError, RecursionError) as error:  # JSONDecodeError is a ValueError
             report.malformed += 1
             if len(report.malformed_examples) < MALFORMED_SHOWN:
                 report.malformed_examples.append(f"{where}: {str(error)[:120]}")

@@ -111,11 +111,12 @@ def test_malformed_lines_are_counted_and_named_never_raised() -> None:
             json.dumps({"event": "refusal"}),
             json.dumps(consent("2026-12-01T10:00:00Z", granted="yes")),  # type: ignore[arg-type]
             "",  # a blank line is no line
+            "[" * 100_000,  # deeper than the JSON parser goes
             json.dumps(decision("2026-12-01T10:30:00+01:00")),
         ]
     )
-    assert report.malformed == 9
-    assert report.lines == 10
+    assert report.malformed == 10
+    assert report.lines == 11
     assert report.decisions == {"allow": 1}
     assert report.malformed_examples[0].startswith("audit:1: ")
     assert len(report.malformed_examples) == 5
