@@ -8,7 +8,8 @@ Three parts, each against the floor it cannot beat:
 - import: `npv-guard consent import` of a generated CSV, against the same rows piped into Redis raw;
 - sip:    post-dial delay through the lab Asterisk, plain Dial() against the ARI and FastAGI guards;
 - api:    `POST /v1/check` of `npv-guard serve` at 100 concurrent clients, against its /healthz (bench/api.py);
-- scrub:  `npv-guard scrub` of a generated lead list at a daytime and a night instant (bench/scrub.py).
+- scrub:  `npv-guard scrub` of a generated lead list at a daytime and a night instant (bench/scrub.py);
+- report: `npv-guard report` over 1,000,000 generated audit lines (bench/report.py).
 
 It starts its own redis-server (persistence off) on a free loopback port and stops it, prints a table
 with the ratios first, and writes bench/results/latest.json. Absolute times drift on a shared
@@ -44,6 +45,7 @@ import phonenumbers
 import redis.asyncio as aioredis
 
 from bench import api as bench_api
+from bench import report as bench_report
 from bench import scrub as bench_scrub
 from bench import workload
 from bench.measure import Samples, Stats, process_cpu_seconds, time_async, time_sync, warm_up
@@ -69,7 +71,7 @@ from tests.support.redis_servers import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-0123456789abcdef"
-PARTS = ("core", "redis", "import", "sip", "api", "scrub")
+PARTS = ("core", "redis", "import", "sip", "api", "scrub", "report")
 LEVELS = (1, 10, 100)
 TIMEOUT_S = 0.2  # redis.timeout_ms default, for the guard and the floors alike
 IMPORT_TIMEOUT_S = 1800
@@ -574,6 +576,12 @@ def render(results: dict[str, Any]) -> str:
                 f"  scrub {name:<6}{_fmt(run['leads'])} leads in {run['seconds_wall']} s: {_fmt(run['leads_per_s'])}/s "
                 f"(target: 1,000,000 in < 120 s); spot check {run['spot_check']}"
             )
+    report = results.get("report")
+    if report:
+        lines.append(
+            f"  report      {_fmt(report['lines'])} audit lines in {report['seconds_wall']} s: "
+            f"{_fmt(report['lines_per_s'])}/s (target: 1,000,000 in < 60 s)"
+        )
     lines.append("")
     header = (
         f"  {'part':<8} {'c':>4}  {'what':<36} {'calls':>8} {'per s':>10} {'p50 us':>9} {'p99 us':>9} {'cpu us':>8}"
@@ -694,6 +702,11 @@ def main(argv: list[str] | None = None) -> int:
             part("scrub", "scrub: npv-guard scrub of a generated lead list, day and night ...",
                  lambda: _standalone(bench_scrub.main, [*rows, "--output", str(RESULTS / "scrub.json")],
                                      RESULTS / "scrub.json"))  # fmt: skip
+        if "report" in args.parts:
+            audit_lines = ["--lines", "100000"] if args.quick else []
+            part("report", "report: npv-guard report of generated audit lines ...",
+                 lambda: _standalone(bench_report.main, [*audit_lines, "--output", str(RESULTS / "report.json")],
+                                     RESULTS / "report.json"))  # fmt: skip
     finally:
         if server:
             server.cleanup()

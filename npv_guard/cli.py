@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn, TextIO
 
-from npv_guard import __version__, bundled, scrub
+from npv_guard import __version__, bundled, report, scrub
 from npv_guard import audit as audit_trail
 from npv_guard.audit import AuditLog, consent_fields
 from npv_guard.clock import Clock, parse_instant
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pair_arguments(history)
     _common(history, at=False)
     scrub.add_parser(commands)
+    report.add_parser(commands)
 
     _server(commands.add_parser("run", help="run the guard as an ARI (Stasis) application"))
     _server(
@@ -691,6 +692,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
             "evidence": lambda: _evidence(ctx, out),
             "history": lambda: _history(ctx, out),
             "scrub": lambda: scrub.run(ctx, out, err),
+            "report": lambda: report.run(ctx, out, err),
             "run": lambda: _run_guard(ctx, "ari"),
             "agi": lambda: _run_guard(ctx, "agi"),
             "serve": lambda: _serve(ctx),

@@ -1,6 +1,6 @@
 """Metrics and health, fed by the verdicts and the connections, never by the rules.
 
-Labels only ever take values from fixed vocabularies (verdict, reason code, source, mode): no
+Labels only ever take values from fixed vocabularies (verdict, reason code, source, mode, version): no
 consumer number or hash can reach /metrics.
 """
 
@@ -12,9 +12,19 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from npv_guard import __version__
 from npv_guard.core.decide import Verdict
 from npv_guard.httpserver import GuardedRunner, Limits, start_site
 
@@ -26,28 +36,50 @@ HTTP_LIMITS = Limits(header_timeout_s=5.0, body_timeout_s=5.0, idle_timeout_s=15
 HTTP_MAX_BODY_BYTES = 1024
 
 
+# The refusal sources keyed in the call path (DTMF); kept apart for the historical DTMF counter.
+DTMF_SOURCES = frozenset({"agent", "consumer"})
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # What any Python service exposes: CPU, memory, file descriptors, start time, GC, version.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.build_info = Gauge(
+            "npv_guard_build_info", "The running npv-guard version (always 1)", ["version"], registry=self.registry
+        )
+        self.build_info.labels(__version__).set(1)
         self.decisions = Counter(
-            "npv_guard_decisions", "Decisions by verdict and reason code", ["mode", "verdict", "reason"],
-            registry=self.registry,
+            "npv_guard_decisions", "Decisions by verdict, once each", ["mode", "verdict"], registry=self.registry
+        )
+        self.decision_reasons = Counter(
+            "npv_guard_decision_reasons", "Reason codes cited by rejections (a rejection may cite several)",
+            ["mode", "reason"], registry=self.registry,
         )  # fmt: skip
         self.decision_seconds = Histogram(
             "npv_guard_decision_seconds", "Time to decide a call, store included", ["mode"],
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
             registry=self.registry,
         )  # fmt: skip
-        self.redis_errors = Counter("npv_guard_redis_errors", "Redis exchanges that failed", registry=self.registry)
+        self.redis_errors = Counter(
+            "npv_guard_redis_errors", "Redis exchanges that failed (each StoreUnavailable)", registry=self.registry
+        )
         self.journal_pending = Gauge(
             "npv_guard_journal_pending", "Refusals waiting in the journal for Redis", registry=self.registry
         )
         self.active_calls = Gauge("npv_guard_active_calls", "Calls the ARI app holds", registry=self.registry)
         self.refusals = Counter(
-            "npv_guard_dtmf_refusals", "Refusals signalled in the call path", ["mode", "source", "outcome"],
-            registry=self.registry,
+            "npv_guard_refusals", "Refusals by mode, source (agent, consumer, operator, sms) and outcome",
+            ["mode", "source", "outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.dtmf_refusals = Counter(
+            "npv_guard_dtmf_refusals", "Refusals keyed in the call path (DTMF: agent or consumer)",
+            ["mode", "source", "outcome"], registry=self.registry,
         )  # fmt: skip
         self.ari_reconnects = Counter("npv_guard_ari_reconnects", "ARI reconnections", registry=self.registry)
+        self._ari_connected: Gauge | None = None
         self.agi_sessions = Counter("npv_guard_agi_sessions", "FastAGI sessions", ["outcome"], registry=self.registry)
         self.messages = Counter(
             "npv_guard_sms", "Text messages by direction and outcome", ["direction", "outcome"],
@@ -56,12 +88,25 @@ class Metrics:
 
     def decision(self, mode: str, verdict: Verdict, seconds: float) -> None:
         self.decision_seconds.labels(mode).observe(seconds)
-        if verdict.allowed:
-            self.decisions.labels(mode, "allow", "none").inc()
+        self.decisions.labels(mode, verdict.verdict).inc()
         for code in verdict.codes:
-            self.decisions.labels(mode, "reject", code).inc()
-        if "STATE_UNAVAILABLE" in verdict.codes:
-            self.redis_errors.inc()
+            self.decision_reasons.labels(mode, code).inc()
+
+    def refusal(self, mode: str, source: str, outcome: str) -> None:
+        """One refusal signalled: `outcome` is recorded, journaled or lost."""
+        self.refusals.labels(mode, source, outcome).inc()
+        if source in DTMF_SOURCES:
+            self.dtmf_refusals.labels(mode, source, outcome).inc()
+
+    def ari_connected(self, connected: bool) -> None:
+        # Registered on first use, by the ARI mode only: an AGI or API guard has no ARI to lose,
+        # and a 0 there would page someone for nothing.
+        if self._ari_connected is None:
+            self._ari_connected = Gauge(
+                "npv_guard_ari_connected", "1 while the ARI websocket is up and the app registered",
+                registry=self.registry,
+            )  # fmt: skip
+        self._ari_connected.set(1 if connected else 0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -66,7 +66,9 @@ class Wiring:
             timeout=settings.redis.timeout_ms / 1000,
         )
         guard = Guard(settings.policy(), store, journal)
-        return cls(guard, store, AuditLog.open(settings.log.audit_file), clock, Metrics())
+        metrics = Metrics()
+        store.on_error = metrics.redis_errors.inc
+        return cls(guard, store, AuditLog.open(settings.log.audit_file), clock, metrics)
 
     def start_journal_replay(self, stop: asyncio.Event) -> asyncio.Task[None]:
         return asyncio.create_task(_replay_journal(self.guard, self.audit, stop), name="journal")

@@ -292,6 +292,8 @@ class Store:
         self._record_refusal = client.register_script(_RECORD_REFUSAL)
         self._record_consent = client.register_script(_RECORD_CONSENT)
         self._init_lock = asyncio.Lock()
+        # Told of every failed exchange, where it fails (the guard's npv_guard_redis_errors_total).
+        self.on_error: Callable[[], None] | None = None
         # Only a Cluster client has slots to discover first (an isinstance on it is not free: once here).
         self._initialised = not isinstance(client, RedisCluster)
 
@@ -341,7 +343,12 @@ class Store:
                 failure = _failure(what, error, "failed unexpectedly")
             if attempt + 1 == tries:
                 break
+        self._failed()
         raise StoreUnavailable(failure)
+
+    def _failed(self) -> None:
+        if self.on_error is not None:
+            self.on_error()
 
     async def _initialise(self) -> None:
         # redis-py's cluster client discovers its slots lazily, and concurrent first commands can
@@ -526,8 +533,10 @@ class Store:
         try:
             stored = await asyncio.wait_for(send(), max(self._timeout, 0.02 * len(batch)))
         except TimeoutError:
+            self._failed()
             raise StoreUnavailable("redis did not finish a consent batch in time") from None
         except Exception as error:  # any client failure, redis-py's own bugs included
+            self._failed()
             raise StoreUnavailable(_failure("consent batch", error)) from None
         return stored
 

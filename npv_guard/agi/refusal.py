@@ -45,12 +45,12 @@ async def refusal(session: AgiSession, ctx: AgiContext) -> None:
     try:
         outcome = await ctx.guard.record_refusal(professional, callee, ctx.now(), source, call_id)
     except Exception as error:
-        ctx.metrics.refusals.labels("agi", source.value, "lost").inc()
+        ctx.metrics.refusal("agi", source.value, "lost")
         log.error("AGI refusal on %s: REFUSAL NOT RECORDED (%s)", call_id, failure_text(error))
         audit(consumer_ref=consumer_ref, error=failure_text(error))
         await _tone(session, ERROR_TONE)
         return
-    ctx.metrics.refusals.labels("agi", source.value, "journaled" if outcome.journaled else "recorded").inc()
+    ctx.metrics.refusal("agi", source.value, "journaled" if outcome.journaled else "recorded")
     await session.set_var("NPV_GUARD_REFUSED", "1")
     audit(consumer_ref=consumer_ref, outcome=outcome)
     await _tone(session, ACK_TONE)

@@ -276,11 +276,13 @@ async def record_refusal(request: web.Request) -> web.Response:
         outcome = await ctx.guard.record_refusal(professional, callee, at, source, call_id)
     except (StoreUnavailable, OSError) as error:
         # Neither Redis nor the journal took it: say so, the caller must retry.
+        ctx.metrics.refusal("api", source.value, "lost")
         ctx.audit.refusal(
             call_id=call_id, mode="api", source=source.value, professional=professional,
             consumer_ref=_consumer_ref(ctx.guard, callee), error=type(error).__name__,
         )  # fmt: skip
         raise ApiError("STATE_UNAVAILABLE", "the refusal could not be stored nor journaled: retry") from None
+    ctx.metrics.refusal("api", source.value, "journaled" if outcome.journaled else "recorded")
     ctx.audit.refusal(
         call_id=call_id, mode="api", source=source.value, professional=professional,
         consumer_ref=_consumer_ref(ctx.guard, callee), outcome=outcome,

@@ -98,6 +98,7 @@ class AriSupervisor:
                 if self.sms is not None:
                     self._messages_subscribed = await self._subscribe_messages(self.sms, self.service.port)
                 self.connected.set()
+                self.service.metrics.ari_connected(True)
                 log.info("ARI connected to %s as app %r", redact_url(ari.url), ari.app)
                 delay = 0.5
                 await reconcile(self.service, ari.app)
@@ -108,6 +109,7 @@ class AriSupervisor:
                 log.warning("ARI unavailable (%s: %s)", type(error).__name__, str(error)[:200])
             finally:
                 self.connected.clear()
+                self.service.metrics.ari_connected(False)
                 self.service.port = NoAri()
                 if self.sms is not None:
                     self.sms.port = NoAri()

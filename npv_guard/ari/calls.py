@@ -370,13 +370,13 @@ class CallService:
         try:
             outcome = await self.guard.record_refusal(call.professional, call.consumer, self.now(), source, call.dialer)
         except Exception as error:
-            self.metrics.refusals.labels("ari", source.value, "lost").inc()
+            self.metrics.refusal("ari", source.value, "lost")
             log.error("call %s: REFUSAL NOT RECORDED (%s)", call.dialer, failure_text(error))
             audit(error=failure_text(error))
             await self.port.play(call.dialer, ERROR_TONE)
             return
         call.refusal_recorded = True
-        self.metrics.refusals.labels("ari", source.value, "journaled" if outcome.journaled else "recorded").inc()
+        self.metrics.refusal("ari", source.value, "journaled" if outcome.journaled else "recorded")
         audit(outcome=outcome)
         await self.port.play(call.dialer, ACK_TONE)
         if self.policy.hangup_on_refusal:

@@ -179,7 +179,7 @@ class SmsService:
         if owner is None or consumer is None:
             # Without a professional and a French consumer there is no pair to block: say so loudly.
             log.error("STOP %s to %r from an unplaceable sender: NOT RECORDED", message_id, platform_text[:20])
-            self.metrics.refusals.labels("sms", "sms", "lost").inc()
+            self.metrics.refusal("sms", "sms", "lost")
             self.audit.refusal(
                 call_id=message_id, mode="sms", source="sms", professional=owner.id if owner else None,
                 consumer_ref=None, error="STOP to a number of no known professional, or from an unplaceable number",
@@ -189,7 +189,7 @@ class SmsService:
             async with self._stop_lock:
                 stop = await self.guard.record_stop(owner.id, consumer, at, message_id)
         except Exception as error:
-            self.metrics.refusals.labels("sms", "sms", "lost").inc()
+            self.metrics.refusal("sms", "sms", "lost")
             log.error("STOP %s NOT RECORDED (%s)", message_id, failure_text(error))
             self.audit.refusal(
                 call_id=message_id, mode="sms", source="sms", professional=owner.id,
@@ -197,7 +197,7 @@ class SmsService:
             )  # fmt: skip
             return
         outcome = "journaled" if stop.refusal.journaled else "recorded"
-        self.metrics.refusals.labels("sms", "sms", outcome).inc()
+        self.metrics.refusal("sms", "sms", outcome)
         self.metrics.messages.labels("inbound", "stop").inc()
         self.audit.refusal(
             call_id=message_id,

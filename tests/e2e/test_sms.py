@@ -120,7 +120,8 @@ def test_each_rejection_never_reaches_the_carrier(
     time.sleep(0.5)  # a relay, if any, would have reached the carrier by now
     assert bodies(carrier.stop()) == [], case
     _, metrics = guard.http("/metrics")
-    assert f'npv_guard_decisions_total{{mode="sms",reason="{reason}",verdict="reject"}} 1.0' in metrics
+    assert 'npv_guard_decisions_total{mode="sms",verdict="reject"} 1.0' in metrics
+    assert f'npv_guard_decision_reasons_total{{mode="sms",reason="{reason}"}} 1.0' in metrics
 
 
 def test_sending_hours_are_configurable_per_professional(sms: SmsScene) -> None:
