@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TextIO
 
 from npv_guard import __version__, scrub
@@ -22,7 +22,7 @@ from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEve
 from npv_guard.core.reasons import SUMMARY, ReasonCode
 from npv_guard.journal import JournalUnreadable, RefusalJournal
 from npv_guard.progress import Progress
-from npv_guard.service import Guard, PairError
+from npv_guard.service import Guard, InputError
 from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
 from npv_guard.views import check_payload, consent_payload, history_payload, refusal_payload
 
@@ -173,7 +173,13 @@ class Context:
             cluster=settings.redis.cluster,
             prefix=settings.redis.key_prefix,
             timeout=settings.redis.timeout_ms / 1000,
+            clock=self.clock.now,
         )
+
+    def guard(self, store: Store | None, journal: RefusalJournal | None = None) -> Guard:
+        """The service on the guard's clock: writes of facts are bounded by it."""
+        skew = timedelta(seconds=self.settings.rules.max_write_skew_s)
+        return Guard(self.settings.policy(), store, journal, clock=self.clock.now, max_write_skew=skew)
 
 
 def _print_json(payload: dict[str, Any], out: TextIO) -> None:
@@ -196,7 +202,7 @@ async def _check(ctx: Context, out: TextIO) -> int:
     store = None if args.offline else ctx.store()
     # Refusals a guard on this machine could not hand to Redis yet count here too, as in the call path.
     journal = None if args.offline else RefusalJournal.if_present(ctx.settings.journal_path)
-    guard = Guard(ctx.settings.policy(), store, journal)
+    guard = ctx.guard(store, journal)
     try:
         verdict = await guard.check(request, record=args.record, offline=args.offline)
     finally:
@@ -231,7 +237,7 @@ async def _refusal(ctx: Context, out: TextIO) -> int:
     args = ctx.args
     store = ctx.store()
     try:
-        outcome = await Guard(ctx.settings.policy(), store).record_refusal(
+        outcome = await ctx.guard(store).record_refusal(
             args.professional, args.callee, ctx.at(), RefusalSource(args.source)
         )
     finally:
@@ -248,7 +254,7 @@ async def _refusal(ctx: Context, out: TextIO) -> int:
 async def _consent(ctx: Context, out: TextIO) -> int:
     args = ctx.args
     store = ctx.store()
-    guard = Guard(ctx.settings.policy(), store)
+    guard = ctx.guard(store)
     try:
         if args.action == "grant":
             event = await guard.grant_consent(
@@ -269,6 +275,8 @@ async def _consent(ctx: Context, out: TextIO) -> int:
 
 async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
     args = ctx.args
+    guard = ctx.guard(None)
+    guard.professional_id(args.professional)
     store = ctx.store()
     # A command-line tool reading its own input file: blocking reads are what we want here.
     handle: TextIO = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115, ASYNC230
@@ -281,7 +289,10 @@ async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
             if line_number == 1 and row and row[0].strip().lower() in {"number", "phone", "numero", "numéro", "msisdn"}:
                 continue
             try:
-                pending.append(_consent_row(row))
+                consumer, event = _consent_row(row)
+                # Grants carry their collection instant: the past is fine, the future is not.
+                guard.write_instant(event.at, "date", past=True)
+                pending.append((consumer, event))
             except ValueError as problem:
                 rejected += 1
                 err.write(f"{args.file}:{line_number}: {problem}\n")
@@ -339,7 +350,7 @@ async def _history(ctx: Context, out: TextIO) -> int:
     args = ctx.args
     store = ctx.store()
     try:
-        consumer, history = await Guard(ctx.settings.policy(), store).history(args.professional, args.callee)
+        consumer, history = await ctx.guard(store).history(args.professional, args.callee)
     finally:
         await store.close()
     del consumer
@@ -481,7 +492,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         return asyncio.run(commands[args.command]())
     except (ConfigError, UsageError) as error:
         return _fail(str(error), EXIT_USAGE, err)
-    except PairError as error:
+    except InputError as error:
         return _fail(str(error), EXIT_USAGE, err)
     except StoreUnavailable as error:
         return _fail(f"{error}: nothing was recorded", EXIT_FAILED, err)

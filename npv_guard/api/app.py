@@ -30,7 +30,7 @@ from npv_guard.clock import parse_instant
 from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.observability import Health, Metrics
-from npv_guard.service import Guard, PairError
+from npv_guard.service import Guard, InputError
 from npv_guard.store import StoreUnavailable
 from npv_guard.views import check_payload, consent_payload, history_payload, refusal_payload
 
@@ -41,6 +41,8 @@ ERRORS: dict[str, int] = {
     "BAD_REQUEST": 400,
     "INVALID_JSON": 400,
     "INVALID_NUMBER": 400,
+    "INSTANT_OUT_OF_RANGE": 400,
+    "UNKNOWN_PROFESSIONAL": 400,
     "UNAUTHORIZED": 401,
     "FORBIDDEN_PROFESSIONAL": 403,
     "NOT_FOUND": 404,
@@ -348,8 +350,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except ApiError as error:
         return error_response(error.code, error.message, error.headers)
-    except PairError as error:
-        return error_response("INVALID_NUMBER", str(error))
+    except InputError as error:
+        # A consumer number that cannot be placed, a professional or an instant the guard refuses.
+        return error_response(error.code, str(error))
     except StoreUnavailable:
         return error_response("STATE_UNAVAILABLE", "the stored state is unavailable (Redis): nothing was recorded")
     except web.HTTPException as error:

@@ -259,7 +259,9 @@ def _error(description: str, headers: Schema | None = None) -> Schema:
 
 _ERROR_RESPONSES: dict[str, Schema] = {
     "400": _error(
-        "BAD_REQUEST (missing, unknown or mistyped field, named in the message), INVALID_JSON, INVALID_NUMBER"
+        "BAD_REQUEST (missing, unknown or mistyped field, named in the message), INVALID_JSON, INVALID_NUMBER, "
+        "INSTANT_OUT_OF_RANGE (a fact to record dated more than rules.max_write_skew_s from the guard's clock, "
+        "or a consent grant dated in the future), UNKNOWN_PROFESSIONAL"
     ),
     "401": _error(
         "UNAUTHORIZED: no or unknown bearer token",
