@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 from aiohttp import web
@@ -25,7 +26,7 @@ from npv_guard.ari.calls import CallService
 from npv_guard.ari.port import NoAri
 from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
-from npv_guard.config import ConfigError, Settings, redact_url
+from npv_guard.config import ConfigError, Settings, file_warnings, redact_url
 from npv_guard.journal import JournalBusy, RefusalJournal
 from npv_guard.observability import Health, Metrics, serve_http, stop_http
 from npv_guard.service import Guard
@@ -64,8 +65,12 @@ class Wiring:
             cluster=settings.redis.cluster,
             prefix=settings.redis.key_prefix,
             timeout=settings.redis.timeout_ms / 1000,
+            clock=clock.now,
         )
-        guard = Guard(settings.policy(), store, journal)
+        skew = timedelta(seconds=settings.rules.max_write_skew_s)
+        guard = Guard(settings.policy(), store, journal, clock=clock.now, max_write_skew=skew)
+        for warning in file_warnings(settings):
+            log.warning("%s", warning)
         return cls(guard, store, AuditLog.open(settings.log.audit_file), clock, Metrics())
 
     def start_journal_replay(self, stop: asyncio.Event) -> asyncio.Task[None]:
@@ -127,6 +132,7 @@ async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
         header_timeout=settings.agi.header_timeout_s,
         command_timeout=settings.agi.command_timeout_s,
         on_session=lambda outcome: wiring.metrics.agi_sessions.labels(outcome).inc(),
+        path_secret=settings.agi.path_secret,
     )
     stop = asyncio.Event()
     install_signal_handlers(stop)
