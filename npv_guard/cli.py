@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import json
+import math
 import sys
 import urllib.error
 import urllib.request
@@ -373,6 +374,7 @@ async def _run_guard(ctx: Context, mode: str) -> int:
     from npv_guard import logs  # noqa: PLC0415
     from npv_guard.runner import run_agi, run_ari  # noqa: PLC0415
 
+    _check_server_options(ctx.args)
     logs.setup(ctx.settings.log.level)
     settings = ctx.settings
     if mode == "agi":
@@ -390,12 +392,19 @@ async def _serve(ctx: Context) -> int:
 
     args, settings = ctx.args, ctx.settings
     host, _, port = settings.api.listen.rpartition(":")
-    if args.port is not None and not 1 <= args.port <= 65535:
-        raise UsageError(f"--port: must be 1-65535, got {args.port}")
+    _check_server_options(args)
     host = args.host or host.strip("[]")
     listen = f"[{host}]:{args.port or port}" if ":" in host else f"{host}:{args.port or port}"
     logs.setup(settings.log.level)
     return await run_api(replace(settings, api=replace(settings.api, listen=listen)), drain_s=args.drain_seconds)
+
+
+def _check_server_options(args: argparse.Namespace) -> None:
+    port = getattr(args, "port", None)
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"--port: must be 1-65535, got {port}")
+    if not (math.isfinite(args.drain_seconds) and 0 <= args.drain_seconds <= 3600):
+        raise UsageError(f"--drain-seconds: expected 0-3600 seconds, got {args.drain_seconds}")
 
 
 async def _api_token(ctx: Context, out: TextIO) -> int:

@@ -431,3 +431,15 @@ def test_doctor_warns_on_listeners_beyond_loopback_and_secrets_others_can_read(
     config.chmod(0o600)
     quiet = run("doctor", "--config", str(config), env={**env, **closed}).stdout
     assert "beyond loopback" not in quiet and "readable by group" not in quiet
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        *((command, ["--port", port]) for command in ("agi", "serve") for port in ("0", "70000")),
+        *((command, ["--drain-seconds", s]) for command in ("agi", "serve", "run") for s in ("-1", "nan")),
+    ],
+)
+def test_server_options_out_of_range_are_usage_errors(command: str, options: list[str]) -> None:
+    result = run(command, *options, env={"NPV_GUARD_HASH_SECRET": SECRET, "NPV_GUARD_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2 and options[0] in result.stderr and "Traceback" not in result.stderr, result.stderr
