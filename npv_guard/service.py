@@ -213,6 +213,11 @@ class Guard:
         """Store a refusal; when Redis cannot take it and a journal is configured, journal it."""
         self.professional_id(professional)
         self.write_instant(at, "at")
+        return await self._record_refusal(professional, callee, at, source, call_id)
+
+    async def _record_refusal(
+        self, professional: str, callee: str, at: datetime, source: RefusalSource, call_id: str
+    ) -> RefusalOutcome:
         consumer, places = self._consumer(callee)
         store = self._store()
         refusal = Refusal(at, source, call_id)
@@ -245,7 +250,8 @@ class Guard:
             first = latest is None or latest.granted
         except StoreUnavailable:
             pass
-        outcome = await self.record_refusal(professional, consumer, at, RefusalSource.SMS, message_id)
+        # Checked once, above: the state read in between must not make the STOP itself too old.
+        outcome = await self._record_refusal(professional, consumer, at, RefusalSource.SMS, message_id)
         return StopOutcome(outcome, first)
 
     async def record_message(self, professional: str, consumer: str, at: datetime, message_id: str) -> None:
