@@ -19,7 +19,7 @@ from npv_guard import __version__, scrub
 from npv_guard.clock import Clock, parse_instant
 from npv_guard.config import ConfigError, Settings, load_settings
 from npv_guard.core.decide import Verdict, place_consumer
-from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEvent, RefusalSource
+from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource
 from npv_guard.core.reasons import SUMMARY, ReasonCode
 from npv_guard.journal import JournalUnreadable, RefusalJournal
 from npv_guard.progress import Progress
@@ -410,12 +410,7 @@ def _check_server_options(args: argparse.Namespace) -> None:
 async def _api_token(ctx: Context, out: TextIO) -> int:
     from npv_guard.api.auth import mint_token, token_digest  # noqa: PLC0415
 
-    professional = ctx.args.professional
-    if not PROFESSIONAL_ID.match(professional):
-        raise UsageError(f"--professional: expected 1-64 letters, digits or _.+- , got {professional!r}")
-    known = {p.id for p in ctx.settings.professionals}
-    if known and professional not in known:
-        raise UsageError(f"--professional: {professional!r} is not in the [[professionals]] of {ctx.settings.source}")
+    professional = ctx.guard(None).professional_id(ctx.args.professional)
     token = mint_token()
     digest = token_digest(token)
     if ctx.args.json:
