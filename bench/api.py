@@ -90,7 +90,8 @@ async def bench(api: ApiServer, redis_pid: int, requests: int, concurrency: int)
 
         def check(record: bool) -> Callable[[int], Awaitable[None]]:
             async def call(i: int) -> None:
-                body = {"caller": CALLER, "callee": consumer(i), "at": AT, "record": record}
+                # A recorded attempt is dated by the server's clock (started at AT): no `at`.
+                body = {"caller": CALLER, "callee": consumer(i), "record": record, **({} if record else {"at": AT})}
                 async with session.post("/v1/check", json=body) as response:
                     answer = await response.json()
                 if response.status != 200:
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=100, help="concurrent clients (default 100)")
     args = parser.parse_args(argv)
     redis = RedisServer().start()
-    api = ApiServer(redis.url, key_prefix="bench-api", log_level="info")
+    api = ApiServer(redis.url, key_prefix="bench-api", log_level="info", now=AT)
     try:
         api.start()
         print(f"redis-server on 127.0.0.1:{redis.port}, npv-guard serve on {api.base_url}", flush=True)

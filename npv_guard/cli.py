@@ -7,6 +7,7 @@ import asyncio
 import csv
 import hashlib
 import json
+import math
 import os
 import sys
 import urllib.error
@@ -14,7 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, NoReturn, TextIO
 
@@ -24,11 +25,11 @@ from npv_guard.audit import AuditLog, consent_fields
 from npv_guard.clock import Clock, parse_instant
 from npv_guard.config import ConfigError, Settings, load_settings
 from npv_guard.core.decide import Verdict, place_consumer
-from npv_guard.core.model import PROFESSIONAL_ID, Basis, CallRequest, ConsentEvent, RefusalSource, label_problem
+from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, label_problem
 from npv_guard.core.reasons import SUMMARY, ReasonCode
 from npv_guard.journal import JournalUnreadable, RefusalJournal
 from npv_guard.progress import Progress
-from npv_guard.service import Guard, PairError
+from npv_guard.service import Guard, InputError
 from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
 from npv_guard.views import check_payload, consent_payload, history_payload, refusal_payload
 
@@ -235,7 +236,13 @@ class Context:
             cluster=settings.redis.cluster,
             prefix=settings.redis.key_prefix,
             timeout=settings.redis.timeout_ms / 1000,
+            clock=self.clock.now,
         )
+
+    def guard(self, store: Store | None, journal: RefusalJournal | None = None) -> Guard:
+        """The service on the guard's clock: writes of facts are bounded by it."""
+        skew = timedelta(seconds=self.settings.rules.max_write_skew_s)
+        return Guard(self.settings.policy(), store, journal, clock=self.clock.now, max_write_skew=skew)
 
 
 def _print_json(payload: dict[str, Any], out: TextIO) -> None:
@@ -261,7 +268,7 @@ async def _check(ctx: Context, out: TextIO, err: TextIO) -> int:
     store = None if args.offline else ctx.store()
     # Refusals a guard on this machine could not hand to Redis yet count here too, as in the call path.
     journal = None if args.offline else RefusalJournal.if_present(ctx.settings.journal_path)
-    guard = Guard(ctx.settings.policy(), store, journal)
+    guard = ctx.guard(store, journal)
     # Opened before the write: an audit file this user cannot append to fails the command first.
     audit = ctx.audit(err) if args.record else None
     call_id = uuid.uuid4().hex if args.record else ""
@@ -304,7 +311,7 @@ async def _refusal(ctx: Context, out: TextIO, err: TextIO) -> int:
     args = ctx.args
     campaign, lead = _label_args(args)
     store = ctx.store()
-    guard = Guard(ctx.settings.policy(), store)
+    guard = ctx.guard(store)
     call_id = uuid.uuid4().hex
     audit = partial(
         ctx.audit(err).refusal, call_id=call_id, mode="cli", source=args.source, professional=args.professional,
@@ -335,7 +342,7 @@ async def _consent(ctx: Context, out: TextIO, err: TextIO) -> int:
     args = ctx.args
     audit = ctx.audit(err)
     store = ctx.store()
-    guard = Guard(ctx.settings.policy(), store)
+    guard = ctx.guard(store)
     try:
         if args.action == "grant":
             event = await guard.grant_consent(
@@ -358,6 +365,8 @@ async def _consent(ctx: Context, out: TextIO, err: TextIO) -> int:
 
 async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
     args = ctx.args
+    guard = ctx.guard(None)
+    guard.professional_id(args.professional)
     store = ctx.store()
     # A command-line tool reading its own input file: blocking reads are what we want here.
     handle: TextIO = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115, ASYNC230
@@ -390,7 +399,10 @@ async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
             if line_number == 1 and row and row[0].strip().lower() in {"number", "phone", "numero", "numéro", "msisdn"}:
                 continue
             try:
-                pending.append(_consent_row(row))
+                consumer, event = _consent_row(row)
+                # Grants carry their collection instant: the past is fine, the future is not.
+                guard.write_instant(event.at, "date", past=True)
+                pending.append((consumer, event))
             except ValueError as problem:
                 rejected += 1
                 err.write(f"{args.file}:{line_number}: {problem}\n")
@@ -468,7 +480,7 @@ async def _history(ctx: Context, out: TextIO) -> int:
     args = ctx.args
     store = ctx.store()
     try:
-        consumer, history = await Guard(ctx.settings.policy(), store).history(args.professional, args.callee)
+        consumer, history = await ctx.guard(store).history(args.professional, args.callee)
     finally:
         await store.close()
     del consumer
@@ -563,6 +575,7 @@ async def _run_guard(ctx: Context, mode: str) -> int:
     from npv_guard import logs  # noqa: PLC0415
     from npv_guard.runner import run_agi, run_ari  # noqa: PLC0415
 
+    _check_server_options(ctx.args)
     logs.setup(ctx.settings.log.level)
     settings = ctx.settings
     if mode == "agi":
@@ -580,23 +593,25 @@ async def _serve(ctx: Context) -> int:
 
     args, settings = ctx.args, ctx.settings
     host, _, port = settings.api.listen.rpartition(":")
-    if args.port is not None and not 1 <= args.port <= 65535:
-        raise UsageError(f"--port: must be 1-65535, got {args.port}")
+    _check_server_options(args)
     host = args.host or host.strip("[]")
     listen = f"[{host}]:{args.port or port}" if ":" in host else f"{host}:{args.port or port}"
     logs.setup(settings.log.level)
     return await run_api(replace(settings, api=replace(settings.api, listen=listen)), drain_s=args.drain_seconds)
 
 
+def _check_server_options(args: argparse.Namespace) -> None:
+    port = getattr(args, "port", None)
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"--port: must be 1-65535, got {port}")
+    if not (math.isfinite(args.drain_seconds) and 0 <= args.drain_seconds <= 3600):
+        raise UsageError(f"--drain-seconds: expected 0-3600 seconds, got {args.drain_seconds}")
+
+
 async def _api_token(ctx: Context, out: TextIO) -> int:
     from npv_guard.api.auth import mint_token, token_digest  # noqa: PLC0415
 
-    professional = ctx.args.professional
-    if not PROFESSIONAL_ID.match(professional):
-        raise UsageError(f"--professional: expected 1-64 letters, digits or _.+- , got {professional!r}")
-    known = {p.id for p in ctx.settings.professionals}
-    if known and professional not in known:
-        raise UsageError(f"--professional: {professional!r} is not in the [[professionals]] of {ctx.settings.source}")
+    professional = ctx.guard(None).professional_id(ctx.args.professional)
     token = mint_token()
     digest = token_digest(token)
     if ctx.args.json:
@@ -703,7 +718,7 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
         return asyncio.run(commands[args.command]())
     except (ConfigError, UsageError) as error:
         return _fail(str(error), EXIT_USAGE, err)
-    except PairError as error:
+    except InputError as error:
         return _fail(str(error), EXIT_USAGE, err)
     except StoreUnavailable as error:
         return _fail(f"{error}: nothing was recorded", EXIT_FAILED, err)

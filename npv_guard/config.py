@@ -8,9 +8,12 @@ line that names the key and the problem.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
+import math
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -34,10 +37,42 @@ class ConfigError(ValueError):
     """A configuration problem, phrased for the operator: `key: problem`."""
 
 
+# Secrets printed in this project's README, docs and examples: known to anyone, so no secret.
+EXAMPLE_SECRETS = frozenset({"change-me-to-a-long-random-string"})
+MIN_SECRET_CHARS = 16
+
+
+def _port(key: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{key}: must be 1-65535, got {port}")
+
+
+def _seconds(key: str, value: float, most: float) -> None:
+    """A duration: finite, above zero, at most `most` (nan and inf are refused too)."""
+    if not (math.isfinite(value) and 0 < value <= most):
+        raise ConfigError(f"{key}: expected more than 0 and at most {most:g} seconds, got {value}")
+
+
+def _listen(key: str, listen: str) -> None:
+    host, _, port = listen.rpartition(":")
+    if not (port.isdigit() and host):
+        raise ConfigError(f"{key}: expected HOST:PORT, got {listen!r}")
+    _port(key, int(port))
+
+
 @dataclass(frozen=True)
 class RulesSettings:
     local_holidays: bool = True
     banned_sectors: tuple[str, ...] = tuple(sorted(DEFAULT_BANNED_SECTORS))
+    # How far from the guard's clock a recorded fact (attempt, refusal, withdrawal, STOP) may be
+    # dated; consent grants may be older (their collection instant), never later.
+    max_write_skew_s: float = 5.0
+
+    def validate(self) -> None:
+        for sector in self.banned_sectors:
+            if not sector.replace("_", "").isalnum():
+                raise ConfigError(f"rules.banned_sectors: {sector!r} is not a sector name")
+        _seconds("rules.max_write_skew_s", self.max_write_skew_s, 3600)
 
 
 @dataclass(frozen=True)
@@ -47,6 +82,17 @@ class RedisSettings:
     fail_open: bool = False
     cluster: bool = False
     key_prefix: str = "npv"
+
+    def validate(self) -> None:
+        if not 1 <= self.timeout_ms <= 60000:
+            raise ConfigError(f"redis.timeout_ms: expected 1-60000, got {self.timeout_ms}")
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"redis.url: expected redis://, rediss:// or unix://, got {redact_url(self.url)!r}")
+        if not self.key_prefix or any(ch in "{}" or ch.isspace() for ch in self.key_prefix):
+            # Braces would break the hash tag that keeps a pair's keys in one Cluster slot.
+            raise ConfigError(
+                f"redis.key_prefix: expected a non-empty name without braces or spaces, got {self.key_prefix[:64]!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -69,6 +115,25 @@ class CallsSettings:
         """The cause of a rejection: the first reason with its own cause, else the default."""
         return next((self.reject_causes[code] for code in codes if code in self.reject_causes), self.reject_cause)
 
+    def validate(self) -> None:
+        for code, cause in self.reject_causes.items():
+            if code not in ReasonCode.__members__:
+                raise ConfigError(f"calls.reject_causes.{code[:64]}: unknown reason code")
+            if not 1 <= cause <= 127:
+                raise ConfigError(f"calls.reject_causes.{code}: Q.850 cause must be 1-127, got {cause}")
+        if not 1 <= self.reject_cause <= 127:
+            raise ConfigError(f"calls.reject_cause: Q.850 cause must be 1-127, got {self.reject_cause}")
+        for key in ("agent_refusal_code", "consumer_refusal_key"):
+            code = getattr(self, key)
+            if code and not all(ch in "0123456789*#ABCD" for ch in code):
+                raise ConfigError(f"calls.{key}: DTMF digits only (0-9 * # A-D) or empty to switch off, got {code!r}")
+        announcement = self.reject_announcement
+        if announcement and not announcement.startswith(("sound:", "tone:", "recording:", "number:", "digits:")):
+            raise ConfigError(
+                f"calls.reject_announcement: expected an ARI media URI (sound:, tone:...), got {announcement!r}"
+            )
+        _seconds("calls.reject_announcement_max_s", self.reject_announcement_max_s, 120)
+
 
 @dataclass(frozen=True)
 class AriSettings:
@@ -81,6 +146,15 @@ class AriSettings:
     ring_timeout_s: int = 60
     reconnect_max_s: float = 30.0
 
+    def validate(self) -> None:
+        if "{number}" not in self.carrier:
+            raise ConfigError(f"ari.carrier: must contain {{number}}, got {self.carrier!r}")
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"ari.url: expected http:// or https://, got {redact_url(self.url)!r}")
+        if not 1 <= self.ring_timeout_s <= 3600:
+            raise ConfigError(f"ari.ring_timeout_s: expected 1-3600 seconds, got {self.ring_timeout_s}")
+        _seconds("ari.reconnect_max_s", self.reconnect_max_s, 3600)
+
 
 @dataclass(frozen=True)
 class AgiSettings:
@@ -89,6 +163,26 @@ class AgiSettings:
     max_sessions: int = 500
     header_timeout_s: float = 5.0
     command_timeout_s: float = 5.0
+    # When set, Asterisk must call agi://HOST:PORT/<path_secret>/check (and .../refusal): any
+    # other local process that does not know it is refused. Empty: no secret in the path.
+    path_secret: str = ""
+
+    def validate(self) -> None:
+        if not self.host:
+            raise ConfigError("agi.host: expected an address, got an empty string")
+        _port("agi.port", self.port)
+        if not 1 <= self.max_sessions <= 100000:
+            raise ConfigError(f"agi.max_sessions: expected 1-100000, got {self.max_sessions}")
+        _seconds("agi.header_timeout_s", self.header_timeout_s, 300)
+        _seconds("agi.command_timeout_s", self.command_timeout_s, 300)
+        secret = self.path_secret
+        if secret and not (len(secret) >= MIN_SECRET_CHARS and secret.replace("-", "").replace("_", "").isalnum()):
+            # Never echo the value: it is a secret.
+            raise ConfigError(
+                f"agi.path_secret: expected at least {MIN_SECRET_CHARS} letters, digits, - or _ (it goes in a URL path)"
+            )
+        if secret and _is_example(secret):
+            raise ConfigError("agi.path_secret: this is the documentation's example: choose your own")
 
 
 @dataclass(frozen=True)
@@ -100,11 +194,18 @@ class AmiSettings:
     username: str = "npvguard"
     secret: str = ""
 
+    def validate(self) -> None:
+        _port("ami.port", self.port)
+
 
 @dataclass(frozen=True)
 class HttpSettings:
     # /healthz and /metrics of `run` and `agi`; empty switches the listener off.
     listen: str = "127.0.0.1:9464"
+
+    def validate(self) -> None:
+        if self.listen:
+            _listen("http.listen", self.listen)
 
 
 @dataclass(frozen=True)
@@ -121,6 +222,15 @@ class ApiSettings:
     # Open connections at most: past it a new one evicts the longest waiting one without a
     # request being answered, or gets a 503 TOO_MANY_CONNECTIONS.
     max_connections: int = 512
+
+    def validate(self) -> None:
+        _listen("api.listen", self.listen)
+        if not 256 <= self.max_body_bytes <= 1048576:
+            raise ConfigError(f"api.max_body_bytes: expected 256-1048576, got {self.max_body_bytes}")
+        for key in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
+            _seconds(f"api.{key}", getattr(self, key), 3600)
+        if not 1 <= self.max_connections <= 65535:
+            raise ConfigError(f"api.max_connections: expected 1-65535, got {self.max_connections}")
 
 
 @dataclass(frozen=True)
@@ -143,11 +253,31 @@ class SmsSettings:
     # Where consumers' replies (STOP included) are passed on, e.g. "pjsip:platform"; empty: not passed on.
     inbound_to: str = ""
 
+    def validate(self) -> None:
+        if "{number}" not in self.carrier or not self.carrier.startswith("pjsip:"):
+            raise ConfigError(f"sms.carrier: expected a pjsip: URI containing {{number}}, got {self.carrier!r}")
+        for key in ("platform_endpoint", "carrier_endpoint"):
+            tech, _, resource = getattr(self, key).partition("/")
+            if not tech or not resource:
+                raise ConfigError(
+                    f"sms.{key}: expected TECH/RESOURCE (e.g. PJSIP/platform), got {getattr(self, key)!r}"
+                )
+        if not 1 <= self.max_body_bytes <= 1023:
+            raise ConfigError(
+                f"sms.max_body_bytes: expected 1-1023 (Asterisk's MESSAGE limit), got {self.max_body_bytes}"
+            )
+        if self.inbound_to and not self.inbound_to.startswith("pjsip:"):
+            raise ConfigError(f"sms.inbound_to: expected a pjsip: URI or empty, got {self.inbound_to!r}")
+
 
 @dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
     audit_file: str = ""  # empty: audit lines go to standard output
+
+    def validate(self) -> None:
+        if self.level.lower() not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"log.level: expected debug, info, warning or error, got {self.level!r}")
 
 
 @dataclass(frozen=True)
@@ -182,8 +312,23 @@ class Settings:
             professionals=self.professionals,
         )
 
+    def validate(self) -> None:
+        """The top-level keys, then each section's own checks."""
+        if _is_example(self.hash_secret):
+            # Its length is checked where a store needs it (require_hash_secret): offline
+            # commands run without one.
+            raise ConfigError("hash_secret: this is the documentation's example secret: choose your own random one")
+        for position, old in enumerate(self.previous_hash_secrets):
+            _secret(f"previous_hash_secrets[{position}]", old)
+            if old == self.hash_secret:
+                raise ConfigError(f"previous_hash_secrets[{position}]: the same as hash_secret")
+        if not self.journal_path.strip():
+            raise ConfigError("journal_path: expected a file path, got an empty string")
+        for section in _SECTIONS:
+            getattr(self, section).validate()
+
     def require_hash_secret(self) -> str:
-        if len(self.hash_secret) < 16:
+        if len(self.hash_secret) < MIN_SECRET_CHARS:
             raise ConfigError(
                 "hash_secret: required to store consumer numbers (at least 16 characters); "
                 "set NPV_GUARD_HASH_SECRET, NPV_GUARD_HASH_SECRET_FILE or hash_secret in the config file"
@@ -237,7 +382,7 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
     values["now"] = _now(env.get(NOW_ENV))
     values["source"] = path or "defaults"
     settings = Settings(**{k: v for k, v in values.items() if v is not MISSING})
-    _validate(settings)
+    settings.validate()
     return settings
 
 
@@ -315,7 +460,7 @@ def _coerce(key: str, kind: Any, raw: Any, *, from_env: bool) -> Any:
 
 # Keys whose value is a secret or may hold one: an error names the key and the expected type,
 # never the value (URLs are shown without their credentials).
-SECRET_KEYS = frozenset({"hash_secret", "previous_hash_secrets", "ari.password", "ami.secret"})
+SECRET_KEYS = frozenset({"hash_secret", "previous_hash_secrets", "ari.password", "ami.secret", "agi.path_secret"})
 URL_KEYS = frozenset({"redis.url", "ari.url"})
 
 
@@ -477,71 +622,63 @@ def _now(raw: str | None) -> datetime | None:
         raise ConfigError(f"{NOW_ENV}: {error}") from None
 
 
-def _validate(settings: Settings) -> None:
-    if settings.redis.timeout_ms <= 0:
-        raise ConfigError(f"redis.timeout_ms: must be positive, got {settings.redis.timeout_ms}")
-    if not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(
-            f"redis.url: expected redis://, rediss:// or unix://, got {_shown('redis.url', settings.redis.url)}"
-        )
-    for code, cause in settings.calls.reject_causes.items():
-        if code not in ReasonCode.__members__:
-            raise ConfigError(f"calls.reject_causes.{code}: unknown reason code")
-        if not 1 <= cause <= 127:
-            raise ConfigError(f"calls.reject_causes.{code}: Q.850 cause must be 1-127, got {cause}")
-    if not 1 <= settings.calls.reject_cause <= 127:
-        raise ConfigError(f"calls.reject_cause: Q.850 cause must be 1-127, got {settings.calls.reject_cause}")
-    if "{number}" not in settings.ari.carrier:
-        raise ConfigError(f"ari.carrier: must contain {{number}}, got {settings.ari.carrier!r}")
-    for key in ("agent_refusal_code", "consumer_refusal_key"):
-        code = getattr(settings.calls, key)
-        if code and not all(ch in "0123456789*#ABCD" for ch in code):
-            raise ConfigError(f"calls.{key}: DTMF digits only (0-9 * # A-D) or empty to switch off, got {code!r}")
-    announcement = settings.calls.reject_announcement
-    if announcement and not announcement.startswith(("sound:", "tone:", "recording:", "number:", "digits:")):
-        raise ConfigError(
-            f"calls.reject_announcement: expected an ARI media URI (sound:, tone:...), got {announcement!r}"
-        )
-    if not 0 < settings.calls.reject_announcement_max_s <= 120:
-        raise ConfigError(
-            f"calls.reject_announcement_max_s: expected 0-120 seconds, got {settings.calls.reject_announcement_max_s}"
-        )
-    if not 1 <= settings.agi.port <= 65535:
-        raise ConfigError(f"agi.port: must be 1-65535, got {settings.agi.port}")
-    listen = settings.http.listen
-    if listen and not (listen.rpartition(":")[2].isdigit() and listen.rpartition(":")[0]):
-        raise ConfigError(f"http.listen: expected HOST:PORT or empty, got {listen!r}")
-    api_listen = settings.api.listen
-    if not (api_listen.rpartition(":")[2].isdigit() and api_listen.rpartition(":")[0]):
-        raise ConfigError(f"api.listen: expected HOST:PORT, got {api_listen!r}")
-    if not 1 <= int(api_listen.rpartition(":")[2]) <= 65535:
-        raise ConfigError(f"api.listen: port must be 1-65535, got {api_listen!r}")
-    if not 256 <= settings.api.max_body_bytes <= 1048576:
-        raise ConfigError(f"api.max_body_bytes: expected 256-1048576, got {settings.api.max_body_bytes}")
-    for key in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
-        seconds = getattr(settings.api, key)
-        if not 0 < seconds <= 3600:  # NaN fails too
-            raise ConfigError(f"api.{key}: expected more than 0 and at most 3600 seconds, got {seconds}")
-    if not 1 <= settings.api.max_connections <= 65535:
-        raise ConfigError(f"api.max_connections: expected 1-65535, got {settings.api.max_connections}")
-    if settings.agi.max_sessions < 1:
-        raise ConfigError(f"agi.max_sessions: must be at least 1, got {settings.agi.max_sessions}")
-    if settings.log.level.lower() not in {"debug", "info", "warning", "error"}:
-        raise ConfigError(f"log.level: expected debug, info, warning or error, got {settings.log.level!r}")
-    sms = settings.sms
-    if "{number}" not in sms.carrier or not sms.carrier.startswith("pjsip:"):
-        raise ConfigError(f"sms.carrier: expected a pjsip: URI containing {{number}}, got {sms.carrier!r}")
-    for key in ("platform_endpoint", "carrier_endpoint"):
-        tech, _, resource = getattr(sms, key).partition("/")
-        if not tech or not resource:
-            raise ConfigError(f"sms.{key}: expected TECH/RESOURCE (e.g. PJSIP/platform), got {getattr(sms, key)!r}")
-    if not 1 <= sms.max_body_bytes <= 1023:
-        raise ConfigError(f"sms.max_body_bytes: expected 1-1023 (Asterisk's MESSAGE limit), got {sms.max_body_bytes}")
-    if sms.inbound_to and not sms.inbound_to.startswith("pjsip:"):
-        raise ConfigError(f"sms.inbound_to: expected a pjsip: URI or empty, got {sms.inbound_to!r}")
-    for sector in settings.rules.banned_sectors:
-        if not sector.replace("_", "").isalnum():
-            raise ConfigError(f"rules.banned_sectors: {sector!r} is not a sector name")
+def _is_example(secret: str) -> bool:
+    lowered = secret.lower()
+    return secret in EXAMPLE_SECRETS or "change-me" in lowered or "changeme" in lowered
+
+
+def _secret(key: str, value: str) -> None:
+    # Never echo the value: it is the secret itself.
+    if len(value) < MIN_SECRET_CHARS:
+        raise ConfigError(f"{key}: at least {MIN_SECRET_CHARS} characters, got {len(value)}")
+    if _is_example(value):
+        raise ConfigError(f"{key}: this is the documentation's example secret: choose your own random one")
+
+
+# Keys whose value is a secret: a file holding one must not be readable by others.
+_SECRET_KEYS = (("hash_secret",), ("previous_hash_secrets",), ("ari", "password"), ("ami", "secret"),
+                ("agi", "path_secret"), ("redis", "url"))  # fmt: skip
+
+
+def file_warnings(settings: Settings) -> list[str]:
+    """Problems of the config file that do not stop the guard: a secret readable by others."""
+    path = settings.source
+    if path == "defaults":
+        return []
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return []
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return []
+    held = []
+    for key in _SECRET_KEYS:
+        value: Any = document
+        for part in key:
+            value = value.get(part) if isinstance(value, dict) else None
+        if key == ("redis", "url") and not (isinstance(value, str) and "@" in value):
+            continue  # a Redis URL holds a secret only with credentials
+        if value:
+            held.append(".".join(key))
+    if not held:
+        return []
+    return [
+        f"config file {path} holds {', '.join(held)} and is readable by group or others "
+        f"(mode {stat.S_IMODE(mode):04o}): chmod 600 it, or pass the secrets as NPV_GUARD_*_FILE"
+    ]
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def redact_url(url: str) -> str:

@@ -25,7 +25,7 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import ResponseError
 
 from npv_guard.clock import Clock
-from npv_guard.config import ConfigError, Settings, redact_url
+from npv_guard.config import ConfigError, Settings, file_warnings, is_loopback, redact_url
 from npv_guard.core.calendar import national_holidays
 from npv_guard.core.territories import ALL
 from npv_guard.journal import RefusalJournal
@@ -76,9 +76,16 @@ class Doctor:
             self.note(WARN, "config", "no [[professionals]]: the caller number stands for the professional")
         if settings.redis.fail_open:
             self.note(WARN, "config", "redis.fail_open = true: calls go through unchecked when Redis is away")
-        for name, host in (("agi.host", settings.agi.host),):
-            if host not in ("127.0.0.1", "::1", "localhost"):
-                self.note(WARN, "config", f"{name} = {host}: the FastAGI server listens beyond loopback")
+        listeners = (
+            ("agi.host", settings.agi.host, "the FastAGI server (unauthenticated unless agi.path_secret is set)"),
+            ("api.listen", settings.api.listen.rpartition(":")[0], "the HTTP API"),
+            ("http.listen", settings.http.listen.rpartition(":")[0], "/healthz and /metrics"),
+        )
+        for name, host, what in listeners:
+            if host and not is_loopback(host):
+                self.note(WARN, "config", f"{name}: {what} listens on {host}, beyond loopback")
+        for warning in file_warnings(settings):
+            self.note(WARN, "config", warning)
 
     def _calendar(self) -> None:
         clock = Clock(self.settings.now)

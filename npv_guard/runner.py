@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 from npv_guard.agi.check import check as agi_check
@@ -23,7 +24,7 @@ from npv_guard.ari.calls import CallService
 from npv_guard.ari.port import NoAri
 from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
-from npv_guard.config import ConfigError, Settings, redact_url
+from npv_guard.config import ConfigError, Settings, file_warnings, redact_url
 from npv_guard.doctor import OK, redis_durability
 from npv_guard.httpserver import GuardedRunner, Limits, start_site
 from npv_guard.journal import JournalBusy, RefusalJournal
@@ -64,8 +65,12 @@ class Wiring:
             cluster=settings.redis.cluster,
             prefix=settings.redis.key_prefix,
             timeout=settings.redis.timeout_ms / 1000,
+            clock=clock.now,
         )
-        guard = Guard(settings.policy(), store, journal)
+        skew = timedelta(seconds=settings.rules.max_write_skew_s)
+        guard = Guard(settings.policy(), store, journal, clock=clock.now, max_write_skew=skew)
+        for warning in file_warnings(settings):
+            log.warning("%s", warning)
         metrics = Metrics()
         store.on_error = metrics.redis_errors.inc
         return cls(guard, store, AuditLog.open(settings.log.audit_file), clock, metrics)
@@ -138,6 +143,7 @@ async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
         header_timeout=settings.agi.header_timeout_s,
         command_timeout=settings.agi.command_timeout_s,
         on_session=lambda outcome: wiring.metrics.agi_sessions.labels(outcome).inc(),
+        path_secret=settings.agi.path_secret,
     )
     stop = asyncio.Event()
     install_signal_handlers(stop)

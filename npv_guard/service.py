@@ -19,6 +19,7 @@ from npv_guard.core.decide import (
     refusal_withdrawal,
 )
 from npv_guard.core.model import (
+    PROFESSIONAL_ID,
     Attempt,
     Basis,
     CallRequest,
@@ -43,6 +44,9 @@ MAX_RECORD_ROUNDS = 16
 # How far apart the clocks of a call centre's guards may be: an attempt stored at most this much
 # after a decision's instant is taken as concurrent, not as a fact from the future.
 MAX_CLOCK_SKEW = timedelta(seconds=5)
+# How far from the guard's clock a fact being recorded (attempt, refusal, withdrawal, STOP) may be
+# dated, by default (setting rules.max_write_skew_s).
+DEFAULT_WRITE_SKEW = timedelta(seconds=5)
 
 
 def call_labels(campaign: str | None, lead: str | None, callee: str | None) -> tuple[str | None, str | None, list[str]]:
@@ -65,8 +69,28 @@ def call_labels(campaign: str | None, lead: str | None, callee: str | None) -> t
     return kept[0], kept[1], dropped
 
 
-class PairError(ValueError):
+class InputError(ValueError):
+    """Input refused before anything is read or stored. `code`: the API's stable error code."""
+
+    code = "BAD_REQUEST"
+
+
+class PairError(InputError):
     """A refusal or consent command whose consumer number cannot be placed."""
+
+    code = "INVALID_NUMBER"
+
+
+class ProfessionalError(InputError):
+    """A professional id that is malformed, or not one of the configured professionals."""
+
+    code = "UNKNOWN_PROFESSIONAL"
+
+
+class InstantError(InputError):
+    """A fact to record dated too far from the guard's clock (or a grant in the future)."""
+
+    code = "INSTANT_OUT_OF_RANGE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +108,58 @@ class StopOutcome:
 
 
 class Guard:
-    def __init__(self, policy: Policy, store: Store | None, journal: RefusalJournal | None = None) -> None:
+    """`clock`: the guard's clock (a replay clock under NPV_GUARD_NOW). With one, every write of a
+    fact must be dated within `max_write_skew` of it (grants: not later than that); without one
+    (library use, tests replaying fixed instants) instants are taken as given."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        store: Store | None,
+        journal: RefusalJournal | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        max_write_skew: timedelta = DEFAULT_WRITE_SKEW,
+    ) -> None:
         self.policy = policy
         self.store = store
         self.journal = journal
+        self.clock = clock
+        self.max_write_skew = max_write_skew
+
+    def professional_id(self, professional: str) -> str:
+        """The id itself when it may be written under: well formed, and configured when a
+        directory of professionals is. A fact stored under any other id would block nothing."""
+        if not PROFESSIONAL_ID.match(professional):
+            raise ProfessionalError(f"professional {professional[:64]!r}: expected 1-64 letters, digits or _.+-")
+        if self.policy.professionals and self.policy.professional(professional) is None:
+            raise ProfessionalError(
+                f"professional {professional[:64]!r} is not one of the configured [[professionals]]"
+            )
+        return professional
+
+    def write_instant(self, at: datetime, what: str, *, past: bool = False) -> datetime:
+        """`at` if a fact dated then may be recorded now: within the skew of the guard's clock,
+        or any earlier instant when `past` (a consent grant carries its collection instant)."""
+        if self.clock is None:
+            return at
+        now = self.clock()
+        skew = self.max_write_skew.total_seconds()
+        if at - now > self.max_write_skew:
+            raise InstantError(
+                f"{what}: {at.isoformat()} is in the future (more than {skew:g} s after the guard's clock)"
+            )
+        if not past and now - at > self.max_write_skew:
+            raise InstantError(
+                f"{what}: {at.isoformat()} is more than {skew:g} s before the guard's clock; "
+                "facts are recorded when they happen"
+            )
+        return at
 
     async def check(self, request: CallRequest, *, record: bool, offline: bool = False, call_id: str = "") -> Verdict:
         """Decide on a call; with `record`, an allowed call is counted as an attempt atomically."""
+        if record:
+            self.write_instant(request.at, "at")
         prepared = prepare(request, self.policy)
         pair = prepared.pair
         if offline or pair is None:
@@ -166,6 +235,13 @@ class Guard:
         self, professional: str, callee: str, at: datetime, source: RefusalSource, call_id: str = ""
     ) -> RefusalOutcome:
         """Store a refusal; when Redis cannot take it and a journal is configured, journal it."""
+        self.professional_id(professional)
+        self.write_instant(at, "at")
+        return await self._record_refusal(professional, callee, at, source, call_id)
+
+    async def _record_refusal(
+        self, professional: str, callee: str, at: datetime, source: RefusalSource, call_id: str
+    ) -> RefusalOutcome:
         consumer, places = self._consumer(callee)
         store = self._store()
         refusal = Refusal(at, source, call_id)
@@ -189,6 +265,8 @@ class Guard:
         consumer is acknowledged once. When the state cannot be read it counts as first: a
         second confirmation is better than none.
         """
+        self.professional_id(professional)
+        self.write_instant(at, "at")
         store = self._store()
         first = True
         try:
@@ -196,7 +274,8 @@ class Guard:
             first = latest is None or latest.granted
         except StoreUnavailable:
             pass
-        outcome = await self.record_refusal(professional, consumer, at, RefusalSource.SMS, message_id)
+        # Checked once, above: the state read in between must not make the STOP itself too old.
+        outcome = await self._record_refusal(professional, consumer, at, RefusalSource.SMS, message_id)
         return StopOutcome(outcome, first)
 
     async def record_message(self, professional: str, consumer: str, at: datetime, message_id: str) -> None:
@@ -225,18 +304,23 @@ class Guard:
     async def grant_consent(
         self, professional: str, callee: str, at: datetime, basis: Basis, proof: str, outside_hours: bool = False
     ) -> ConsentEvent:
+        self.professional_id(professional)
+        self.write_instant(at, "at", past=True)
         consumer, _ = self._consumer(callee)
         event = ConsentEvent(at, granted=True, basis=basis, proof=proof, outside_hours=outside_hours)
         await self._store().record_consent(professional, consumer, event)
         return event
 
     async def withdraw_consent(self, professional: str, callee: str, at: datetime, proof: str = "") -> ConsentEvent:
+        self.professional_id(professional)
+        self.write_instant(at, "at")
         consumer, _ = self._consumer(callee)
         event = ConsentEvent(at, granted=False, proof=proof or "withdrawn")
         await self._store().record_consent(professional, consumer, event)
         return event
 
     async def history(self, professional: str, callee: str) -> tuple[str, PairHistory]:
+        self.professional_id(professional)
         consumer, _ = self._consumer(callee)
         return consumer, await self._store().history(professional, consumer)
 

@@ -11,8 +11,9 @@ touches one Cluster slot:
 
 `<hmac>` is HMAC-SHA256(secret, consumer E.164), so no key or value holds a consumer number.
 Whether a stored fact still counts is computed from its own instant by the decision core; the
-TTLs below only clean up: attempts live 31 days, refusals and relayed SMS 62 days, consents for
-ever (proof). Relayed SMS are kept for the history only: no rule counts them.
+TTLs below only clean up: attempts live 31 days, refusals and relayed SMS 62 days after their own
+instant (on the guard's clock, which may replay), consents for ever (proof). A write never
+shortens a key's life. Relayed SMS are kept for the history only: no rule counts them.
 
 Check-and-record is optimistic: read a snapshot with its version, decide in Python (the rules
 live in one place), then record the attempt only if the version is unchanged. A concurrent
@@ -51,6 +52,9 @@ ATTEMPTS_TTL = timedelta(days=31)
 REFUSALS_TTL = timedelta(days=62)
 # Attempts older than this before the newest one can never count again.
 ATTEMPTS_KEEP = timedelta(days=32)
+# A fact older than its retention is still kept this long, so that it shows in the history of
+# the command that just wrote it (a journal replay after a long outage, say).
+MIN_TTL = timedelta(hours=1)
 CONSENT_EVENTS_READ = 16
 # Time allowed per pair of a pipelined snapshot batch (a lead-list scrub), on top of the timeout.
 BATCH_READ_S = 0.005
@@ -110,6 +114,7 @@ return {version, attempts, refusals, consents, newest[2] or '0'}
 """
 
 # KEYS: attempts, version. ARGV: expected version, ms, member, ttl ms, drop-before ms, version ttl ms.
+# The attempts' TTL only grows (it follows the newest attempt's instant).
 # Refused too when an attempt later than this one is stored: attempts are recorded in time order.
 _RECORD_ATTEMPT = """
 local version = redis.call('GET', KEYS[2]) or '0'
@@ -117,19 +122,21 @@ if version ~= ARGV[1] then return 0 end
 if #redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf', 'LIMIT', 0, 1) > 0 then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return 1
 """
 
-# KEYS: refusals, consents, version. ARGV: ms, refusal member, refusal ttl ms, withdrawal member or ''.
+# KEYS: refusals, consents, version.
+# ARGV: ms, refusal member, refusal ttl ms, withdrawal member or '', version ttl ms.
+# TTLs only grow: a back-dated refusal (a journal replay) must not shorten a newer one's life.
 _RECORD_REFUSAL = """
 local added = redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[1], ARGV[4]) end
 redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
+if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[5]) then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
 return added
 """
 
@@ -281,8 +288,11 @@ class Store:
         *,
         prefix: str = "npv",
         timeout: float = 0.2,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._client = client
+        # The guard's clock: a fact's TTL runs from its own instant as that clock sees it.
+        self._now = clock or (lambda: datetime.now(UTC))
         self._hasher = hasher
         self._prefix = prefix
         self._timeout = timeout
@@ -299,7 +309,14 @@ class Store:
 
     @classmethod
     def connect(
-        cls, url: str, hasher: ConsumerHasher, *, cluster: bool = False, prefix: str = "npv", timeout: float = 0.2
+        cls,
+        url: str,
+        hasher: ConsumerHasher,
+        *,
+        cluster: bool = False,
+        prefix: str = "npv",
+        timeout: float = 0.2,
+        clock: Callable[[], datetime] | None = None,
     ) -> Store:
         options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         client: aioredis.Redis | RedisCluster
@@ -307,7 +324,11 @@ class Store:
             client = RedisCluster.from_url(url, **options)
         else:
             client = aioredis.Redis.from_url(url, health_check_interval=10, **options)
-        return cls(client, hasher, prefix=prefix, timeout=timeout)
+        return cls(client, hasher, prefix=prefix, timeout=timeout, clock=clock)
+
+    def _ttl(self, at: datetime, retention: timedelta) -> int:
+        """Milliseconds until `at` + `retention` on the guard's clock, at least MIN_TTL."""
+        return max(_ms_span(MIN_TTL), _ms(at + retention) - _ms(self._now()))
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -457,7 +478,7 @@ class Store:
             expected_version,
             at,
             member,
-            _ms_span(ATTEMPTS_TTL),
+            self._ttl(attempt.at, ATTEMPTS_TTL),
             at - _ms_span(ATTEMPTS_KEEP),
             _ms_span(REFUSALS_TTL),
         ]
@@ -477,8 +498,9 @@ class Store:
         args: list[int | str] = [
             _ms(refusal.at),
             _encode_refusal(refusal, refusal_id),
-            _ms_span(REFUSALS_TTL),
+            self._ttl(refusal.at, REFUSALS_TTL),
             _encode_consent(withdrawal) if withdrawal else "",
+            _ms_span(REFUSALS_TTL),
         ]
         await self._call(
             "record refusal",
@@ -493,7 +515,7 @@ class Store:
         async def write() -> None:
             pipe = self._client.pipeline(transaction=False)
             pipe.zadd(key, {member: _ms(message.at)})
-            pipe.pexpire(key, _ms_span(REFUSALS_TTL))
+            pipe.pexpire(key, self._ttl(message.at, REFUSALS_TTL))
             await pipe.execute()
 
         await self._call("record message", write, idempotent=True)
@@ -541,10 +563,12 @@ class Store:
         return stored
 
     async def history(self, professional: str, consumer: str) -> PairHistory:
-        keys = self.keys(professional, consumer)
+        """Everything stored for the pair, under the current secret and the previous ones (as
+        `snapshot` reads it); the TTLs are the current secret's keys' (-2: no such key)."""
         client = self._client
+        digests = [self._hasher.digest(consumer), *self._hasher.previous_digests(consumer)]
 
-        async def read() -> tuple[Any, ...]:
+        async def read_one(keys: PairKeys) -> tuple[Any, ...]:
             return tuple(
                 await asyncio.gather(
                     client.zrange(keys.attempts, 0, -1, withscores=True),
@@ -558,24 +582,34 @@ class Store:
                 )
             )
 
-        attempts, refusals, consents, messages, *ttls = await self._call("history", read, idempotent=True)
+        async def read() -> list[tuple[Any, ...]]:
+            return [await read_one(PairKeys(self._prefix, professional, digest)) for digest in digests]
+
+        replies = await self._call("history", read, idempotent=True)
 
         def flat(pairs: Sequence[tuple[Any, float]]) -> list[Any]:
             return [item for pair in pairs for item in pair]
 
+        attempts: list[Attempt] = []
+        refusals: list[Refusal] = []
+        consents: list[ConsentEvent] = []
+        sent: list[SentMessage] = []
+        for reply in replies:
+            attempts.extend(_decode_attempts(flat(reply[0])))
+            refusals.extend(_decode_refusals(flat(reply[1])))
+            consents.extend(_decode_consents(flat(reply[2])))
+            sent.extend(SentMessage(_instant(score), _text(member).partition(":")[2]) for member, score in reply[3])
         state = PairState(
-            tuple(_decode_attempts(flat(attempts))),
-            tuple(_decode_refusals(flat(refusals))),
-            tuple(_decode_consents(flat(consents))),
-        )
-        sent = tuple(
-            SentMessage(_instant(score), _text(member).partition(":")[2]) for member, score in messages
+            tuple(sorted(attempts, key=lambda a: a.at)),
+            tuple(sorted(refusals, key=lambda r: r.at)),
+            tuple(sorted(consents, key=lambda c: c.at)),
         )
         names = ("attempts", "refusals", "consents", "messages")
+        ttls = replies[0][4:]
         return PairHistory(
             state,
             {name: int(ttl) // 1000 if ttl >= 0 else int(ttl) for name, ttl in zip(names, ttls, strict=True)},
-            sent,
+            tuple(sorted(sent, key=lambda m: m.at)),
         )
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,14 @@ log = logging.getLogger("npv_guard.agi")
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_LINES = 256
 MAX_LINE_BYTES = 4096
+# What a script may be given: a few short printable arguments (a number, ids, a postcode). Any
+# other AGI client is not Asterisk running our dialplan, and gets nothing set on its channel.
+MAX_ARGS = 8
+MAX_ARG_CHARS = 128
+# Asterisk's unique ids look like 1733046600.42 (or a name given by the dialplan): they become
+# call ids in Redis members and audit lines.
+CALL_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{0,64}$")
+MAX_CALLER_ID_CHARS = 80
 
 
 class SessionError(Exception):
@@ -91,8 +101,10 @@ class FastAgiServer:
         header_timeout: float = 5.0,
         command_timeout: float = 5.0,
         on_session: Callable[[str], None] | None = None,
+        path_secret: str = "",
     ) -> None:
         self.on_session = on_session or (lambda outcome: None)
+        self.path_secret = path_secret
         self.scripts = scripts
         self.max_sessions = max_sessions
         self.header_timeout = header_timeout
@@ -137,12 +149,22 @@ class FastAgiServer:
             log.warning("AGI session from %s closed: %s", peer, error)
             return
         CALL_ID.set(headers.get("agi_uniqueid", "")[:64])
-        script_path = headers.get("agi_network_script", "")
-        script = self.scripts.get(script_path.strip("/").split("?", 1)[0])
+        script_path = self._script_name(headers.get("agi_network_script", ""))
+        if script_path is None:
+            self.on_session("unauthorized")
+            # Neither the path given nor the secret goes to the log.
+            log.warning("AGI session from %s refused: the script path does not start with agi.path_secret", peer)
+            return
+        script = self.scripts.get(script_path)
         if script is None:
             self.on_session("unknown_script")
             # Nothing is set on the channel, so the dialplan's missing-verdict branch rejects the call.
             log.warning("AGI session from %s closed: unknown script %r", peer, script_path.split("?", 1)[0][:80])
+            return
+        problem = header_problem(headers)
+        if problem is not None:
+            self.on_session("bad_argument")
+            log.warning("AGI %s from %s refused: %s", script_path, peer, problem)
             return
         session = AgiSession(headers, Request(None, headers, reader, writer), self.command_timeout, peer)
         self.served += 1
@@ -155,6 +177,16 @@ class FastAgiServer:
         except Exception:
             self.on_session("failed")
             log.exception("AGI %s from %s failed", script_path, peer)
+
+    def _script_name(self, script_path: str) -> str | None:
+        """The script named by `agi://HOST:PORT/[SECRET/]NAME`; None when the secret is wrong."""
+        path = script_path.strip("/").split("?", 1)[0]
+        if not self.path_secret:
+            return path
+        given, sep, name = path.partition("/")
+        if not sep or not hmac.compare_digest(given.encode(), self.path_secret.encode()):
+            return None
+        return name.strip("/")
 
     async def close(self, deadline_s: float = 5.0) -> None:
         """Stop accepting, let open sessions finish until the deadline, then cut them."""
@@ -205,6 +237,29 @@ async def read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
             raise SessionError(f"not an AGI header line: {text[:60]!r}")
         headers[name] = value
     raise SessionError(f"more than {MAX_HEADER_LINES} header lines")
+
+
+def header_problem(headers: dict[str, str]) -> str | None:
+    """Why the arguments, caller ID or unique id cannot come from our dialplan (never the values:
+    they may hold a consumer's number), or None."""
+    count = 0
+    while f"agi_arg_{count + 1}" in headers:
+        count += 1
+        value = headers[f"agi_arg_{count}"]
+        if len(value) > MAX_ARG_CHARS:
+            return f"argument {count} longer than {MAX_ARG_CHARS} characters"
+        if not value.isprintable():
+            return f"argument {count} holds control characters"
+    if count > MAX_ARGS:
+        return f"more than {MAX_ARGS} arguments"
+    if len([name for name in headers if name.startswith("agi_arg_")]) != count:
+        return "arguments are not numbered 1, 2, 3..."
+    if not CALL_ID_PATTERN.match(headers.get("agi_uniqueid", "")):
+        return "agi_uniqueid is not an Asterisk unique id"
+    caller = headers.get("agi_callerid", "")
+    if len(caller) > MAX_CALLER_ID_CHARS or not caller.isprintable():
+        return "agi_callerid is too long or holds control characters"
+    return None
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:

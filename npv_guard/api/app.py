@@ -32,7 +32,7 @@ from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.httpserver import HTTP_CODES
 from npv_guard.observability import Health, Metrics
-from npv_guard.service import Guard, PairError
+from npv_guard.service import Guard, InputError, PairError
 from npv_guard.store import StoreUnavailable
 from npv_guard.views import check_payload, consent_payload, history_payload, refusal_payload
 
@@ -43,6 +43,8 @@ ERRORS: dict[str, int] = {
     "BAD_REQUEST": 400,
     "INVALID_JSON": 400,
     "INVALID_NUMBER": 400,
+    "INSTANT_OUT_OF_RANGE": 400,
+    "UNKNOWN_PROFESSIONAL": 400,
     "UNAUTHORIZED": 401,
     "FORBIDDEN_PROFESSIONAL": 403,
     "NOT_FOUND": 404,
@@ -373,6 +375,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except PairError:
         # The core's text quotes the number: the answer names the problem only.
         return error_response("INVALID_NUMBER", "callee: not a consumer line of the French numbering plan")
+    except InputError as error:
+        # A professional or an instant the guard refuses.
+        return error_response(error.code, str(error))
     except StoreUnavailable:
         return error_response("STATE_UNAVAILABLE", "the stored state is unavailable (Redis): nothing was recorded")
     except web.HTTPException as error:

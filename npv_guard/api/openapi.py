@@ -29,7 +29,10 @@ _BOOL_FALSE: Schema = {"type": "boolean", "default": False}
 _INSTANT_IN: Schema = {
     "type": "string",
     "description": "ISO 8601 instant, 1970-2099. With an offset or Z it is that instant; without one it is "
-    "Europe/Paris wall time. Default: the guard's clock (now, or the replay clock of NPV_GUARD_NOW).",
+    "Europe/Paris wall time. Default: the guard's clock (now, or the replay clock of NPV_GUARD_NOW). "
+    "Any instant for a check without record; for what records a fact (record, refusals, withdrawals) "
+    "within rules.max_write_skew_s of the guard's clock, and for a grant not later than that "
+    "(else 400 INSTANT_OUT_OF_RANGE).",
     "examples": ["2026-12-01T10:30:00+01:00", "2026-12-01T10:30:00"],
 }
 _UTC_OUT: Schema = {"type": "string", "description": "ISO 8601 UTC, e.g. 2026-12-01T09:30:00Z"}
@@ -271,7 +274,9 @@ def _error(description: str, headers: Schema | None = None) -> Schema:
 
 _ERROR_RESPONSES: dict[str, Schema] = {
     "400": _error(
-        "BAD_REQUEST (missing, unknown or mistyped field, named in the message), INVALID_JSON, INVALID_NUMBER"
+        "BAD_REQUEST (missing, unknown or mistyped field, named in the message), INVALID_JSON, INVALID_NUMBER, "
+        "INSTANT_OUT_OF_RANGE (a fact to record dated more than rules.max_write_skew_s from the guard's clock, "
+        "or a consent grant dated in the future), UNKNOWN_PROFESSIONAL"
     ),
     "401": _error(
         "UNAUTHORIZED: no or unknown bearer token",

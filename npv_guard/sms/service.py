@@ -165,7 +165,6 @@ class SmsService:
                 log.error("consumer reply %s could not be passed on to %s", message_id, self.settings.inbound_to)
 
     async def _stop(self, consumer_text: str, platform_text: str, message_id: str) -> None:
-        at = self.now()
         platform = parse_number(platform_text)
         try:
             consumer: str | None = place_consumer(consumer_text)[0]
@@ -187,7 +186,9 @@ class SmsService:
             return
         try:
             async with self._stop_lock:
-                stop = await self.guard.record_stop(owner.id, consumer, at, message_id)
+                # Read once the lock is held: a burst of STOPs waits here, and a STOP dated
+                # before that wait could stray past rules.max_write_skew_s and be refused.
+                stop = await self.guard.record_stop(owner.id, consumer, self.now(), message_id)
         except Exception as error:
             self.metrics.refusal("sms", "sms", "lost")
             log.error("STOP %s NOT RECORDED (%s)", message_id, failure_text(error))

@@ -145,8 +145,87 @@ async def test_allow_then_refusal_then_reject(agi: GuardProcess) -> None:
 
 async def test_refusal_without_a_checked_call_is_refused_loudly(agi: GuardProcess) -> None:
     asterisk = FakeAsterisk(port_of(agi))
-    await asterisk.session(headers(script="refusal"))
+    await asterisk.session(headers(script="refusal", args=("agent",)))
     assert agi.wait_audit("refusal")[0]["recorded"] is False
+    assert asterisk.variables["NPV_GUARD_REFUSAL_ERROR"] == "NOT_CHECKED"
+
+
+@pytest.mark.parametrize("professional", ["ACME", "ac me}|x"])
+async def test_refusal_for_an_unknown_or_malformed_professional_is_refused(
+    agi: GuardProcess, professional: str
+) -> None:
+    """Channel variables anyone can set: a refusal under a professional the guard does not know
+    would block nothing, so it is refused where the dialplan and the audit trail see it."""
+    asterisk = FakeAsterisk(
+        port_of(agi), {"NPV_GUARD_PROFESSIONAL": professional, "NPV_GUARD_CALLEE": "+33612345678"}
+    )
+    await asterisk.session(headers(script="refusal", caller="0162000001", args=("agent",)))
+    assert asterisk.variables["NPV_GUARD_REFUSAL_ERROR"] == "UNKNOWN_PROFESSIONAL"
+    assert "NPV_GUARD_REFUSED" not in asterisk.variables
+    assert any(command == 'EXEC PlayTones "!480/400,!0/100,!480/400"' for command in asterisk.commands)
+    audited = agi.wait_audit("refusal")[0]
+    assert audited["recorded"] is False and audited["error"] == "UNKNOWN_PROFESSIONAL"
+    for text in (agi.log(), agi.audit_path.read_text()):
+        assert "612345678" not in text
+    history = agi.cli("history", "--professional", "lab", "--callee", "0612345678", "--json")
+    assert json.loads(history.stdout)["refusals"] == []
+
+
+async def test_refusal_with_an_unknown_source_is_refused(agi: GuardProcess) -> None:
+    asterisk = FakeAsterisk(port_of(agi), {"NPV_GUARD_PROFESSIONAL": "lab", "NPV_GUARD_CALLEE": "+33612345678"})
+    await asterisk.session(headers(script="refusal", args=("0612345678",)))
+    assert asterisk.variables["NPV_GUARD_REFUSAL_ERROR"] == "BAD_ARGUMENT"
+    assert "612345678" not in agi.log()
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        headers(args=("0612345678", "x" * 200, "", "")),  # an argument no dialplan of ours sends
+        headers(args=("0612345678", "lab\x1b[2J", "", "")),  # a control character
+        headers(args=("0612345678",) + ("",) * 9),  # too many arguments
+        headers().replace("agi_uniqueid: test-", "agi_uniqueid: " + "u" * 100),  # not a unique id
+        headers(caller="0" * 200),
+    ],
+)
+async def test_hostile_arguments_set_nothing(agi: GuardProcess, block: str) -> None:
+    """Not Asterisk running our dialplan: no verdict, so a real channel would fail closed."""
+    assert await FakeAsterisk(port_of(agi)).session(block) == []
+    agi.wait_for_log("refused: ", timeout=5)
+
+
+@pytest.fixture
+def agi_with_secret(redis_server: RedisServer) -> Iterator[GuardProcess]:
+    guard = GuardProcess(
+        redis_url=redis_server.url,
+        carrier_port=5070,
+        key_prefix="agi" + uuid.uuid4().hex[:8],
+        now="2026-12-01T10:30:00",
+        mode="agi",
+        agi_port=free_tcp_port(),
+        agi={"path_secret": PATH_SECRET},
+    )
+    guard.start()
+    yield guard
+    guard.stop()
+
+
+PATH_SECRET = "s3cret-path-0123456789"
+
+
+async def test_path_secret_is_required_when_set(agi_with_secret: GuardProcess) -> None:
+    port = port_of(agi_with_secret)
+    wrong = ("check", "/check", "wrong-secret-0123456789/check", f"{PATH_SECRET[:-1]}/check", f"{PATH_SECRET}x/check")
+    for path in wrong:
+        assert await FakeAsterisk(port).session(headers(script=path)) == [], path
+    log = agi_with_secret.log()
+    assert "agi.path_secret" in log and PATH_SECRET not in log and "wrong-secret" not in log
+    answered = FakeAsterisk(port)
+    commands = await answered.session(headers(script=f"{PATH_SECRET}/check"))
+    assert commands[-1] == 'SET VARIABLE NPV_GUARD_VERDICT "REJECT"'
+    refusal = FakeAsterisk(port)
+    await refusal.session(headers(script=f"/{PATH_SECRET}/refusal", args=("agent",)))
+    assert refusal.variables["NPV_GUARD_REFUSAL_ERROR"] == "NOT_CHECKED"  # reached the script
 
 
 async def test_unknown_script_sets_nothing(agi: GuardProcess) -> None:

@@ -12,11 +12,14 @@ from tests.support.api_server import ApiServer
 from tests.support.redis_servers import RedisServer
 
 _numbers = itertools.count(10_000_000)
+SERVER_NOW = "2026-12-01T10:30:00"  # Paris wall time, a Tuesday: opt-in regime in force
 
 
 @pytest.fixture(scope="module")
 def api(redis_server: RedisServer) -> Iterator[ApiServer]:
-    server = ApiServer(redis_server.url, key_prefix=f"api-{uuid.uuid4().hex[:8]}").start()
+    # The server's clock replays a Tuesday morning: facts are recorded at its own instants (a
+    # write's `at` may not stray from that clock), and checks read the state at those instants.
+    server = ApiServer(redis_server.url, key_prefix=f"api-{uuid.uuid4().hex[:8]}", now=SERVER_NOW).start()
     yield server
     server.cleanup()
 

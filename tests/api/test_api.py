@@ -8,21 +8,25 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
 from npv_guard.api.app import CHECK_FIELDS, ERRORS
 from tests.support.api_server import ApiServer
 from tests.support.process import EXE
+from tests.support.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis
 
 ACME_NPV = "01 62 00 00 01"
 BETA_NPV = "+33162000004"
-TUESDAY = "2026-12-01T10:30:00"  # Paris wall time, opt-in regime in force
+TUESDAY = "2026-12-01T10:30:00"  # Paris wall time, opt-in regime in force; the server's clock starts there
+LATER = "2026-12-01T11:30:00"  # after every fact the module's tests record at the server's clock
 BEFORE_OPT_IN = "2026-06-02T10:30:00"  # a Tuesday before 2026-08-11: no consent needed
 VERDICT_KEYS = {
     "verdict", "reasons", "caller", "callee", "caller_kind", "professional", "territory", "timezone",
@@ -31,7 +35,10 @@ VERDICT_KEYS = {
 
 
 def check(api: ApiServer, callee: str, **fields: Any) -> tuple[int, dict[str, str], Any]:
+    """A check on TUESDAY; a recorded one at the server's clock (which started on TUESDAY)."""
     body = {"caller": ACME_NPV, "callee": callee, "at": TUESDAY, **fields}
+    if fields.get("record") and "at" not in fields:
+        del body["at"]  # an attempt is dated by the server's clock
     return api.request("POST", "/v1/check", body)
 
 
@@ -140,18 +147,19 @@ def test_check_decisions_are_audited_without_the_number(api: ApiServer, consumer
 
 def test_refusal_then_check_gives_the_refusal_reasons(api: ApiServer, consumer: str) -> None:
     grant(api, consumer)
-    status, _, refusal = api.request("POST", "/v1/refusals", {"callee": consumer, "at": "2026-11-30T11:00:00"})
+    status, _, refusal = api.request("POST", "/v1/refusals", {"callee": consumer})
     assert status == 200
+    assert refusal["at"].startswith("2026-12-01T09:")  # the server's clock
     assert refusal == {
-        "recorded": True, "journaled": False, "professional": "acme", "at": "2026-11-30T10:00:00Z",
+        "recorded": True, "journaled": False, "professional": "acme", "at": refusal["at"],
         "source": "operator", "blocked_until": refusal["blocked_until"], "withdraws_consent": True,
     }  # fmt: skip
     assert refusal["blocked_until"].startswith("2027-01-")
-    answer = check(api, consumer)[2]
+    answer = check(api, consumer, at=LATER)[2]
     assert codes(answer) == {"REFUSAL_BLOCK", "CONSENT_WITHDRAWN"}
     history = api.request("GET", f"/v1/history?callee={consumer}")[2]
     assert [r["source"] for r in history["refusals"]] == ["operator"]
-    audited = [line for line in api.audit("refusal") if line["at"].startswith("2026-11-30T10:00")]
+    audited = [line for line in api.audit("refusal") if line["at"].startswith(refusal["at"][:19])]
     assert audited and audited[-1]["mode"] == "api" and audited[-1]["recorded"] is True
 
 
@@ -169,10 +177,10 @@ def test_consent_grant_and_withdraw_change_the_verdict(api: ApiServer, consumer:
     }  # fmt: skip
     assert check(api, consumer)[2]["verdict"] == "allow"
     status, _, withdrawn = api.request(
-        "DELETE", "/v1/consents", {"callee": consumer, "at": "2026-11-20T12:00:00", "proof": "letter"}
+        "DELETE", "/v1/consents", {"callee": consumer, "proof": "letter"}
     )
     assert status == 200 and withdrawn["granted"] is False and withdrawn["basis"] is None
-    assert codes(check(api, consumer)[2]) == {"CONSENT_WITHDRAWN"}
+    assert codes(check(api, consumer, at=LATER)[2]) == {"CONSENT_WITHDRAWN"}
     # Before the opt-in regime no consent was needed at all.
     assert check(api, consumer, at=BEFORE_OPT_IN)[2]["verdict"] == "allow"
 
@@ -365,6 +373,56 @@ def test_number_that_cannot_be_placed_is_400_invalid_number(api: ApiServer) -> N
         ("GET", "/v1/history?callee=garbage", None),
     ):
         assert error_of(api.request(method, path, body))[:2] == (400, "INVALID_NUMBER"), path
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/check", {"caller": ACME_NPV, "record": True, "at": "2026-12-01T10:00:00"}),  # back-dated
+        ("POST", "/v1/check", {"caller": ACME_NPV, "record": True, "at": "2026-12-02T10:30:00"}),
+        ("POST", "/v1/refusals", {"at": "2026-12-02T10:30:00"}),  # would expire before it counts
+        ("POST", "/v1/refusals", {"at": "2026-11-30T10:30:00"}),
+        ("POST", "/v1/consents", {"at": "2026-12-25T10:00:00"}),  # a grant from the future
+        ("DELETE", "/v1/consents", {"at": "2026-11-20T12:00:00"}),
+        ("DELETE", "/v1/consents", {"at": "2026-12-25T12:00:00"}),
+    ],
+)
+def test_facts_dated_away_from_the_servers_clock_are_400(
+    api: ApiServer, consumer: str, method: str, path: str, body: dict[str, Any]
+) -> None:
+    grant(api, consumer)
+    before = api.request("GET", f"/v1/history?callee={consumer}")[2]
+    status, code, message = error_of(api.request(method, path, {"callee": consumer, **body}))
+    assert (status, code) == (400, "INSTANT_OUT_OF_RANGE") and "guard's clock" in message
+    assert api.request("GET", f"/v1/history?callee={consumer}")[2] == {**before, "ttl_seconds": ANY}
+
+
+def test_a_past_at_stays_allowed_for_reads_and_grants(api: ApiServer, consumer: str) -> None:
+    assert grant(api, consumer, at="2020-01-01T10:00:00")["at"] == "2020-01-01T09:00:00Z"  # a historical consent
+    status, _, answer = check(api, consumer, at="2026-11-03T10:30:00")
+    assert status == 200 and answer["verdict"] == "allow"
+
+
+def test_history_reads_the_previous_secrets(redis_server: RedisServer, consumer: str) -> None:
+    """After a rotation the API's history shows what the decision counts: the refusal stored
+    under the old secret, as `npv-guard history` does."""
+    old = "old-api-secret-0123456789"
+    server = ApiServer(redis_server.url, key_prefix=f"api-{uuid.uuid4().hex[:8]}", now=TUESDAY)
+    server.config.write_text(f"previous_hash_secrets = [{json.dumps(old)}]\n" + server.config.read_text())
+    try:
+        under_old = {**server.env(), "NPV_GUARD_HASH_SECRET": old, "NPV_GUARD_PREVIOUS_HASH_SECRETS": ""}
+        pair = ["--professional", "acme", "--callee", consumer]
+        recorded = subprocess.run([EXE, "refusal", "record", *pair, "--source", "agent", "--json"], env=under_old,
+                                  capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+        assert recorded.returncode == 0, recorded.stderr
+        server.start()
+        status, _, history = server.request("GET", f"/v1/history?callee={consumer}")
+        assert status == 200
+        assert [(r["at"], r["source"]) for r in history["refusals"]] == [(json.loads(recorded.stdout)["at"], "agent")]
+        from_cli = json.loads(cli(server, "history", *pair, "--json").stdout)
+        assert from_cli["refusals"] == history["refusals"] and from_cli["consents"] == history["consents"]
+    finally:
+        server.cleanup()
 
 
 def test_history_query_errors(api: ApiServer) -> None:

@@ -26,7 +26,7 @@ def own_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def api(own_redis: RedisServer) -> Iterator[ApiServer]:
-    server = ApiServer(own_redis.url, redis_timeout_ms=200).start()
+    server = ApiServer(own_redis.url, redis_timeout_ms=200, now=CHECK["at"]).start()
     yield server
     server.cleanup()
 
@@ -53,13 +53,17 @@ def test_redis_down_fails_closed_and_journals_refusals(api: ApiServer, own_redis
     own_redis.kill()
 
     for record in (False, True):
-        status, _, answer = api.request("POST", "/v1/check", {**CHECK, "record": record})
+        # A recorded attempt is dated by the server's clock (which started at CHECK's instant).
+        body = {**CHECK, "record": True} if record else CHECK
+        if record:
+            del body["at"]
+        status, _, answer = api.request("POST", "/v1/check", body)
         assert status == 200
         assert answer["verdict"] == "reject"
         assert [reason["code"] for reason in answer["reasons"]] == ["STATE_UNAVAILABLE"]
         assert_no_address(own_redis, answer)
 
-    status, _, refusal = api.request("POST", "/v1/refusals", {"callee": CHECK["callee"], "at": "2026-12-01T10:31:00"})
+    status, _, refusal = api.request("POST", "/v1/refusals", {"callee": CHECK["callee"]})
     assert status == 200
     assert refusal["journaled"] is True and refusal["recorded"] is True
     journal = [json.loads(line) for line in api.journal_path.read_text().splitlines()]
@@ -82,7 +86,8 @@ def test_redis_down_fails_closed_and_journals_refusals(api: ApiServer, own_redis
         return history if status == 200 and history["refusals"] else None
 
     history = wait_for(replayed)
-    assert [(r["at"], r["source"]) for r in history["refusals"]] == [("2026-12-01T09:31:00Z", "operator")]
+    assert [(r["at"], r["source"]) for r in history["refusals"]] == [(refusal["at"], "operator")]
+    assert refusal["at"].startswith("2026-12-01T09:3")  # the server's clock
     answer = api.request("POST", "/v1/check", {**CHECK, "at": "2026-12-02T10:30:00"})[2]
     assert {reason["code"] for reason in answer["reasons"]} == {"REFUSAL_BLOCK", "CONSENT_WITHDRAWN"}
     assert api.journal_path.read_text() == ""  # replayed, then compacted: nothing pending

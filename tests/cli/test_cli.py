@@ -10,6 +10,7 @@ import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,11 @@ from tests.support.redis_servers import RedisServer, free_tcp_port
 
 EXE = shutil.which("npv-guard", path=str(Path(sys.executable).parent)) or "npv-guard"
 SECRET = "cli-test-secret-0123456789"
+
+
+def clock(instant: str) -> dict[str, str]:
+    """The guard's clock set to `instant`: writes of facts must be dated near it."""
+    return {"NPV_GUARD_NOW": instant}
 
 
 def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -165,10 +171,10 @@ def test_consent_check_record_cap_history(env: dict[str, str]) -> None:
     granted = run("consent", "grant", *pair, "--at", "2026-09-01T12:00", "--proof", "web form", "--json", env=env)
     assert granted.returncode == 0, granted.stderr
     for day in ("16", "17", "18", "19"):
-        result = run(*check, "--at", f"2026-11-{day}T11:00", "--record", env=env)
+        result = run(*check, "--at", f"2026-11-{day}T11:00", "--record", env={**env, **clock(f"2026-11-{day}T11:00")})
         assert result.returncode == 0, result.stdout
         assert json.loads(result.stdout)["recorded"] is True
-    fifth = run(*check, "--at", "2026-11-20T11:00", "--record", env=env)
+    fifth = run(*check, "--at", "2026-11-20T11:00", "--record", env={**env, **clock("2026-11-20T11:00")})
     assert fifth.returncode == 1
     assert [r["code"] for r in json.loads(fifth.stdout)["reasons"]] == ["FREQUENCY_CAP"]
     history = json.loads(run("history", *pair, "--json", env=env).stdout)
@@ -191,7 +197,7 @@ def test_next_allowed_at_in_check_json(env: dict[str, str]) -> None:
 def test_refusal_record_blocks(env: dict[str, str]) -> None:
     pair = ["--professional", "acme", "--callee", "0612345678"]
     run("consent", "grant", *pair, "--at", "2026-09-01T12:00", env=env)
-    recorded = run("refusal", "record", *pair, "--at", "2026-11-16T11:05", "--source", "agent", "--json", env=env)
+    recorded = run("refusal", "record", *pair, "--source", "agent", "--json", env={**env, **clock("2026-11-16T11:05")})
     assert recorded.returncode == 0, recorded.stderr
     data = json.loads(recorded.stdout)
     assert data["withdraws_consent"] is True and data["blocked_until"] == "2027-01-15T23:00:00Z"
@@ -219,7 +225,7 @@ def test_check_counts_refusals_waiting_in_the_journal(env: dict[str, str], tmp_p
 def test_consent_withdraw(env: dict[str, str]) -> None:
     pair = ["--professional", "acme", "--callee", "0612345678"]
     run("consent", "grant", *pair, "--at", "2026-09-01T12:00", env=env)
-    assert run("consent", "withdraw", *pair, "--at", "2026-11-01T12:00", env=env).returncode == 0
+    assert run("consent", "withdraw", *pair, env={**env, **clock("2026-11-01T12:00")}).returncode == 0
     check = ["check", "--caller", "0162000001", "--callee", "0612345678", "--professional", "acme", "--json"]
     data = json.loads(run(*check, "--at", "2026-11-17T11:00", env=env).stdout)
     assert [r["code"] for r in data["reasons"]] == ["CONSENT_WITHDRAWN"]
@@ -255,9 +261,9 @@ def test_separate_guard_processes_let_exactly_four_through(env: dict[str, str]) 
     run("consent", "grant", *pair, "--at", "2026-09-01T12:00", env=env)
     check = ["check", "--caller", "0162000001", "--callee", "0612345678", "--professional", "acme",
              "--at", "2026-11-16T11:00", "--record"]  # fmt: skip
+    env = {**env, **clock("2026-11-16T11:00"), "NPV_GUARD_REDIS_TIMEOUT_MS": "3000"}
     with ThreadPoolExecutor(max_workers=12) as pool:
-        codes = list(pool.map(lambda _: run(*check, env={**env, "NPV_GUARD_REDIS_TIMEOUT_MS": "3000"}).returncode,
-                              range(12)))  # fmt: skip
+        codes = list(pool.map(lambda _: run(*check, env=env).returncode, range(12)))
     assert sorted(codes) == [0] * 4 + [1] * 8
 
 
@@ -293,3 +299,147 @@ def test_one_journal_has_one_writer(tmp_path: Path) -> None:
            "NPV_GUARD_REDIS_URL": "redis://127.0.0.1:1/0", "NPV_GUARD_HTTP_LISTEN": ""}  # fmt: skip
     busy = run("agi", "--port", str(port), env=env)
     assert busy.returncode == 2 and "is written by a running guard" in busy.stderr, busy.stderr
+
+
+# --- what the stateful commands refuse before writing anything -----------------------------------
+
+DIRECTORY = '[[professionals]]\nid = "acme"\nnpvs = ["0162000001"]\n'
+
+
+def _history(env: dict[str, str], *extra: str) -> dict[str, Any]:
+    result = run("history", "--professional", "acme", "--callee", "0612345678", "--json", *extra, env=env)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def _writes(professional: str, rows: Path) -> list[list[str]]:
+    pair = ["--professional", professional, "--callee", "0612345678"]
+    return [
+        ["refusal", "record", *pair],
+        ["consent", "grant", *pair, "--at", "2026-09-01T12:00"],
+        ["consent", "withdraw", *pair],
+        ["consent", "import", "--professional", professional, str(rows)],
+        ["history", *pair],
+    ]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("professional", ["ACME", "ac me}|x"])
+def test_unknown_or_malformed_professional_is_a_usage_error(
+    env: dict[str, str], tmp_path: Path, professional: str
+) -> None:
+    """A fact stored under a professional no guard decides for would block nothing."""
+    config = tmp_path / "guard.toml"
+    config.write_text(DIRECTORY)
+    rows = tmp_path / "consents.csv"
+    rows.write_text("0612345678,2026-09-01,consent,web form\n")
+    env = {**env, **clock("2026-12-01T10:30")}
+    for command in _writes(professional, rows):
+        result = run(*command, "--config", str(config), env=env)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.count("\n") == 1 and "professional" in result.stderr and "Traceback" not in result.stderr
+    stored = _history(env)
+    assert stored["attempts"] == stored["refusals"] == stored["consents"] == []
+    assert run("history", "--professional", "ACME", "--callee", "0612345678", env=env).returncode == 0  # no directory
+
+
+@pytest.mark.redis
+def test_malformed_professional_is_refused_even_without_a_directory(env: dict[str, str], tmp_path: Path) -> None:
+    rows = tmp_path / "consents.csv"
+    rows.write_text("0612345678,2026-09-01,consent,web form\n")
+    for command in _writes("ac me}|x", rows):
+        result = run(*command, env={**env, **clock("2026-12-01T10:30")})
+        assert result.returncode == 2 and "1-64 letters" in result.stderr, (command, result.stderr)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["refusal", "record", "--professional", "acme", "--callee", "0612345678", "--at", "2026-12-02T10:30"],
+        ["refusal", "record", "--professional", "acme", "--callee", "0612345678", "--at", "2026-12-01T10:00"],
+        ["consent", "withdraw", "--professional", "acme", "--callee", "0612345678", "--at", "2026-11-01T10:00"],
+        ["consent", "withdraw", "--professional", "acme", "--callee", "0612345678", "--at", "2026-12-01T10:31"],
+        ["consent", "grant", "--professional", "acme", "--callee", "0612345678", "--at", "2026-12-01T10:31"],
+        ["check", "--caller", "0162000001", "--callee", "0612345678", "--record", "--at", "2026-12-01T10:00"],
+        ["check", "--caller", "0162000001", "--callee", "0612345678", "--record", "--at", "2026-12-01T11:00"],
+    ],
+)
+def test_facts_dated_away_from_the_clock_are_refused(env: dict[str, str], command: list[str]) -> None:
+    """A refusal dated tomorrow would expire before it counts; an attempt dated this morning would
+    be counted where a refusal made since is not seen: writes are dated by the guard's clock."""
+    env = {**env, **clock("2026-12-01T10:30")}
+    run("consent", "grant", "--professional", "acme", "--callee", "0612345678", "--at", "2026-09-01", env=env)
+    before = _history(env)
+    result = run(*command, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "guard's clock" in result.stderr
+    assert _history(env) == before  # nothing written
+    # Within the skew of the clock the same writes are fine, and a read may look at any instant.
+    assert run(*command[:-1], "2026-12-01T10:30:01", env=env).returncode in (0, 1)
+    assert run("check", "--caller", "0162000001", "--callee", "0612345678", "--at", "2026-12-01T10:00",
+               env=env).returncode in (0, 1)  # fmt: skip
+
+
+@pytest.mark.redis
+def test_write_skew_is_a_setting(env: dict[str, str]) -> None:
+    env = {**env, **clock("2026-12-01T10:30"), "NPV_GUARD_RULES_MAX_WRITE_SKEW_S": "3600"}
+    pair = ["--professional", "acme", "--callee", "0612345678"]
+    assert run("refusal", "record", *pair, "--at", "2026-12-01T10:00", env=env).returncode == 0
+
+
+@pytest.mark.redis
+def test_consent_import_refuses_rows_dated_in_the_future(env: dict[str, str], tmp_path: Path) -> None:
+    rows = tmp_path / "consents.csv"
+    rows.write_text("0612345678,2020-01-01,consent,old paper form\n0612345679,2026-12-25,consent,x\n")
+    env = {**env, **clock("2026-12-01T10:30")}
+    result = run("consent", "import", "--professional", "acme", str(rows), "--json", env=env)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["imported"] == 1
+    assert result.stderr.startswith(f"{rows}:2: date: ") and "future" in result.stderr
+
+
+@pytest.mark.redis
+def test_history_reads_the_previous_secrets_as_the_decision_does(env: dict[str, str]) -> None:
+    old = {**env, **clock("2026-11-16T11:05"), "NPV_GUARD_HASH_SECRET": "old-cli-secret-0123456789"}
+    pair = ["--professional", "acme", "--callee", "0612345678"]
+    assert run("refusal", "record", *pair, "--source", "agent", env=old).returncode == 0
+    rotated = {**env, "NPV_GUARD_PREVIOUS_HASH_SECRETS": "old-cli-secret-0123456789"}
+    history = _history(rotated)
+    assert [(r["at"], r["source"]) for r in history["refusals"]] == [("2026-11-16T10:05:00Z", "agent")]
+    check = ["check", "--caller", "0162000001", *pair[:2], "--callee", "0612345678", "--at", "2026-11-17T11:00"]
+    assert run(*check, env=rotated).returncode == 1  # the decision sees it too
+    assert _history(env)["refusals"] == []  # without the old secret neither does
+
+
+@pytest.mark.redis
+def test_doctor_warns_on_listeners_beyond_loopback_and_secrets_others_can_read(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Only the configuration is read here (nothing listens): Asterisk is pointed at closed ports."""
+    config = tmp_path / "guard.toml"
+    config.write_text(f'hash_secret = "{SECRET}"\n[agi]\nhost = "0.0.0.0"\n[api]\nlisten = "[::]:8470"\n'
+                      '[http]\nlisten = "192.0.2.1:9464"\n')  # fmt: skip
+    config.chmod(0o640)
+    closed = {"NPV_GUARD_ARI_URL": f"http://127.0.0.1:{free_tcp_port()}", "NPV_GUARD_AMI_PORT": str(free_tcp_port()),
+              "NPV_GUARD_JOURNAL_PATH": str(tmp_path / "journal")}  # fmt: skip
+    result = run("doctor", "--config", str(config), env={**env, **closed})
+    warnings = [line for line in result.stdout.splitlines() if "beyond loopback" in line]
+    assert [line.split()[2] for line in warnings] == ["agi.host:", "api.listen:", "http.listen:"], result.stdout
+    assert "readable by group or others (mode 0640)" in result.stdout and SECRET not in result.stdout
+    config.write_text(f'hash_secret = "{SECRET}"\n')
+    config.chmod(0o600)
+    quiet = run("doctor", "--config", str(config), env={**env, **closed}).stdout
+    assert "beyond loopback" not in quiet and "readable by group" not in quiet
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        *((command, ["--port", port]) for command in ("agi", "serve") for port in ("0", "70000")),
+        *((command, ["--drain-seconds", s]) for command in ("agi", "serve", "run") for s in ("-1", "nan")),
+    ],
+)
+def test_server_options_out_of_range_are_usage_errors(command: str, options: list[str]) -> None:
+    result = run(command, *options, env={"NPV_GUARD_HASH_SECRET": SECRET, "NPV_GUARD_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2 and options[0] in result.stderr and "Traceback" not in result.stderr, result.stderr

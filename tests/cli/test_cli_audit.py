@@ -45,14 +45,16 @@ def audit_lines(env: dict[str, str], event: str | None = None) -> list[dict[str,
 
 def test_every_cli_write_is_one_audit_line_in_one_chain(env: dict[str, str]) -> None:
     assert run("consent", "grant", *PAIR, "--at", "2026-09-01T12:00", "--proof", "web form 7", env=env).returncode == 0
-    checked = run(*CHECK, "--at", "2026-11-16T11:00", "--record", "--campaign", "spring-26", "--lead", "L-1", env=env)
+    tuesday = {**env, "NPV_GUARD_NOW": "2026-11-16T11:00"}  # writes are dated by the guard's clock
+    checked = run(*CHECK, "--record", "--campaign", "spring-26", "--lead", "L-1", env=tuesday)
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["recorded"] is True  # stdout is still one JSON object
     assert run(*CHECK, "--at", "2026-11-16T12:00", env=env).returncode == 0  # a query: not audited
-    refused = run("refusal", "record", *PAIR, "--at", "2026-11-16T11:05", "--source", "agent",
-                  "--campaign", "spring-26", env=env)  # fmt: skip
+    refused = run("refusal", "record", *PAIR, "--source", "agent", "--campaign", "spring-26",
+                  env={**env, "NPV_GUARD_NOW": "2026-11-16T11:05"})  # fmt: skip
     assert refused.returncode == 0, refused.stderr
-    assert run("consent", "withdraw", *PAIR, "--at", "2026-11-20T12:00", "--proof", "letter", env=env).returncode == 0
+    later = {**env, "NPV_GUARD_NOW": "2026-11-20T12:00"}
+    assert run("consent", "withdraw", *PAIR, "--proof", "letter", env=later).returncode == 0
 
     lines = audit_lines(env)
     assert [line["event"] for line in lines] == ["consent", "decision", "refusal", "consent"]
@@ -75,7 +77,7 @@ def test_every_cli_write_is_one_audit_line_in_one_chain(env: dict[str, str]) -> 
 
 
 def test_malformed_campaign_is_a_usage_error_and_nothing_is_written(env: dict[str, str]) -> None:
-    bad = run(*CHECK, "--at", "2026-11-16T11:00", "--record", "--campaign", "spring 26; DROP", env=env)
+    bad = run(*CHECK, "--record", "--campaign", "spring 26; DROP", env={**env, "NPV_GUARD_NOW": "2026-11-16T11:00"})
     assert bad.returncode == 2 and "--campaign" in bad.stderr and bad.stderr.count("\n") == 1
     assert run(*CHECK, "--record", "--lead", "x" * 65, env=env).returncode == 2
     assert audit_lines(env) == []
@@ -147,8 +149,8 @@ def test_evidence_pack_ties_history_to_audit_lines(env: dict[str, str], tmp_path
     proof = '<script>alert("x")</script> web form'
     run("consent", "grant", *PAIR, "--at", "2026-09-01T12:00", "--proof", proof, env=env)
     for day in ("16", "17"):
-        run(*CHECK, "--at", f"2026-11-{day}T11:00", "--record", "--campaign", "spring-26", env=env)
-    run("refusal", "record", *PAIR, "--at", "2026-11-17T11:05", "--source", "consumer", env=env)
+        run(*CHECK, "--record", "--campaign", "spring-26", env={**env, "NPV_GUARD_NOW": f"2026-11-{day}T11:00"})
+    run("refusal", "record", *PAIR, "--source", "consumer", env={**env, "NPV_GUARD_NOW": "2026-11-17T11:05"})
     page = tmp_path / "evidence.html"
     result = run("evidence", *PAIR, "--at", "2026-11-18T10:00", "--json", "--html", str(page), env=env)
     assert result.returncode == 0, result.stderr
@@ -183,7 +185,7 @@ def test_evidence_pack_ties_history_to_audit_lines(env: dict[str, str], tmp_path
 
 def test_a_refusal_redis_did_not_take_is_audited_as_lost(env: dict[str, str]) -> None:
     down = {**env, "NPV_GUARD_REDIS_URL": "redis://127.0.0.1:1/0"}
-    result = run("refusal", "record", *PAIR, "--at", "2026-11-16T11:05", env=down)
+    result = run("refusal", "record", *PAIR, env={**down, "NPV_GUARD_NOW": "2026-11-16T11:05"})
     assert result.returncode == 1 and "nothing was recorded" in result.stderr
     (line,) = audit_lines(env, "refusal")
     assert line["recorded"] is False and line["consumer"] == DIGEST and "redis" in line["error"]

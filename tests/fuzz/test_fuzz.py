@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from npv_guard.agi.server import MAX_HEADER_BYTES, SessionError, read_headers
+from npv_guard.agi.server import MAX_ARG_CHARS, MAX_ARGS, MAX_HEADER_BYTES, SessionError, header_problem, read_headers
 from npv_guard.config import ConfigError, load_settings
 from npv_guard.core.decide import decide, prepare
 from npv_guard.core.model import CallRequest, Medium, PairState, Policy
@@ -82,6 +82,7 @@ header_lines = st.lists(
         st.binary(max_size=200),
         st.just(b"\n"),
         st.just(b"agi_network_script: check\n"),
+        st.builds(lambda n, v: f"agi_arg_{n}: {v}\n".encode(), st.integers(1, 12), st.text(max_size=200)),
         st.builds(lambda n: b"agi_x: " + b"y" * n + b"\n", st.integers(0, MAX_HEADER_BYTES * 2)),
     ),
     max_size=40,
@@ -100,6 +101,13 @@ def test_agi_header_reader_returns_or_refuses_cleanly(lines: list[bytes]) -> Non
         except SessionError:
             return
         assert headers and all(name.startswith("agi_") for name in headers)
+        problem = header_problem(headers)  # what the server checks before any script runs
+        if problem is None:
+            arguments = [value for name, value in headers.items() if name.startswith("agi_arg_")]
+            assert len(arguments) <= MAX_ARGS
+            assert all(len(value) <= MAX_ARG_CHARS and value.isprintable() for value in arguments)
+        else:
+            assert isinstance(problem, str) and "\n" not in problem
 
     asyncio.run(read())
 
@@ -113,3 +121,33 @@ def test_config_loader_gives_clear_errors(tmp_path_factory: pytest.TempPathFacto
         load_settings(str(path), {})
     except ConfigError as error:
         assert "\n" not in str(error)
+
+
+# Every numeric setting, with the values an operator may mistype: each is refused with one line
+# naming its key, or loaded within its documented range.
+NUMERIC_KEYS = {
+    ("agi", "command_timeout_s"): (0, 300), ("agi", "header_timeout_s"): (0, 300),
+    ("ari", "reconnect_max_s"): (0, 3600), ("calls", "reject_announcement_max_s"): (0, 120),
+    ("rules", "max_write_skew_s"): (0, 3600), ("ari", "ring_timeout_s"): (0, 3600),
+    ("agi", "port"): (0, 65535), ("ami", "port"): (0, 65535), ("agi", "max_sessions"): (0, 100000),
+    ("redis", "timeout_ms"): (0, 60000), ("calls", "reject_cause"): (0, 127),
+    ("sms", "max_body_bytes"): (0, 1023), ("api", "max_body_bytes"): (255, 1048576),
+}  # fmt: skip
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**40), 2**40), st.text(max_size=12)
+)
+
+
+@FUZZ
+@given(st.sampled_from(sorted(NUMERIC_KEYS)), numbers)
+def test_numeric_settings_are_in_range_or_refused_naming_the_key(key: tuple[str, str], value: object) -> None:
+    section, name = key
+    variable = f"NPV_GUARD_{section.upper()}_{name.upper()}"
+    try:
+        settings = load_settings(None, {variable: str(value)})
+    except ConfigError as error:
+        assert str(error).startswith(f"{section}.{name}:") and "\n" not in str(error)
+        return
+    low, high = NUMERIC_KEYS[key]
+    loaded = getattr(getattr(settings, section), name)
+    assert low < loaded <= high, (key, value, loaded)

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import key_slot
 
-from npv_guard.clock import parse_instant
+from npv_guard.clock import Clock, parse_instant
 from npv_guard.core.model import Attempt, Basis, CallRequest, ConsentEvent, Policy, RefusalSource
 from npv_guard.core.reasons import ReasonCode
 from npv_guard.service import Guard
@@ -34,9 +34,13 @@ class Backend:
     cluster: bool
     prefix: str
 
-    def store(self, secret: str = SECRET, previous: tuple[str, ...] = (), timeout: float = 0.5) -> Store:
+    def store(
+        self, secret: str = SECRET, previous: tuple[str, ...] = (), timeout: float = 0.5, now: str | None = None
+    ) -> Store:
+        """`now`: the guard's clock starts there (TTLs run from each fact's instant on it)."""
         hasher = ConsumerHasher(secret, previous)
-        return Store.connect(self.url, hasher, cluster=self.cluster, prefix=self.prefix, timeout=timeout)
+        clock = Clock(parse_instant(now)).now if now else None
+        return Store.connect(self.url, hasher, cluster=self.cluster, prefix=self.prefix, timeout=timeout, clock=clock)
 
     def raw(self) -> aioredis.Redis | AsyncRedisCluster:
         if self.cluster:
@@ -180,7 +184,9 @@ async def test_professionals_do_not_share_counters(backend: Backend) -> None:
         await store.close()
 
 
-async def test_ttls_and_no_clear_text_number(backend: Backend, guard: Guard) -> None:
+async def test_ttls_and_no_clear_text_number(backend: Backend) -> None:
+    store = backend.store(now="2026-11-16T11:05")
+    guard = Guard(Policy(), store)
     await consent(guard)
     assert (await guard.check(call("2026-11-16T11:00"), record=True)).allowed
     await guard.record_refusal(NPV, CONSUMER, parse_instant("2026-11-16T11:05"), RefusalSource.AGENT)
@@ -208,9 +214,44 @@ async def test_ttls_and_no_clear_text_number(backend: Backend, guard: Guard) -> 
             assert spelling not in dump
     finally:
         await raw.aclose()
+        await store.close()
 
 
-async def test_relayed_sms_are_history_only(backend: Backend, guard: Guard) -> None:
+async def test_ttls_run_from_each_facts_own_instant(backend: Backend) -> None:
+    """A refusal made at T lives until T + 62 days, whenever it reaches Redis (a journal replay
+    after an outage); a late back-dated write never shortens a key that holds a newer fact."""
+    store = backend.store(now="2026-11-16T11:05")
+    guard = Guard(Policy(), store)
+    raw = backend.raw()
+    try:
+        ten_days_ago = parse_instant("2026-11-06T11:05")
+        await guard.record_refusal(NPV, CONSUMER, ten_days_ago, RefusalSource.AGENT)
+        refusals = store.keys(NPV, CONSUMER).refusals
+        assert timedelta(days=51) < timedelta(milliseconds=await raw.pttl(refusals)) <= timedelta(days=52)
+        await guard.record_refusal(NPV, CONSUMER, parse_instant("2026-11-16T11:05"), RefusalSource.AGENT)
+        assert timedelta(days=61) < timedelta(milliseconds=await raw.pttl(refusals)) <= timedelta(days=62)
+        await guard.record_refusal(NPV, CONSUMER, ten_days_ago - timedelta(days=1), RefusalSource.AGENT)
+        assert timedelta(days=61) < timedelta(milliseconds=await raw.pttl(refusals)) <= timedelta(days=62)
+        # Older than its retention: not counted by any rule, kept a little for the history.
+        other = "+33612345699"
+        await guard.record_refusal(NPV, other, parse_instant("2026-08-01T11:00"), RefusalSource.AGENT)
+        left = timedelta(milliseconds=await raw.pttl(store.keys(NPV, other).refusals))
+        assert timedelta(minutes=59) < left <= timedelta(hours=1)
+        third = "+33612345698"
+        await consent(guard, callee=third)
+        assert (await guard.check(call("2026-11-06T11:00", callee=third), record=True)).allowed
+        attempts = store.keys(NPV, third).attempts
+        assert timedelta(days=20) < timedelta(milliseconds=await raw.pttl(attempts)) <= timedelta(days=21)
+        assert (await guard.check(call("2026-11-16T11:05", callee=third), record=True)).allowed
+        assert timedelta(days=30) < timedelta(milliseconds=await raw.pttl(attempts)) <= timedelta(days=31)
+    finally:
+        await raw.aclose()
+        await store.close()
+
+
+async def test_relayed_sms_are_history_only(backend: Backend) -> None:
+    store = backend.store(now="2026-11-16T11:05")
+    guard = Guard(Policy(), store)
     await consent(guard)
     for minute in range(1, 6):
         await guard.record_message(NPV, CONSUMER, parse_instant(f"2026-11-16T11:0{minute}"), f"sms-{minute}")
@@ -220,6 +261,7 @@ async def test_relayed_sms_are_history_only(backend: Backend, guard: Guard) -> N
     assert history.state.attempts == () and timedelta(days=61) < timedelta(seconds=history.ttl_seconds["messages"])
     # Five messages, yet the next call is allowed: the 4-in-30-days cap counts calls only.
     assert (await guard.check(call("2026-11-16T11:30"), record=True)).allowed
+    await store.close()
 
 
 async def test_a_repeated_stop_is_not_a_first_stop(guard: Guard) -> None:
@@ -302,6 +344,12 @@ async def test_rotation_keeps_old_facts_readable(backend: Backend) -> None:
         assert ReasonCode.REFUSAL_BLOCK in still_blocked.codes
         lost = await Guard(Policy(), forgotten).check(call("2026-11-17T11:00"), record=False)
         assert ReasonCode.REFUSAL_BLOCK not in lost.codes
+        # The history reads what the decision reads: the refusal stored under the old secret.
+        _, history = await Guard(Policy(), rotated).history(NPV, CONSUMER)
+        assert [(r.at, r.source) for r in history.state.refusals] == [
+            (parse_instant("2026-11-16T11:05"), RefusalSource.AGENT)
+        ]
+        assert [c.granted for c in history.state.consents] == [False]  # the withdrawal it implied
     finally:
         await rotated.close()
         await forgotten.close()

@@ -48,6 +48,7 @@ class GuardProcess(NpvGuardProcess):
         app: str = "npv-guard",
         mode: str = "ari",
         agi_port: int = 4573,
+        agi: dict[str, Any] | None = None,
     ) -> None:
         self.mode = mode
         self.http_port = free_tcp_port()
@@ -66,7 +67,7 @@ class GuardProcess(NpvGuardProcess):
             },
             "calls": dict(calls or {}),
             "sms": dict(sms or {}),
-            "agi": {"host": "127.0.0.1", "port": agi_port, "header_timeout_s": 2.0},
+            "agi": {"host": "127.0.0.1", "port": agi_port, "header_timeout_s": 2.0, **(agi or {})},
             "http": {"listen": f"127.0.0.1:{self.http_port}"},
             "log": {"level": "debug", "audit_file": str(self.audit_path)},
         }

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from npv_guard.config import ConfigError, load_settings
+from npv_guard.config import ConfigError, file_warnings, load_settings
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -165,3 +166,98 @@ def test_api_deadlines_and_cap_defaults() -> None:
     api = load_settings(None, {}).api
     assert (api.header_timeout_s, api.body_timeout_s, api.idle_timeout_s, api.max_connections) == (10, 10, 30, 512)
 
+
+# --- ranges: every numeric setting, one line naming the key -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[agi]\ncommand_timeout_s = -1\n", "agi.command_timeout_s"),
+        ("[agi]\ncommand_timeout_s = 0\n", "agi.command_timeout_s"),
+        ("[agi]\nheader_timeout_s = nan\n", "agi.header_timeout_s"),
+        ("[agi]\nheader_timeout_s = inf\n", "agi.header_timeout_s"),
+        ("[agi]\nport = 0\n", "agi.port"),
+        ("[agi]\nport = 65536\n", "agi.port"),
+        ("[agi]\nmax_sessions = 0\n", "agi.max_sessions"),
+        ('[agi]\nhost = ""\n', "agi.host"),
+        ('[agi]\npath_secret = "short"\n', "agi.path_secret"),
+        ('[agi]\npath_secret = "has a space and is long enough"\n', "agi.path_secret"),
+        ("[ari]\nring_timeout_s = -10\n", "ari.ring_timeout_s"),
+        ("[ari]\nring_timeout_s = 0\n", "ari.ring_timeout_s"),
+        ("[ari]\nreconnect_max_s = -1\n", "ari.reconnect_max_s"),
+        ("[ari]\nreconnect_max_s = nan\n", "ari.reconnect_max_s"),
+        ('[ari]\nurl = "ftp://127.0.0.1"\n', "ari.url"),
+        ("[ami]\nport = 70000\n", "ami.port"),
+        ('[http]\nlisten = "127.0.0.1:0"\n', "http.listen"),
+        ('[http]\nlisten = "127.0.0.1:99999"\n', "http.listen"),
+        ('[api]\nlisten = "127.0.0.1:0"\n', "api.listen"),
+        ("[redis]\ntimeout_ms = 0\n", "redis.timeout_ms"),
+        ('[redis]\nkey_prefix = "a{b}"\n', "redis.key_prefix"),
+        ('[redis]\nkey_prefix = ""\n', "redis.key_prefix"),
+        ("[calls]\nreject_cause = 0\n", "calls.reject_cause"),
+        ("[calls]\nreject_cause = 128\n", "calls.reject_cause"),
+        ("[calls]\nreject_announcement_max_s = nan\n", "calls.reject_announcement_max_s"),
+        ("[sms]\nmax_body_bytes = 0\n", "sms.max_body_bytes"),
+        ("[rules]\nmax_write_skew_s = 0\n", "rules.max_write_skew_s"),
+        ("[rules]\nmax_write_skew_s = -5\n", "rules.max_write_skew_s"),
+        ("[rules]\nmax_write_skew_s = nan\n", "rules.max_write_skew_s"),
+        ("[rules]\nmax_write_skew_s = 86400\n", "rules.max_write_skew_s"),
+        ('journal_path = ""\n', "journal_path"),
+        ('previous_hash_secrets = ["a"]\n', "previous_hash_secrets[0]"),
+        (
+            'hash_secret = "x-0123456789abcdef"\nprevious_hash_secrets = ["x-0123456789abcdef"]',
+            "previous_hash_secrets[0]",
+        ),
+        ('hash_secret = "change-me-to-a-long-random-string"\n', "hash_secret"),
+        ('previous_hash_secrets = ["change-me-to-a-long-random-string"]\n', "previous_hash_secrets[0]"),
+    ],
+)
+def test_out_of_range_settings_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), {})
+    message = str(raised.value)
+    assert message.startswith(key + ":"), message
+    assert "\n" not in message
+    if "secret" in key:
+        assert "change-me" not in message and "x-0123456789abcdef" not in message  # never echoed
+
+
+def test_the_same_ranges_apply_to_the_environment() -> None:
+    with pytest.raises(ConfigError, match=r"^agi\.command_timeout_s:"):
+        load_settings(None, {"NPV_GUARD_AGI_COMMAND_TIMEOUT_S": "-1"})
+    with pytest.raises(ConfigError, match=r"^hash_secret:"):
+        load_settings(None, {"NPV_GUARD_HASH_SECRET": "change-me-to-a-long-random-string"})
+
+
+def test_every_secret_printed_in_the_docs_is_refused() -> None:
+    """The README's example secret (and any other the docs print) is known to everyone."""
+    root = Path(__file__).resolve().parents[2]
+    docs = [root / "README.md", *(root / "docker").glob("*.md"), *(root / "docker").glob(".env*")]
+    toml = re.compile(r'(?:hash_secrets?|path_secret)\s*=\s*\[?"([^"]+)"')
+    env = re.compile(r"NPV_GUARD_(?:HASH_SECRET|PREVIOUS_HASH_SECRETS|AGI_PATH_SECRET)=([\w+/=-]{8,})(?:\s|$)")
+    found = set()
+    for doc in docs:
+        text = doc.read_text(encoding="utf-8")
+        found |= set(toml.findall(text)) | set(env.findall(text))
+    assert "change-me-to-a-long-random-string" in found
+    for secret in found:
+        with pytest.raises(ConfigError, match="example"):
+            load_settings(None, {"NPV_GUARD_HASH_SECRET": secret})
+
+
+def test_write_skew_defaults_to_five_seconds() -> None:
+    assert load_settings(None, {}).rules.max_write_skew_s == 5.0
+    assert load_settings(None, {"NPV_GUARD_RULES_MAX_WRITE_SKEW_S": "30"}).rules.max_write_skew_s == 30.0
+
+
+def test_a_config_file_holding_a_secret_readable_by_others_is_warned_about(tmp_path: Path) -> None:
+    path = write(tmp_path, 'hash_secret = "a-real-secret-0123456789"\n[ari]\npassword = "p"\n')
+    Path(path).chmod(0o644)
+    [warning] = file_warnings(load_settings(path, {}))
+    assert "hash_secret, ari.password" in warning and "0644" in warning and "a-real-secret" not in warning
+    Path(path).chmod(0o600)
+    assert file_warnings(load_settings(path, {})) == []
+    plain = write(tmp_path, "[redis]\ntimeout_ms = 300\n")
+    Path(plain).chmod(0o644)
+    assert file_warnings(load_settings(plain, {})) == []  # no secret in it: nothing to protect
