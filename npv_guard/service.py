@@ -72,7 +72,10 @@ class Guard:
         prepared = prepare(request, self.policy)
         pair = prepared.pair
         if offline or pair is None:
-            return decide(prepared, None, self.policy)
+            verdict = decide(prepared, None, self.policy)
+            if offline and not verdict.allowed:
+                return replace(verdict, next_allowed_at=next_allowed_at(verdict, None, self.policy))
+            return verdict
         if self.store is None:
             return decide(prepared, StateUnavailable("no store configured"), self.policy)
         professional, consumer = pair

@@ -90,8 +90,14 @@ def test_a_stop_withdraws_consent_even_before_opt_in() -> None:
     assert refusal_withdrawal(places, dtmf) is None
 
 
-def test_the_sector_ban_is_for_calls_only() -> None:
-    assert sms(sector="energy_renovation").allowed
+def test_the_sector_ban_covers_sms_since_2025_07_02() -> None:
+    # Law change: the electronic-means ban (law 2025-594) now applies to text messages.
+    assert codes(sms(sector="energy_renovation")) == {"SECTOR_BANNED"}
+    early = (ConsentEvent(at("2025-06-02T12:00:00+02:00"), granted=True, basis=Basis.CONSENT),)
+    assert sms("2025-07-01T11:00:00+02:00", state=PairState(consents=early), sector="home_adaptation").allowed
+    assert codes(sms("2025-07-02T11:00:00+02:00", state=PairState(consents=early), sector="home_adaptation")) == {
+        "SECTOR_BANNED"
+    }
 
 
 def test_sending_hours_default_to_the_call_windows() -> None:
