@@ -173,6 +173,8 @@ class Context:
             cluster=settings.redis.cluster,
             prefix=settings.redis.key_prefix,
             timeout=settings.redis.timeout_ms / 1000,
+            consent_proof_days=settings.rules.consent_proof_days,
+            consent_max_age_days=settings.rules.consent_max_age_days,
         )
 
 

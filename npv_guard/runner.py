@@ -64,6 +64,8 @@ class Wiring:
             cluster=settings.redis.cluster,
             prefix=settings.redis.key_prefix,
             timeout=settings.redis.timeout_ms / 1000,
+            consent_proof_days=settings.rules.consent_proof_days,
+            consent_max_age_days=settings.rules.consent_max_age_days,
         )
         guard = Guard(settings.policy(), store, journal)
         return cls(guard, store, AuditLog.open(settings.log.audit_file), clock, Metrics())

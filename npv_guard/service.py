@@ -12,6 +12,7 @@ from npv_guard.core.decide import (
     Verdict,
     consent_at,
     decide,
+    grant_event,
     place_consumer,
     prepare,
     refusal_block_end,
@@ -26,6 +27,7 @@ from npv_guard.core.model import (
     Policy,
     Refusal,
     RefusalSource,
+    Slot,
     StateUnavailable,
 )
 from npv_guard.core.schedule import next_allowed_at
@@ -198,10 +200,20 @@ class Guard:
         return replayed
 
     async def grant_consent(
-        self, professional: str, callee: str, at: datetime, basis: Basis, proof: str, outside_hours: bool = False
+        self,
+        professional: str,
+        callee: str,
+        at: datetime,
+        basis: Basis,
+        proof: str,
+        outside_hours: bool = False,
+        *,
+        until: datetime | None = None,
+        slot: Slot | None = None,
     ) -> ConsentEvent:
+        """ValueError (not PairError) when the grant's own facts do not go together."""
         consumer, _ = self._consumer(callee)
-        event = ConsentEvent(at, granted=True, basis=basis, proof=proof, outside_hours=outside_hours)
+        event = grant_event(at, basis, proof, outside_hours=outside_hours, until=until, slot=slot)
         await self._store().record_consent(professional, consumer, event)
         return event
 

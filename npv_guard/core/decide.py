@@ -23,6 +23,7 @@ from npv_guard.core.model import (
     Policy,
     Refusal,
     RefusalSource,
+    Slot,
     StateUnavailable,
 )
 from npv_guard.core.numbering import NumberKind, PhoneNumber, parse
@@ -474,6 +475,27 @@ def _calendar_after_consent(
         f"days and hours since {regimes.SLOT_ONLY_FROM}: only an agreed callback slot does"
     )
     return [Reason(reason.code, reason.message + note) for reason in calendar]
+
+
+def grant_event(
+    at: datetime,
+    basis: Basis,
+    proof: str = "",
+    *,
+    outside_hours: bool = False,
+    until: datetime | None = None,
+    slot: Slot | None = None,
+) -> ConsentEvent:
+    """A grant as the adapters record it; ValueError, phrased for the operator, when its facts
+    cannot go together."""
+    if until is not None:
+        if basis is not Basis.CONTRACT:
+            raise ValueError("an end instant (until) is for a contract basis only")
+        if until <= at:
+            raise ValueError(f"the contract ends at {utc_iso(until)}, not after it is recorded at {utc_iso(at)}")
+    if slot is not None and slot.end <= at:
+        raise ValueError(f"the slot ends at {utc_iso(slot.end)}, before the consent is recorded at {utc_iso(at)}")
+    return ConsentEvent(at, granted=True, basis=basis, proof=proof, outside_hours=outside_hours, until=until, slot=slot)
 
 
 def effective_consent(prepared: Prepared, state: PairState) -> ConsentEvent | None:

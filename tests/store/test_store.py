@@ -197,7 +197,9 @@ async def test_ttls_and_no_clear_text_number(backend: Backend, guard: Guard) -> 
             elif name.endswith((":r", ":v")):
                 assert timedelta(days=61) < timedelta(milliseconds=ttl) <= timedelta(days=62)
             else:
-                assert name.endswith(":c") and ttl == -1  # proof: no TTL
+                # Proof of consent (R. 223-2): three years from the grant's own instant (it used to
+                # have no TTL at all: changed with the consent lifetime of décret 2026-662).
+                assert name.endswith(":c") and timedelta(days=1095) < timedelta(milliseconds=ttl) <= timedelta(days=1096)
             kind = (await raw.type(name)).decode()
             if kind == "zset":
                 dump += repr(await raw.zrange(name, 0, -1, withscores=True))
