@@ -30,10 +30,10 @@ from npv_guard.core.model import (
     Policy,
     Professional,
 )
-from npv_guard.core.regimes import DEFAULT_SECTOR_BANS, SectorBan
 from npv_guard.core.numbering import NumberKind
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.reasons import ReasonCode
+from npv_guard.core.regimes import DEFAULT_SECTOR_BANS, SectorBan
 
 ENV_PREFIX = "NPV_GUARD_"
 CONFIG_ENV = "NPV_GUARD_CONFIG"

@@ -557,7 +557,8 @@ class Store:
 
     async def record_consent(self, professional: str, consumer: str, event: ConsentEvent) -> None:
         keys = self.keys(professional, consumer)
-        args: list[int | str] = [_ms(event.at), _encode_consent(event), _ms_span(REFUSALS_TTL), *self._consent_retention]
+        args: list[int | str] = [_ms(event.at), _encode_consent(event), _ms_span(REFUSALS_TTL)]
+        args += self._consent_retention
         await self._call("record consent", lambda: self._record_consent(keys=[keys.consents, keys.version], args=args))
 
     async def record_consents(self, professional: str, rows: Iterable[tuple[str, ConsentEvent]]) -> int:
