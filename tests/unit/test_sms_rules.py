@@ -25,7 +25,7 @@ from npv_guard.core.model import (
 )
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import place_of
-from npv_guard.sms.text import address_number, body_problem, is_stop
+from npv_guard.sms.text import address_number, body_problem, declared_sector, is_stop
 
 from .helpers import TUESDAY_MORNING, at, codes, verdict
 
@@ -211,3 +211,20 @@ def test_a_platform_number_has_one_owner(tmp_path: Path) -> None:
 def test_bad_sms_section(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"sms.{key}"):
         load_settings(None, {f"NPV_GUARD_SMS_{key.upper()}": value})
+
+
+@pytest.mark.parametrize(
+    ("variables", "sector"),
+    [
+        ({"X-NPV-Sector": "energy_renovation"}, "energy_renovation"),
+        ({"x-npv-sector": " home_adaptation "}, "home_adaptation"),
+        ([{"key": "X-NPV-Sector", "value": "press"}], "press"),
+        ({"X-NPV-Sector": "a;b c<d>"}, "abcd"),
+        ({"X-NPV-Sector": ""}, None),
+        ({"Max-Forwards": "70"}, None),
+        (None, None),
+        ("X-NPV-Sector: press", None),
+    ],
+)
+def test_the_platform_declares_the_sector_in_a_message_header(variables: object, sector: str | None) -> None:
+    assert declared_sector(variables) == sector
