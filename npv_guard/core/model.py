@@ -123,7 +123,7 @@ class Professional:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The readings an operator may choose (REGULATION.md "choice" marks) and the failure policy."""
+    """The readings an operator may choose (docs/rules.md "choice" marks) and the failure policy."""
 
     local_holidays: bool = True
     banned_sectors: frozenset[str] = DEFAULT_BANNED_SECTORS
