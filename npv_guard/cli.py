@@ -397,7 +397,11 @@ async def _history(ctx: Context, out: TextIO) -> int:
         items = payload[name]
         out.write(f"{name}: {len(items)}\n")
         for item in items:
-            detail = ", ".join(f"{k}={v}" for k, v in item.items() if k != "at" and v not in ("", None))
+            detail = ", ".join(
+                f"{k}={v['start']}/{v['end']}" if isinstance(v, dict) else f"{k}={v}"
+                for k, v in item.items()
+                if k != "at" and v not in ("", None)
+            )
             out.write(f"  {item['at']}  {detail}\n")
     return EXIT_OK
 

@@ -1,4 +1,4 @@
-"""Every spelling, every range and its neighbours, every territory (docs/rules.md, "Caller ID" and "The consumer and where they are")."""
+"""Every spelling, every range and its neighbours, every territory (docs/rules.md, "Caller ID")."""
 
 from __future__ import annotations
 
