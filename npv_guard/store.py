@@ -126,7 +126,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if ARGV[4] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[4])
   local ttl = redis.call('PTTL', KEYS[2])
-  if ttl >= 0 and ttl < tonumber(ARGV[5]) then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+  if (ttl >= 0 and ttl < tonumber(ARGV[5])) or (ttl == -1 and redis.call('ZCARD', KEYS[2]) == 1) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  end
 end
 redis.call('INCR', KEYS[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])

@@ -400,3 +400,13 @@ async def test_an_old_contract_still_counts_behind_many_newer_lapsed_consents(gu
     assert CONSENT_EVENTS_READ > 21
     verdict = await guard.check(call("2026-12-01T11:00", professional=None), record=False)
     assert verdict.allowed, verdict.reasons
+
+
+async def test_a_withdrawal_by_refusal_is_kept_as_proof_then_expires(backend: Backend, guard: Guard) -> None:
+    await guard.record_refusal(NPV, CONSUMER, parse_instant("2026-11-16T11:05"), RefusalSource.AGENT)
+    assert 1095 * DAY_MS < await consents_ttl(backend, guard) <= 1096 * DAY_MS
+    # Beside an open-ended contract the key keeps no expiry: the contract still counts.
+    other = Guard(Policy(), guard.store)
+    await grant(other, "2026-11-17T12:00", Basis.CONTRACT)
+    await guard.record_refusal(NPV, CONSUMER, parse_instant("2026-11-18T11:05"), RefusalSource.AGENT)
+    assert await consents_ttl(backend, guard) == -1
