@@ -314,8 +314,11 @@ def decide(prepared: Prepared, state: PairState | StateUnavailable | None, polic
     reasons = list(prepared.reasons)
     calendar = list(prepared.calendar_reasons)
     ban_from = policy.sector_ban_from(request.sector, request.medium)
-    local_day = request.at.astimezone(prepared.places[0].territory.zone).date() if prepared.places else None
-    banned = ban_from is not None and local_day is not None and local_day >= ban_from
+    banned = (
+        ban_from is not None
+        and bool(prepared.places)
+        and request.at.astimezone(prepared.places[0].territory.zone).date() >= ban_from
+    )
 
     if state is None or prepared.pair is None:
         # Offline, or no pair to look up (a caller or consumer rule already rejects): without
@@ -390,11 +393,11 @@ def consent_standing(prepared: Prepared, state: PairState, policy: Policy) -> Co
     """Grants count from their own instant until they end (docs/rules.md, "Consent"); a withdrawal
     ends every grant before it, and wins over a grant at the same instant."""
     at = prepared.request.at
+    if not state.consents:
+        return _NO_STANDING
     events = [event for event in state.consents if event.at <= at]
     withdrawal = max((e for e in events if not e.granted), key=lambda e: e.at, default=None)
-    grants = tuple(
-        e for e in events if e.granted and (withdrawal is None or e.at > withdrawal.at)
-    )
+    grants = tuple(e for e in events if e.granted and (withdrawal is None or e.at > withdrawal.at))
     active: list[ConsentEvent] = []
     lapsed: tuple[ConsentEvent, datetime] | None = None
     for grant in grants:
@@ -404,6 +407,9 @@ def consent_standing(prepared: Prepared, state: PairState, policy: Policy) -> Co
         elif lapsed is None or end > lapsed[1]:
             lapsed = (grant, end)
     return ConsentStanding(tuple(active), withdrawal, grants, lapsed)
+
+
+_NO_STANDING = ConsentStanding((), None, (), None)
 
 
 def consent_end(
