@@ -22,10 +22,10 @@ from typing import Any, NoReturn, TextIO
 from npv_guard import __version__, bundled, report, scrub
 from npv_guard import audit as audit_trail
 from npv_guard.audit import AuditLog, consent_fields
-from npv_guard.clock import Clock, parse_instant
+from npv_guard.clock import Clock, parse_instant, parse_slot
 from npv_guard.config import ConfigError, Settings, load_settings
-from npv_guard.core.decide import Verdict, place_consumer
-from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, label_problem
+from npv_guard.core.decide import Verdict, grant_event, place_consumer
+from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, Slot, label_problem
 from npv_guard.core.reasons import SUMMARY, ReasonCode
 from npv_guard.journal import JournalUnreadable, RefusalJournal
 from npv_guard.progress import Progress
@@ -87,17 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grant = consent.add_parser("grant", help="record a consent or a contract in progress")
     _pair_arguments(grant)
-    grant.add_argument("--basis", choices=[b.value for b in Basis], default=Basis.CONSENT.value)
+    grant.add_argument(
+        "--basis", choices=[b.value for b in Basis], default=Basis.CONSENT.value,
+        help="consent (one year at most), contract (until --until), callback_request (5 working days)",
+    )  # fmt: skip
     grant.add_argument("--proof", default="", metavar="TEXT", help="how, when and where it was given")
     grant.add_argument(
-        "--outside-hours", action="store_true", help="express consent to be called outside the legal days and hours"
+        "--outside-hours", action="store_true",
+        help="blanket consent to calls outside the legal days and hours (lifts them before 2026-08-11 only)",
+    )  # fmt: skip
+    grant.add_argument(
+        "--slot", metavar="START/END",
+        help="a callback slot the consumer agreed to, two ISO 8601 instants (as --at): lifts days and hours in it",
+    )  # fmt: skip
+    grant.add_argument(
+        "--until", metavar="INSTANT", help="with --basis contract: the contract's end (as --at); it counts until then"
     )
     _common(grant)
     withdraw = consent.add_parser("withdraw", help="record a withdrawal of consent")
     _pair_arguments(withdraw)
     withdraw.add_argument("--proof", default="", metavar="TEXT", help="how the withdrawal reached you")
     _common(withdraw)
-    bulk = consent.add_parser("import", help="bulk import a CSV: number,date,basis,proof[,outside_hours]")
+    bulk = consent.add_parser(
+        "import", help="bulk import a CSV: number,date[,basis[,proof[,outside_hours[,slot[,until]]]]]"
+    )
     bulk.add_argument("--professional", required=True, metavar="ID")
     bulk.add_argument("file", metavar="FILE.csv", help="CSV file ('-' for standard input)")
     _common(bulk, at=False)
@@ -237,6 +250,8 @@ class Context:
             prefix=settings.redis.key_prefix,
             timeout=settings.redis.timeout_ms / 1000,
             clock=self.clock.now,
+            consent_proof_days=settings.rules.consent_proof_days,
+            consent_max_age_days=settings.rules.consent_max_age_days,
         )
 
     def guard(self, store: Store | None, journal: RefusalJournal | None = None) -> Guard:
@@ -345,9 +360,16 @@ async def _consent(ctx: Context, out: TextIO, err: TextIO) -> int:
     guard = ctx.guard(store)
     try:
         if args.action == "grant":
-            event = await guard.grant_consent(
-                args.professional, args.callee, ctx.at(), Basis(args.basis), args.proof, args.outside_hours
-            )
+            slot, until = _grant_options(args)
+            try:
+                event = await guard.grant_consent(
+                    args.professional, args.callee, ctx.at(), Basis(args.basis), args.proof, args.outside_hours,
+                    until=until, slot=slot,
+                )  # fmt: skip
+            except InputError:
+                raise
+            except ValueError as error:
+                raise UsageError(str(error)) from None
         else:
             event = await guard.withdraw_consent(args.professional, args.callee, ctx.at(), args.proof)
     finally:
@@ -359,8 +381,24 @@ async def _consent(ctx: Context, out: TextIO, err: TextIO) -> int:
         _print_json(payload, out)
     else:
         what = f"{event.basis.value if event.basis else ''} granted" if event.granted else "consent withdrawn"
-        out.write(f"{what} for {args.professional} at {payload['at']}\n")
+        terms = f", until {payload['until']}" if payload["until"] else ""
+        if payload["slot"]:
+            terms += f", callback slot {payload['slot']['start']}/{payload['slot']['end']}"
+        out.write(f"{what} for {args.professional} at {payload['at']}{terms}\n")
     return EXIT_OK
+
+
+def _grant_options(args: argparse.Namespace) -> tuple[Slot | None, datetime | None]:
+    """`--slot` and `--until` of `consent grant`, read like `--at`."""
+    try:
+        slot = Slot(*parse_slot(args.slot)) if args.slot else None
+    except ValueError as error:
+        raise UsageError(f"--slot: {error}") from None
+    try:
+        until = parse_instant(args.until) if args.until else None
+    except ValueError as error:
+        raise UsageError(f"--until: {error}") from None
+    return slot, until
 
 
 async def _consent_import(ctx: Context, out: TextIO, err: TextIO) -> int:
@@ -451,8 +489,8 @@ def _import_line(
 
 def _consent_row(row: Sequence[str]) -> tuple[str, ConsentEvent]:
     if len(row) < 2:
-        raise ValueError("expected number,date[,basis[,proof[,outside_hours]]]")
-    cells = [cell.strip() for cell in row] + [""] * (5 - len(row))
+        raise ValueError("expected number,date[,basis[,proof[,outside_hours[,slot[,until]]]]]")
+    cells = [cell.strip() for cell in row] + [""] * (7 - len(row))
     try:
         consumer, places = place_consumer(cells[0])
     except ValueError as error:
@@ -466,12 +504,19 @@ def _consent_row(row: Sequence[str]) -> tuple[str, ConsentEvent]:
     try:
         basis = Basis(cells[2] or Basis.CONSENT.value)
     except ValueError:
-        raise ValueError(f"basis {cells[2][:20]!r} is neither 'consent' nor 'contract'") from None
+        choices = ", ".join(repr(b.value) for b in Basis)
+        raise ValueError(f"basis {cells[2][:20]!r} is not one of {choices}") from None
     flag = cells[4].lower()
     if flag not in {"", "0", "1", "true", "false", "yes", "no"}:
         raise ValueError(f"outside_hours {cells[4][:20]!r} is not true/false")
-    event = ConsentEvent(
-        instant.astimezone(UTC), granted=True, basis=basis, proof=cells[3], outside_hours=flag in {"1", "true", "yes"}
+    zone = places[0].territory.zone  # like the date, instants without offset are the consumer's wall time
+    slot = Slot(*parse_slot(cells[5], zone)) if cells[5] else None
+    try:
+        until = parse_instant(cells[6], zone) if cells[6] else None
+    except ValueError as error:
+        raise ValueError(f"until: {error}") from None
+    event = grant_event(
+        instant.astimezone(UTC), basis, cells[3], outside_hours=flag in {"1", "true", "yes"}, until=until, slot=slot
     )
     return consumer, event
 
@@ -493,7 +538,11 @@ async def _history(ctx: Context, out: TextIO) -> int:
         items = payload[name]
         out.write(f"{name}: {len(items)}\n")
         for item in items:
-            detail = ", ".join(f"{k}={v}" for k, v in item.items() if k != "at" and v not in ("", None))
+            detail = ", ".join(
+                f"{k}={v['start']}/{v['end']}" if isinstance(v, dict) else f"{k}={v}"
+                for k, v in item.items()
+                if k != "at" and v not in ("", None)
+            )
             out.write(f"  {item['at']}  {detail}\n")
     return EXIT_OK
 

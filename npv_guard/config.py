@@ -17,16 +17,26 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from npv_guard.clock import parse_instant
 from npv_guard.core.calendar import Window
-from npv_guard.core.model import DEFAULT_BANNED_SECTORS, PROFESSIONAL_ID, Policy, Professional
+from npv_guard.core.model import (
+    DEFAULT_BANNED_SECTORS,
+    DEFAULT_CALLBACK_WORKING_DAYS,
+    DEFAULT_CONSENT_EXEMPT_SECTORS,
+    DEFAULT_CONSENT_MAX_AGE_DAYS,
+    DEFAULT_CONSENT_PROOF_DAYS,
+    PROFESSIONAL_ID,
+    Policy,
+    Professional,
+)
 from npv_guard.core.numbering import NumberKind
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.reasons import ReasonCode
+from npv_guard.core.regimes import DEFAULT_SECTOR_BANS, SectorBan
 
 ENV_PREFIX = "NPV_GUARD_"
 CONFIG_ENV = "NPV_GUARD_CONFIG"
@@ -60,19 +70,67 @@ def _listen(key: str, listen: str) -> None:
     _port(key, int(port))
 
 
+def _ban_table(bans: Mapping[str, SectorBan]) -> dict[str, dict[str, str]]:
+    return {
+        sector: {medium: day.isoformat() for medium, day in (("voice", ban.voice), ("sms", ban.sms)) if day}
+        for sector, ban in bans.items()
+    }
+
+
 @dataclass(frozen=True)
 class RulesSettings:
+    """The readings of the law an operator may change; each is explained in docs/rules.md."""
+
     local_holidays: bool = True
     banned_sectors: tuple[str, ...] = tuple(sorted(DEFAULT_BANNED_SECTORS))
     # How far from the guard's clock a recorded fact (attempt, refusal, withdrawal, STOP) may be
     # dated; consent grants may be older (their collection instant), never later.
     max_write_skew_s: float = 5.0
 
+    # sector -> {"voice": first banned day, "sms": first banned day}; a medium left out: never.
+    sector_bans: dict[str, dict[str, str]] = field(default_factory=lambda: _ban_table(DEFAULT_SECTOR_BANS))
+    consent_exempt_sectors: tuple[str, ...] = tuple(sorted(DEFAULT_CONSENT_EXEMPT_SECTORS))
+    consent_max_age_days: int = DEFAULT_CONSENT_MAX_AGE_DAYS
+    consent_proof_days: int = DEFAULT_CONSENT_PROOF_DAYS
+    callback_request_working_days: int = DEFAULT_CALLBACK_WORKING_DAYS
+    out_of_hours_slot_only: bool = True
+
     def validate(self) -> None:
-        for sector in self.banned_sectors:
+        for key in ("banned_sectors", "consent_exempt_sectors"):
+            for sector in getattr(self, key):
+                if not sector.replace("_", "").isalnum():
+                    raise ConfigError(f"rules.{key}: {sector!r} is not a sector name")
+        for sector, row in self.sector_bans.items():
             if not sector.replace("_", "").isalnum():
-                raise ConfigError(f"rules.banned_sectors: {sector!r} is not a sector name")
+                raise ConfigError(f"rules.sector_bans: {sector!r} is not a sector name")
+            for medium, day in row.items():
+                if medium not in ("voice", "sms"):
+                    raise ConfigError(f"rules.sector_bans.{sector}: {medium!r} is not a medium (voice, sms)")
+                try:
+                    date.fromisoformat(day)
+                except ValueError:
+                    raise ConfigError(
+                        f"rules.sector_bans.{sector}.{medium}: {day!r} is not a date (YYYY-MM-DD)"
+                    ) from None
+        for key, low, high in (
+            ("consent_max_age_days", 1, 3660),
+            ("consent_proof_days", 1096, 36600),
+            ("callback_request_working_days", 1, 30),
+        ):
+            value = getattr(self, key)
+            if not low <= value <= high:
+                raise ConfigError(f"rules.{key}: expected {low}-{high}, got {value}")
         _seconds("rules.max_write_skew_s", self.max_write_skew_s, 3600)
+
+    def sector_ban_table(self) -> dict[str, SectorBan]:
+        """`sector_bans` as the core reads it (validated at load)."""
+        return {
+            sector: SectorBan(
+                voice=date.fromisoformat(row["voice"]) if row.get("voice") else None,
+                sms=date.fromisoformat(row["sms"]) if row.get("sms") else None,
+            )
+            for sector, row in self.sector_bans.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -308,6 +366,12 @@ class Settings:
         return Policy(
             local_holidays=self.rules.local_holidays,
             banned_sectors=frozenset(self.rules.banned_sectors),
+            sector_bans=self.rules.sector_ban_table(),
+            consent_exempt_sectors=frozenset(self.rules.consent_exempt_sectors),
+            consent_max_age_days=self.rules.consent_max_age_days,
+            consent_proof_days=self.rules.consent_proof_days,
+            callback_working_days=self.rules.callback_request_working_days,
+            out_of_hours_slot_only=self.rules.out_of_hours_slot_only,
             fail_open=self.redis.fail_open,
             professionals=self.professionals,
         )
@@ -449,7 +513,12 @@ def _coerce(key: str, kind: Any, raw: Any, *, from_env: bool) -> Any:
         elif origin is dict:
             table = json.loads(raw) if from_env and isinstance(raw, str) else raw
             value_kind = get_args(kind)[1]
-            if isinstance(table, dict) and all(
+            if get_origin(value_kind) is dict:  # a table of tables of strings (rules.sector_bans)
+                if isinstance(table, dict) and all(
+                    isinstance(row, dict) and all(isinstance(v, str) for v in row.values()) for row in table.values()
+                ):
+                    return {str(k): dict(row) for k, row in table.items()}
+            elif isinstance(table, dict) and all(
                 isinstance(v, value_kind) and not isinstance(v, bool) for v in table.values()
             ):
                 return dict(table)
@@ -503,6 +572,8 @@ def _describe(kind: Any) -> str:
         return "a string"
     if get_origin(kind) is tuple:
         return "a list of strings"
+    if get_origin(get_args(kind)[1]) is dict:
+        return 'a table of {voice = "YYYY-MM-DD", sms = "YYYY-MM-DD"} tables'
     return "a table of integers"
 
 

@@ -66,6 +66,8 @@ class Wiring:
             prefix=settings.redis.key_prefix,
             timeout=settings.redis.timeout_ms / 1000,
             clock=clock.now,
+            consent_proof_days=settings.rules.consent_proof_days,
+            consent_max_age_days=settings.rules.consent_max_age_days,
         )
         skew = timedelta(seconds=settings.rules.max_write_skew_s)
         guard = Guard(settings.policy(), store, journal, clock=clock.now, max_write_skew=skew)

@@ -13,6 +13,7 @@ from npv_guard.core.decide import (
     Verdict,
     consent_at,
     decide,
+    grant_event,
     place_consumer,
     prepare,
     refusal_block_end,
@@ -28,6 +29,7 @@ from npv_guard.core.model import (
     Policy,
     Refusal,
     RefusalSource,
+    Slot,
     StateUnavailable,
     label_problem,
 )
@@ -163,7 +165,10 @@ class Guard:
         prepared = prepare(request, self.policy)
         pair = prepared.pair
         if offline or pair is None:
-            return decide(prepared, None, self.policy)
+            verdict = decide(prepared, None, self.policy)
+            if offline and not verdict.allowed:
+                return replace(verdict, next_allowed_at=next_allowed_at(verdict, None, self.policy))
+            return verdict
         if self.store is None:
             return decide(prepared, StateUnavailable("no store configured"), self.policy)
         professional, consumer = pair
@@ -302,12 +307,22 @@ class Guard:
         return replayed
 
     async def grant_consent(
-        self, professional: str, callee: str, at: datetime, basis: Basis, proof: str, outside_hours: bool = False
+        self,
+        professional: str,
+        callee: str,
+        at: datetime,
+        basis: Basis,
+        proof: str,
+        outside_hours: bool = False,
+        *,
+        until: datetime | None = None,
+        slot: Slot | None = None,
     ) -> ConsentEvent:
+        """ValueError (not PairError) when the grant's own facts do not go together."""
         self.professional_id(professional)
         self.write_instant(at, "at", past=True)
         consumer, _ = self._consumer(callee)
-        event = ConsentEvent(at, granted=True, basis=basis, proof=proof, outside_hours=outside_hours)
+        event = grant_event(at, basis, proof, outside_hours=outside_hours, until=until, slot=slot)
         await self._store().record_consent(professional, consumer, event)
         return event
 

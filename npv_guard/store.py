@@ -12,8 +12,11 @@ touches one Cluster slot:
 `<hmac>` is HMAC-SHA256(secret, consumer E.164), so no key or value holds a consumer number.
 Whether a stored fact still counts is computed from its own instant by the decision core; the
 TTLs below only clean up: attempts live 31 days, refusals and relayed SMS 62 days after their own
-instant (on the guard's clock, which may replay), consents for ever (proof). A write never
-shortens a key's life. Relayed SMS are kept for the history only: no rule counts them.
+instant (on the guard's clock, which may replay); a write never shortens a key's life. A consent
+event is proof (R. 223-2): kept `consent_proof_days` (3 years) from its own instant and never less
+than as long as it may count (an open-ended contract: for ever; a withdrawal: as long as a grant it
+ended is kept), then removed when a later event of the pair is written, and the key expires with
+its last event (docs/rules.md, "Proof retention"). Relayed SMS are kept for the history only.
 
 Check-and-record is optimistic: read a snapshot with its version, decide in Python (the rules
 live in one place), then record the attempt only if the version is unchanged. A concurrent
@@ -40,12 +43,15 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from npv_guard.core.model import (
+    DEFAULT_CONSENT_MAX_AGE_DAYS,
+    DEFAULT_CONSENT_PROOF_DAYS,
     Attempt,
     Basis,
     ConsentEvent,
     PairState,
     Refusal,
     RefusalSource,
+    Slot,
 )
 
 ATTEMPTS_TTL = timedelta(days=31)
@@ -55,7 +61,9 @@ ATTEMPTS_KEEP = timedelta(days=32)
 # A fact older than its retention is still kept this long, so that it shows in the history of
 # the command that just wrote it (a journal replay after a long outage, say).
 MIN_TTL = timedelta(hours=1)
-CONSENT_EVENTS_READ = 16
+# The latest consent events read per decision. A withdrawal ends every grant before it, so older
+# events matter only as grants still counting: missing one can only make a decision stricter.
+CONSENT_EVENTS_READ = 64
 # Time allowed per pair of a pipelined snapshot batch (a lead-list scrub), on top of the timeout.
 BATCH_READ_S = 0.005
 
@@ -129,22 +137,70 @@ return 1
 """
 
 # KEYS: refusals, consents, version.
-# ARGV: ms, refusal member, refusal ttl ms, withdrawal member or '', version ttl ms.
-# TTLs only grow: a back-dated refusal (a journal replay) must not shorten a newer one's life.
+# ARGV: ms, refusal member, refusal ttl ms, withdrawal member or '', version ttl ms, consent proof ttl ms.
+# TTLs only grow: a back-dated refusal (a journal replay) must not shorten a newer one's life. A
+# withdrawal is proof too: the consents key lives at least as long as its retention.
 _RECORD_REFUSAL = """
 local added = redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[1], ARGV[4]) end
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[4])
+  local ttl = redis.call('PTTL', KEYS[2])
+  if (ttl >= 0 and ttl < tonumber(ARGV[6])) or (ttl == -1 and redis.call('ZCARD', KEYS[2]) == 1) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  end
+end
 redis.call('INCR', KEYS[3])
 if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[5]) then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
 return added
 """
 
-# KEYS: consents, version. ARGV: ms, member, version ttl ms.
+# KEYS: consents, version. ARGV: ms, member, version ttl ms, proof retention ms, consent lifetime ms.
+# Retention (R. 223-2), judged at the new event's own instant: a grant is kept for the proof period
+# and at least while it may count (a contract to its end; open-ended: for ever); a withdrawal for
+# the proof period and at least while a grant it ended is kept. Older events are removed; the key
+# expires with the last one kept (PERSIST while an open-ended contract is held).
 _RECORD_CONSENT = """
 local added = redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local now, proof, life = tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local events = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local grants, withdrawals = {}, {}
+for i = 1, #events, 2 do
+  local data = cjson.decode(events[i])
+  local at = tonumber(events[i + 1])
+  if data.granted then
+    local keep = at + math.max(proof, life)
+    if data.basis == 'contract' then
+      if type(data['until']) == 'number' then keep = math.max(at + proof, data['until']) else keep = false end
+    end
+    grants[#grants + 1] = {events[i], at, keep}
+  else
+    withdrawals[#withdrawals + 1] = {events[i], at, at + proof}
+  end
+end
+local last, forever, oldest = now, false, nil
+for _, g in ipairs(grants) do
+  if g[3] and g[3] < now then
+    redis.call('ZREM', KEYS[1], g[1])
+  else
+    if not g[3] then forever = true elseif g[3] > last then last = g[3] end
+    if oldest == nil or g[2] < oldest then oldest = g[2] end
+  end
+end
+for _, w in ipairs(withdrawals) do
+  if w[3] < now and (oldest == nil or oldest > w[2]) then
+    redis.call('ZREM', KEYS[1], w[1])
+  elseif w[3] > last then
+    last = w[3]
+  end
+end
+if forever then
+  redis.call('PERSIST', KEYS[1])
+elseif redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], math.max(last - now, 1000))
+end
 return added
 """
 
@@ -199,12 +255,17 @@ _MEMBER_JSON = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _encode_consent(event: ConsentEvent) -> str:
-    fields = {
+    fields: dict[str, object] = {
         "granted": event.granted,
         "basis": event.basis.value if event.basis else None,
         "proof": event.proof,
         "outside_hours": event.outside_hours,
     }
+    # Only when set, so that the members stored before these fields existed keep their identity.
+    if event.until is not None:
+        fields["until"] = _ms(event.until)
+    if event.slot is not None:
+        fields["slot"] = [_ms(event.slot.start), _ms(event.slot.end)]
     # The same event stored twice (an import run again) stays one member of the set.
     identity = hashlib.sha256(_IDENTITY_JSON([_ms(event.at), fields]).encode()).hexdigest()[:12]
     return _MEMBER_JSON({"id": identity, **fields})
@@ -240,6 +301,8 @@ def _decode_consents(flat: Sequence[Any]) -> list[ConsentEvent]:
                 basis=Basis(data["basis"]) if data.get("basis") else None,
                 proof=data.get("proof", ""),
                 outside_hours=bool(data.get("outside_hours", False)),
+                until=_instant(data["until"]) if data.get("until") is not None else None,
+                slot=Slot(_instant(data["slot"][0]), _instant(data["slot"][1])) if data.get("slot") else None,
             )
         )
     return result
@@ -289,10 +352,17 @@ class Store:
         prefix: str = "npv",
         timeout: float = 0.2,
         clock: Callable[[], datetime] | None = None,
+        consent_proof_days: int = DEFAULT_CONSENT_PROOF_DAYS,
+        consent_max_age_days: int = DEFAULT_CONSENT_MAX_AGE_DAYS,
     ) -> None:
         self._client = client
         # The guard's clock: a fact's TTL runs from its own instant as that clock sees it.
         self._now = clock or (lambda: datetime.now(UTC))
+        self._consent_proof = timedelta(days=consent_proof_days)
+        self._consent_retention = [
+            _ms_span(self._consent_proof),
+            _ms_span(timedelta(days=consent_max_age_days)),
+        ]
         self._hasher = hasher
         self._prefix = prefix
         self._timeout = timeout
@@ -317,6 +387,8 @@ class Store:
         prefix: str = "npv",
         timeout: float = 0.2,
         clock: Callable[[], datetime] | None = None,
+        consent_proof_days: int = DEFAULT_CONSENT_PROOF_DAYS,
+        consent_max_age_days: int = DEFAULT_CONSENT_MAX_AGE_DAYS,
     ) -> Store:
         options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         client: aioredis.Redis | RedisCluster
@@ -324,7 +396,15 @@ class Store:
             client = RedisCluster.from_url(url, **options)
         else:
             client = aioredis.Redis.from_url(url, health_check_interval=10, **options)
-        return cls(client, hasher, prefix=prefix, timeout=timeout, clock=clock)
+        return cls(
+            client,
+            hasher,
+            prefix=prefix,
+            timeout=timeout,
+            clock=clock,
+            consent_proof_days=consent_proof_days,
+            consent_max_age_days=consent_max_age_days,
+        )
 
     def _ttl(self, at: datetime, retention: timedelta) -> int:
         """Milliseconds until `at` + `retention` on the guard's clock, at least MIN_TTL."""
@@ -501,6 +581,7 @@ class Store:
             self._ttl(refusal.at, REFUSALS_TTL),
             _encode_consent(withdrawal) if withdrawal else "",
             _ms_span(REFUSALS_TTL),
+            self._ttl(refusal.at, self._consent_proof),
         ]
         await self._call(
             "record refusal",
@@ -523,6 +604,7 @@ class Store:
     async def record_consent(self, professional: str, consumer: str, event: ConsentEvent) -> None:
         keys = self.keys(professional, consumer)
         args: list[int | str] = [_ms(event.at), _encode_consent(event), _ms_span(REFUSALS_TTL)]
+        args += self._consent_retention
         await self._call("record consent", lambda: self._record_consent(keys=[keys.consents, keys.version], args=args))
 
     async def record_consents(self, professional: str, rows: Iterable[tuple[str, ConsentEvent]]) -> int:
@@ -534,23 +616,21 @@ class Store:
 
         async def send() -> int:
             # Per row, the consent lands before the version bump, so a racing decision can only be
-            # stricter. On a single Redis each row is one EVALSHA of the consent script: a third of
-            # the commands to pack and of the replies to parse, which is most of an import's time.
-            # Cluster pipelines refuse EVALSHA: there the same writes go as plain commands.
+            # stricter. Each row is one EVALSHA of the consent script (which also applies the proof
+            # retention). Cluster pipelines refuse redis-py's script objects but route a raw
+            # EVALSHA by its keys (one hash tag per pair), the script loaded on every primary first.
             pipe = self._client.pipeline(transaction=False)
+            if not isinstance(pipe, Pipeline):
+                await self._client.script_load(_RECORD_CONSENT)
             for consumer, event in batch:
                 keys = self.keys(professional, consumer)
-                member, at = _encode_consent(event), _ms(event.at)
+                args: list[int | str] = [_ms(event.at), _encode_consent(event), version_ttl, *self._consent_retention]
                 if isinstance(pipe, Pipeline):
-                    await self._record_consent(
-                        keys=[keys.consents, keys.version], args=[at, member, version_ttl], client=pipe
-                    )
+                    await self._record_consent(keys=[keys.consents, keys.version], args=args, client=pipe)
                 else:
-                    pipe.zadd(keys.consents, {member: at})
-                    pipe.incr(keys.version)
-                    pipe.pexpire(keys.version, version_ttl)
+                    pipe.execute_command("EVALSHA", self._record_consent.sha, 2, keys.consents, keys.version, *args)
             results = await pipe.execute()
-            return len(results) // (1 if isinstance(pipe, Pipeline) else 3)  # rows stored
+            return len(results)  # rows stored
 
         try:
             stored = await asyncio.wait_for(send(), max(self._timeout, 0.02 * len(batch)))

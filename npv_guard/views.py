@@ -44,6 +44,16 @@ def consent_payload(professional: str, event: ConsentEvent) -> dict[str, Any]:
         "basis": event.basis.value if event.basis else None,
         "at": utc_iso(event.at),
         "outside_hours": event.outside_hours,
+        **_grant_terms(event),
+    }
+
+
+def _grant_terms(event: ConsentEvent) -> dict[str, Any]:
+    """A contract's end and an agreed callback slot, null when the grant has none."""
+    slot = event.slot
+    return {
+        "until": utc_iso(event.until) if event.until else None,
+        "slot": {"start": utc_iso(slot.start), "end": utc_iso(slot.end)} if slot else None,
     }
 
 
@@ -67,6 +77,7 @@ def history_payload(professional: str, history: PairHistory) -> dict[str, Any]:
                 "basis": c.basis.value if c.basis else None,
                 "proof": c.proof,
                 "outside_hours": c.outside_hours,
+                **_grant_terms(c),
             }
             for c in sorted(state.consents, key=lambda c: c.at)
         ],

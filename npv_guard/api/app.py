@@ -27,8 +27,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from npv_guard.api.auth import TokenBook
 from npv_guard.audit import AuditLog
-from npv_guard.clock import parse_instant
-from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, label_problem
+from npv_guard.clock import parse_instant, parse_slot
+from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, Slot, label_problem
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.httpserver import HTTP_CODES
 from npv_guard.observability import Health, Metrics
@@ -62,7 +62,7 @@ CHECK_FIELDS = frozenset(
     }
 )  # fmt: skip
 REFUSAL_FIELDS = frozenset({"professional", "callee", "at", "source"})
-GRANT_FIELDS = frozenset({"professional", "callee", "at", "basis", "proof", "outside_hours"})
+GRANT_FIELDS = frozenset({"professional", "callee", "at", "basis", "proof", "outside_hours", "until", "slot"})
 WITHDRAW_FIELDS = frozenset({"professional", "callee", "at", "proof"})
 HISTORY_FIELDS = frozenset({"professional", "callee"})
 # Reachable without a token: the description of the API and the probes.
@@ -303,7 +303,21 @@ async def grant_consent(request: web.Request) -> web.Response:
     basis = Basis(fields.choice("basis", [b.value for b in Basis], Basis.CONSENT.value))
     proof = fields.text("proof") or ""
     outside_hours = fields.flag("outside_hours")
-    event = await ctx.guard.grant_consent(professional, callee, at, basis, proof, outside_hours)
+    until_text = fields.text("until")
+    until = fields.instant("until", ctx.now) if until_text is not None else None
+    slot_text = fields.text("slot")
+    try:
+        slot = Slot(*parse_slot(slot_text)) if slot_text is not None else None
+    except ValueError as error:
+        raise ApiError("BAD_REQUEST", f"slot: {error}") from None
+    try:
+        event = await ctx.guard.grant_consent(
+            professional, callee, at, basis, proof, outside_hours, until=until, slot=slot
+        )
+    except InputError:
+        raise
+    except ValueError as error:
+        raise ApiError("BAD_REQUEST", str(error)) from None
     return _consent_answer(ctx, professional, callee, event)
 
 

@@ -36,6 +36,14 @@ _INSTANT_IN: Schema = {
     "examples": ["2026-12-01T10:30:00+01:00", "2026-12-01T10:30:00"],
 }
 _UTC_OUT: Schema = {"type": "string", "description": "ISO 8601 UTC, e.g. 2026-12-01T09:30:00Z"}
+_UTC_OR_NULL: Schema = {"type": ["string", "null"], "description": "ISO 8601 UTC, or null"}
+_SLOT_OUT: Schema = {
+    "type": ["object", "null"],
+    "description": "The agreed callback slot [start, end), or null",
+    "properties": {"start": _UTC_OUT, "end": _UTC_OUT},
+    "required": ["start", "end"],
+    "additionalProperties": False,
+}
 _PROFESSIONAL_IN: Schema = {
     "type": "string",
     "description": "The professional the request acts for. Optional: default and only allowed value is the "
@@ -175,7 +183,19 @@ _SCHEMAS: dict[str, Schema] = {
             "proof": {"type": "string", "default": "", "description": "How, when and where it was given"},
             "outside_hours": {
                 **_BOOL_FALSE,
-                "description": "Express consent to be called outside the legal days and hours",
+                "description": "Blanket consent to calls outside the legal days and hours: lifts them for "
+                "calls before 2026-08-11 only (docs/rules.md)",
+            },
+            "until": {
+                "type": "string",
+                "examples": ["2027-06-30T00:00:00+02:00"],
+                "description": "With basis contract: the contract's end (as at); it counts until then, excluded",
+            },
+            "slot": {
+                "type": "string",
+                "description": "A callback slot the consumer agreed to, START/END (two instants as at), half-open: "
+                "calls inside it are not held to the days and hours",
+                "examples": ["2026-12-05T09:00:00+01:00/2026-12-05T09:30:00+01:00"],
             },
         },
         ["callee"],
@@ -198,8 +218,10 @@ _SCHEMAS: dict[str, Schema] = {
             "basis": {"type": ["string", "null"], "enum": [*(b.value for b in Basis), None]},
             "at": _UTC_OUT,
             "outside_hours": {"type": "boolean"},
+            "until": _UTC_OR_NULL,
+            "slot": _SLOT_OUT,
         },
-        ["recorded", "professional", "granted", "basis", "at", "outside_hours"],
+        ["recorded", "professional", "granted", "basis", "at", "outside_hours", "until", "slot"],
     ),
     "History": _object(
         {
@@ -231,8 +253,10 @@ _SCHEMAS: dict[str, Schema] = {
                         "basis": {"type": ["string", "null"], "enum": [*(b.value for b in Basis), None]},
                         "proof": _STRING,
                         "outside_hours": {"type": "boolean"},
+                        "until": _UTC_OR_NULL,
+                        "slot": _SLOT_OUT,
                     },
-                    ["at", "granted", "basis", "proof", "outside_hours"],
+                    ["at", "granted", "basis", "proof", "outside_hours", "until", "slot"],
                 ),
             },
             "messages": {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from npv_guard.core import regimes
-from npv_guard.core.calendar import Window, local_issues, local_midnight, utc_iso
+from npv_guard.core.calendar import Window, holiday_name, local_issues, local_midnight, utc_iso
 from npv_guard.core.model import (
     PROFESSIONAL_ID,
     Basis,
@@ -23,6 +23,7 @@ from npv_guard.core.model import (
     Policy,
     Refusal,
     RefusalSource,
+    Slot,
     StateUnavailable,
 )
 from npv_guard.core.numbering import NumberKind, PhoneNumber, parse
@@ -57,7 +58,7 @@ class Prepared:
     places: tuple[Place, ...]  # where the consumer may be, the most likely first
     regime: regimes.Regime
     reasons: tuple[Reason, ...]  # caller and consumer rules
-    calendar_reasons: tuple[Reason, ...]  # lifted by an express out-of-hours consent
+    calendar_reasons: tuple[Reason, ...]  # lifted by an agreed slot (or, before 2026-08-11, a blanket consent)
 
     @property
     def consumer(self) -> str | None:
@@ -312,14 +313,18 @@ def decide(prepared: Prepared, state: PairState | StateUnavailable | None, polic
     stateful = SMS_STATEFUL_RULES if sms else STATEFUL_RULES
     reasons = list(prepared.reasons)
     calendar = list(prepared.calendar_reasons)
-    # The sector ban is on canvassing by phone (L. 223-1); a message is not a call.
-    banned = bool(request.sector) and request.sector in policy.banned_sectors and regime.sector_ban and not sms
+    ban_from = policy.sector_ban_from(request.sector, request.medium)
+    banned = (
+        ban_from is not None
+        and bool(prepared.places)
+        and request.at.astimezone(prepared.places[0].territory.zone).date() >= ban_from
+    )
 
     if state is None or prepared.pair is None:
         # Offline, or no pair to look up (a caller or consumer rule already rejects): without
-        # proof of a contract, a banned sector stays banned.
+        # proof of a contract or a callback request, a banned sector stays banned.
         if banned:
-            reasons.append(_sector_reason(request.sector))
+            reasons.append(_sector_reason(request, ban_from))
         skipped = stateful if prepared.places else ("calendar", *stateful)
         return Verdict(prepared, tuple(reasons + calendar), skipped)
     if isinstance(state, StateUnavailable):
@@ -328,17 +333,18 @@ def decide(prepared: Prepared, state: PairState | StateUnavailable | None, polic
         detail = f" ({state.detail})" if state.detail else ""
         unavailable = Reason(ReasonCode.STATE_UNAVAILABLE, f"attempts, refusals and consents could not be read{detail}")
         if banned:
-            reasons.append(_sector_reason(request.sector))
+            reasons.append(_sector_reason(request, ban_from))
         return Verdict(prepared, (*reasons, *calendar, unavailable), stateful)
 
-    consent = effective_consent(prepared, state)
-    if consent is not None and consent.granted and consent.outside_hours:
-        calendar = []
+    standing = consent_standing(prepared, state, policy)
+    if calendar:
+        calendar = _calendar_after_consent(prepared, standing, calendar, policy)
     reasons.extend(calendar)
     if regime.calendar and not sms:
         reasons.extend(_frequency_reasons(prepared, state))
     if regime.calendar or sms:
         reasons.extend(_refusal_reasons(prepared, state))
+    exempt = request.sector in policy.consent_exempt_sectors and not sms and not request.automated
     if regime.opt_in or request.automated or sms:
         if sms:
             why = "a commercial text message (CPCE L. 34-5)"
@@ -346,18 +352,156 @@ def decide(prepared: Prepared, state: PairState | StateUnavailable | None, polic
             why = "a recorded-message call (CPCE L. 34-5)"
         else:
             why = "opt-in"
-        if consent is None:
-            reasons.append(Reason(ReasonCode.NO_CONSENT, f"no consent or contract on record for this consumer ({why})"))
-        elif not consent.granted:
+        if standing.active:
+            pass
+        elif standing.withdrawal is not None and not standing.after_withdrawal:
+            # A withdrawal binds even the press (L. 221-16: no new contact after a refusal).
             reasons.append(
                 Reason(
                     ReasonCode.CONSENT_WITHDRAWN,
-                    f"consent withdrawn or refused at {utc_iso(consent.at)}; a new consent is needed",
+                    f"consent withdrawn or refused at {utc_iso(standing.withdrawal.at)}; a new consent is needed",
                 )
             )
-    if banned and not (consent is not None and consent.granted and consent.basis is Basis.CONTRACT):
-        reasons.append(_sector_reason(request.sector))
+        elif exempt:
+            pass  # L. 223-5: the press needs no prior consent
+        elif standing.lapsed is not None:
+            grant, ended = standing.lapsed
+            reasons.append(Reason(ReasonCode.NO_CONSENT, _lapse_text(grant, ended, policy)))
+        else:
+            reasons.append(Reason(ReasonCode.NO_CONSENT, f"no consent or contract on record for this consumer ({why})"))
+    if banned and not any(grant.basis in SECTOR_BAN_LIFTED_BY for grant in standing.active):
+        reasons.append(_sector_reason(request, ban_from))
     return Verdict(prepared, tuple(reasons))
+
+
+# A contract in progress (L. 223-1) and a callback the consumer asked for (R. 223-4) are the
+# only grounds on which a banned sector may be called.
+SECTOR_BAN_LIFTED_BY = frozenset({Basis.CONTRACT, Basis.CALLBACK_REQUEST})
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentStanding:
+    """What the pair's consent events mean at one instant."""
+
+    active: tuple[ConsentEvent, ...]  # grants that count at the instant
+    withdrawal: ConsentEvent | None  # the latest withdrawal at or before the instant
+    after_withdrawal: tuple[ConsentEvent, ...]  # grants later than that withdrawal (all, if none)
+    lapsed: tuple[ConsentEvent, datetime] | None  # the latest-ending grant that no longer counts, and its end
+
+
+def consent_standing(prepared: Prepared, state: PairState, policy: Policy) -> ConsentStanding:
+    """Grants count from their own instant until they end (docs/rules.md, "Consent"); a withdrawal
+    ends every grant before it, and wins over a grant at the same instant."""
+    at = prepared.request.at
+    if not state.consents:
+        return _NO_STANDING
+    events = [event for event in state.consents if event.at <= at]
+    withdrawal = max((e for e in events if not e.granted), key=lambda e: e.at, default=None)
+    grants = tuple(e for e in events if e.granted and (withdrawal is None or e.at > withdrawal.at))
+    active: list[ConsentEvent] = []
+    lapsed: tuple[ConsentEvent, datetime] | None = None
+    for grant in grants:
+        end = consent_end(grant, prepared.places, prepared.regime, policy)
+        if end is None or at < end:
+            active.append(grant)
+        elif lapsed is None or end > lapsed[1]:
+            lapsed = (grant, end)
+    return ConsentStanding(tuple(active), withdrawal, grants, lapsed)
+
+
+_NO_STANDING = ConsentStanding((), None, (), None)
+
+
+def consent_end(
+    grant: ConsentEvent, places: tuple[Place, ...], regime: regimes.Regime, policy: Policy
+) -> datetime | None:
+    """The first instant `grant` no longer counts for a call under `regime`; None: it does not end.
+
+    A consent lapses just after its anniversary (the anniversary instant itself is still within the
+    year): the end is one microsecond after collection + `consent_max_age_days`.
+    """
+    if grant.basis is Basis.CONTRACT:
+        return grant.until
+    if grant.basis is Basis.CALLBACK_REQUEST:
+        return callback_request_end(places, grant.at, policy)
+    if not regime.consent_lifetime:
+        return None
+    return grant.at + timedelta(days=policy.consent_max_age_days, microseconds=1)
+
+
+def callback_request_end(places: tuple[Place, ...], asked_at: datetime, policy: Policy) -> datetime:
+    """00:00 after the consumer's Nth working day (R. 223-4), the day of the request counted when it
+    is a working day (the shortest reading), the earliest over the consumer's places."""
+    ends = []
+    for place in places or (place_of(METROPOLE),):
+        day = asked_at.astimezone(place.territory.zone).date()
+        counted = 0
+        while True:
+            if day.weekday() < 5 and not holiday_name(place, day, policy.local_holidays):
+                counted += 1
+                if counted >= policy.callback_working_days:
+                    break
+            day += timedelta(days=1)
+        ends.append(local_midnight(place, day + timedelta(days=1)))
+    return min(ends)
+
+
+def _lapse_text(grant: ConsentEvent, ended: datetime, policy: Policy) -> str:
+    collected = utc_iso(grant.at)
+    if grant.basis is Basis.CONTRACT:
+        return f"the contract on record since {collected} ended at {utc_iso(ended)}; a consent is needed"
+    if grant.basis is Basis.CALLBACK_REQUEST:
+        return (
+            f"the callback request of {collected} expired at {utc_iso(ended)} "
+            f"({policy.callback_working_days} working days, R. 223-4); a consent is needed"
+        )
+    lapsed = utc_iso(ended - timedelta(microseconds=1))
+    return (
+        f"the consent collected at {collected} lapsed after {lapsed} "
+        f"(valid {policy.consent_max_age_days} days, no tacit renewal: R. 223-1); a new consent is needed"
+    )
+
+
+def _calendar_after_consent(
+    prepared: Prepared, standing: ConsentStanding, calendar: list[Reason], policy: Policy
+) -> list[Reason]:
+    """An agreed slot containing the call lifts the calendar rules; before 2026-08-11 (or with
+    rules.out_of_hours_slot_only = false) a blanket out-of-hours consent does too."""
+    at = prepared.request.at
+    if any(grant.slot is not None and at in grant.slot for grant in standing.active):
+        return []
+    blanket = [grant for grant in standing.active if grant.outside_hours]
+    if not blanket:
+        return calendar
+    slot_only = policy.out_of_hours_slot_only and prepared.regime.slot_only
+    if not slot_only:
+        return []
+    note = (
+        f"; the out-of-hours consent of {utc_iso(max(g.at for g in blanket))} is kept but no longer lifts the "
+        f"days and hours since {regimes.SLOT_ONLY_FROM}: only an agreed callback slot does"
+    )
+    return [Reason(reason.code, reason.message + note) for reason in calendar]
+
+
+def grant_event(
+    at: datetime,
+    basis: Basis,
+    proof: str = "",
+    *,
+    outside_hours: bool = False,
+    until: datetime | None = None,
+    slot: Slot | None = None,
+) -> ConsentEvent:
+    """A grant as the adapters record it; ValueError, phrased for the operator, when its facts
+    cannot go together."""
+    if until is not None:
+        if basis is not Basis.CONTRACT:
+            raise ValueError("an end instant (until) is for a contract basis only")
+        if until <= at:
+            raise ValueError(f"the contract ends at {utc_iso(until)}, not after it is recorded at {utc_iso(at)}")
+    if slot is not None and slot.end <= at:
+        raise ValueError(f"the slot ends at {utc_iso(slot.end)}, before the consent is recorded at {utc_iso(at)}")
+    return ConsentEvent(at, granted=True, basis=basis, proof=proof, outside_hours=outside_hours, until=until, slot=slot)
 
 
 def effective_consent(prepared: Prepared, state: PairState) -> ConsentEvent | None:
@@ -366,8 +510,8 @@ def effective_consent(prepared: Prepared, state: PairState) -> ConsentEvent | No
 
 
 def consent_at(consents: tuple[ConsentEvent, ...], at: datetime) -> ConsentEvent | None:
-    """The consent event in force at `at`: the latest one, a withdrawal winning at equal instants
-    (the conservative reading)."""
+    """The latest consent event at `at`, a withdrawal winning at equal instants (the conservative
+    reading). Whether a grant still counts is `consent_standing`'s business."""
     return max(
         (event for event in consents if event.at <= at),
         key=lambda event: (event.at, not event.granted),
@@ -445,7 +589,10 @@ def _refusal_reasons(prepared: Prepared, state: PairState) -> list[Reason]:
     ]
 
 
-def _sector_reason(sector: str | None) -> Reason:
+def _sector_reason(request: CallRequest, since: object) -> Reason:
+    how = "by SMS" if request.medium is Medium.SMS else "by phone"
     return Reason(
-        ReasonCode.SECTOR_BANNED, f"sector {sector!r} may not be canvassed by phone outside a contract in progress"
+        ReasonCode.SECTOR_BANNED,
+        f"sector {request.sector!r} may not be canvassed {how} since {since} "
+        "outside a contract in progress or a callback the consumer asked for",
     )

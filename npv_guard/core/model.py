@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from npv_guard.core.calendar import CALL_WINDOWS, Window
+from npv_guard.core.regimes import DEFAULT_SECTOR_BANS, FALLBACK_SECTOR_BAN, SectorBan
 
 PROFESSIONAL_ID = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
 
@@ -30,9 +31,15 @@ def label_problem(value: str, callee: str | None) -> str | None:
     return None
 
 
-# Sectors that may not be canvassed by phone whatever the consent, outside a contract in progress
+# Sectors that may not be canvassed whatever the consent, outside a contract in progress
 # (L. 223-1): energy-saving housing works, renewable energy, adaptation to ageing or disability.
-DEFAULT_BANNED_SECTORS = frozenset({"energy_renovation", "renewable_energy", "home_adaptation"})
+# Each has its own dates per medium (core/regimes.py DEFAULT_SECTOR_BANS).
+DEFAULT_BANNED_SECTORS = frozenset(DEFAULT_SECTOR_BANS)
+# L. 223-5: canvassing for newspapers, periodicals and magazines needs no prior consent.
+DEFAULT_CONSENT_EXEMPT_SECTORS = frozenset({"press"})
+DEFAULT_CONSENT_MAX_AGE_DAYS = 365  # R. 223-1: one year at most, no tacit renewal
+DEFAULT_CONSENT_PROOF_DAYS = 1096  # R. 223-2: three years, whatever leap day they hold
+DEFAULT_CALLBACK_WORKING_DAYS = 5  # R. 223-4
 
 
 class Medium(StrEnum):
@@ -60,7 +67,19 @@ class CallRequest:
 
 class Basis(StrEnum):
     CONSENT = "consent"
-    CONTRACT = "contract"
+    CONTRACT = "contract"  # a contract in progress: counts until its end, lifts the sector ban
+    CALLBACK_REQUEST = "callback_request"  # the consumer asked to be called back (R. 223-4)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A callback slot the consumer agreed to, half-open [start, end) like the hours windows."""
+
+    start: datetime
+    end: datetime
+
+    def __contains__(self, instant: datetime) -> bool:
+        return self.start <= instant < self.end
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +113,8 @@ class ConsentEvent:
     basis: Basis | None = None
     proof: str = ""
     outside_hours: bool = False  # express consent to be called outside D. 223-9 days and hours
+    until: datetime | None = None  # a contract's end: from this instant it no longer counts
+    slot: Slot | None = None  # the agreed slot in which the calendar rules are lifted
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +148,19 @@ class Professional:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The readings an operator may choose (REGULATION.md "choice" marks) and the failure policy."""
+    """The readings an operator may choose (docs/rules.md "choice" marks) and the failure policy."""
 
     local_holidays: bool = True
     banned_sectors: frozenset[str] = DEFAULT_BANNED_SECTORS
     fail_open: bool = False
+    # Dates of each banned sector per medium; a listed sector without a row gets the fallback.
+    sector_bans: dict[str, SectorBan] = field(default_factory=lambda: dict(DEFAULT_SECTOR_BANS))
+    consent_exempt_sectors: frozenset[str] = DEFAULT_CONSENT_EXEMPT_SECTORS
+    consent_max_age_days: int = DEFAULT_CONSENT_MAX_AGE_DAYS
+    consent_proof_days: int = DEFAULT_CONSENT_PROOF_DAYS
+    callback_working_days: int = DEFAULT_CALLBACK_WORKING_DAYS
+    # Since 2026-08-11 only an agreed slot lifts the calendar; False keeps the blanket consent.
+    out_of_hours_slot_only: bool = True
     windows: tuple[Window, ...] = CALL_WINDOWS
     professionals: tuple[Professional, ...] = ()
     _owners: dict[str, Professional] = field(init=False, repr=False, compare=False)
@@ -147,6 +176,13 @@ class Policy:
 
     def professional(self, professional_id: str) -> Professional | None:
         return self._by_id.get(professional_id)
+
+    def sector_ban_from(self, sector: str | None, medium: Medium) -> date | None:
+        """The first consumer-local day `sector` is banned on `medium`, or None if it never is."""
+        if not sector or sector not in self.banned_sectors:
+            return None
+        ban = self.sector_bans.get(sector, FALLBACK_SECTOR_BAN)
+        return ban.sms if medium is Medium.SMS else ban.voice
 
     def windows_for(self, medium: Medium, professional_id: str | None) -> tuple[Window, ...]:
         """The hours a contact may be made in: the D. 223-9 windows, or a professional's SMS hours."""

@@ -1,7 +1,7 @@
 """Phone numbers as they reach a PBX: normalise every spelling, classify caller IDs, place consumers.
 
 The French plan is matched on national digits ("0" + the national significant number) whatever
-country code the number came with (REGULATION.md section 1, a choice), so the ranges below are
+country code the number came with (docs/rules.md, "Caller ID": a choice), so the ranges below are
 written exactly as ARCEP writes them. `phonenumbers` parses international forms and validates
 foreign numbers; the overseas prefixes are ours because the library misplaces several of them.
 """
@@ -53,7 +53,7 @@ NPV_OVERSEAS_PREFIXES: dict[str, tuple[t.Territory, ...]] = {
 }
 PLATFORM_PREFIXES = ("0937", "0938", "0939")
 
-# Overseas national prefixes (REGULATION.md section 7). Longest match wins.
+# Overseas national prefixes (docs/rules.md, "The consumer and where they are"). Longest match wins.
 _OVERSEAS_PREFIXES: dict[str, tuple[tuple[t.Territory, ...], NumberKind]] = {
     "059027": ((t.SAINT_BARTHELEMY,), NumberKind.GEOGRAPHIC),
     "059087": ((t.SAINT_MARTIN,), NumberKind.GEOGRAPHIC),

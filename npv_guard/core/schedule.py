@@ -2,7 +2,10 @@
 
 Only for verdicts whose reasons all expire by themselves (hours, weekend, public holiday, the
 frequency cap, the 60-day refusal block). Given the stored facts as they are at the call's instant
-and no new attempt, it returns the earliest instant at which the same call would be allowed.
+and no new attempt, it returns the earliest instant at which the same call would be allowed. A
+consent that lapses before that instant makes the answer None: the re-decision there says
+NO_CONSENT, which time does not lift. Offline (no stored state), only a rejection by the calendar
+rules alone gets an answer, computed from those rules; the stateful ones stay not evaluated.
 
 Each failing rule says the earliest instant it can stop failing; the latest of those is a lower
 bound of the answer, so the search jumps there and decides again, until the call is allowed or a
@@ -38,25 +41,37 @@ EXPIRING = frozenset(
         ReasonCode.REFUSAL_BLOCK,
     }
 )
+CALENDAR = frozenset({ReasonCode.OUTSIDE_HOURS, ReasonCode.WEEKEND, ReasonCode.PUBLIC_HOLIDAY})
 MAX_STEPS = 400
 
 
 def next_allowed_at(verdict: Verdict, state: PairState | None, policy: Policy) -> datetime | None:
-    """The first instant the rejected call would be allowed, or None when time alone cannot lift it."""
-    if verdict.allowed or verdict.not_evaluated or any(r.code not in EXPIRING for r in verdict.reasons):
+    """The first instant the rejected call would be allowed, or None when time alone cannot lift it.
+
+    `state` None: the offline verdict of `decide(prepared, None, ...)`; only calendar rejections
+    are answered then, since the stateful rules were not evaluated."""
+    if verdict.allowed:
+        return None
+    if state is None:
+        offline_ok = (
+            "calendar" not in verdict.not_evaluated and all(r.code in CALENDAR for r in verdict.reasons)
+        )
+        if not offline_ok:
+            return None
+    elif verdict.not_evaluated or any(r.code not in EXPIRING for r in verdict.reasons):
         return None
     prepared = verdict.prepared
     at = prepared.request.at
-    past = _as_of(state or PairState(), at)
+    past = None if state is None else _as_of(state, at)
     instant = at
     current = verdict
     for _ in range(MAX_STEPS):
         codes = {reason.code for reason in current.reasons}
         if not codes:
             return instant
-        if codes - EXPIRING:
+        if codes - (EXPIRING if past is not None else CALENDAR):
             return None
-        instant = max(_lifted(code, current.prepared, past, instant, policy) for code in codes)
+        instant = max(_lifted(code, current.prepared, past or PairState(), instant, policy) for code in codes)
         numbers = (prepared.caller, prepared.callee)
         current = decide(prepare(replace(prepared.request, at=instant), policy, numbers), past, policy)
     return None
@@ -88,7 +103,10 @@ def _lifted(code: ReasonCode, prepared: Prepared, state: PairState, instant: dat
         surplus = len(still) - (MAX_ATTEMPTS - 1)
         return still[surplus - 1] if surplus > 0 else instant
     windows = policy.windows_for(prepared.request.medium, prepared.professional)
-    return max(_calendar_lifted(code, place, instant, windows, policy) for place in places)
+    by_calendar = max(_calendar_lifted(code, place, instant, windows, policy) for place in places)
+    # An agreed slot may open before the next legal window: the search must not jump past it.
+    slots = [c.slot.start for c in state.consents if c.granted and c.slot and instant < c.slot.start]
+    return min([by_calendar, *slots])
 
 
 def _leaves_window(places: tuple[Place, ...], attempt_at: datetime) -> datetime:

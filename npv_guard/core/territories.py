@@ -1,6 +1,6 @@
 """French territories: time zone and `holidays` subdivision, and how a postcode places a consumer.
 
-`phonenumbers` gets some of this wrong (REGULATION.md section 7), so the mapping is ours.
+`phonenumbers` gets some of this wrong (docs/rules.md, "The consumer and where they are"), so the mapping is ours.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from npv_guard.core.reasons import Reason, ReasonCode
 from npv_guard.logs import CALL_ID, failure_text
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard
-from npv_guard.sms.text import address_number, body_problem, is_stop
+from npv_guard.sms.text import address_number, body_problem, declared_sector, is_stop
 
 log = logging.getLogger("npv_guard.sms")
 
@@ -109,7 +109,9 @@ class SmsService:
         started = time.perf_counter()
         sender, consumer = address_number(message.get("from")), address_number(message.get("to"))
         body = message.get("body")
-        request = CallRequest(caller=sender, callee=consumer, at=self.now(), medium=Medium.SMS)
+        # The sector, when the platform declares one (X-NPV-Sector), brings the SMS sector bans.
+        sector = declared_sector(message.get("variables"))
+        request = CallRequest(caller=sender, callee=consumer, at=self.now(), medium=Medium.SMS, sector=sector)
         problem = body_problem(body, self.settings.max_body_bytes)
         verdict: Verdict
         if problem:

@@ -20,6 +20,29 @@ def address_number(address: object) -> str:
     return match.group(1) if match else ""
 
 
+SECTOR_HEADER = "X-NPV-Sector"
+_SECTOR_CHARS = re.compile(r"[^0-9A-Za-z._+\-]")
+
+
+def declared_sector(variables: object) -> str | None:
+    """The campaign's sector the platform declared in the MESSAGE's `X-NPV-Sector` header.
+
+    res_pjsip_messaging copies every header of an incoming MESSAGE into the message's variables,
+    which ARI passes on in `TextMessageReceived` as `variables` (an object; a list of key/value
+    pairs is read too). Stripped to the characters the dialplan lets through for calls.
+    """
+    items: list[tuple[object, object]] = []
+    if isinstance(variables, dict):
+        items = list(variables.items())
+    elif isinstance(variables, list):
+        items = [(v.get("key"), v.get("value")) for v in variables if isinstance(v, dict)]
+    for key, value in items:
+        if isinstance(key, str) and key.lower() == SECTOR_HEADER.lower() and isinstance(value, str):
+            sector = _SECTOR_CHARS.sub("", value.strip())[:64]
+            return sector or None
+    return None
+
+
 def body_problem(body: object, max_bytes: int) -> str | None:
     """Why a body cannot be relayed, or None. Asterisk delivers an over-long body as empty."""
     if not isinstance(body, str) or not body.strip():

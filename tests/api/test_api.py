@@ -173,7 +173,7 @@ def test_consent_grant_and_withdraw_change_the_verdict(api: ApiServer, consumer:
     granted = grant(api, consumer, basis="contract", proof="signed 2026-11-02")
     assert granted == {
         "recorded": True, "professional": "acme", "granted": True, "basis": "contract",
-        "at": "2026-11-02T11:00:00Z", "outside_hours": False,
+        "at": "2026-11-02T11:00:00Z", "outside_hours": False, "until": None, "slot": None,
     }  # fmt: skip
     assert check(api, consumer)[2]["verdict"] == "allow"
     status, _, withdrawn = api.request(
@@ -186,9 +186,45 @@ def test_consent_grant_and_withdraw_change_the_verdict(api: ApiServer, consumer:
 
 
 def test_outside_hours_consent(api: ApiServer, consumer: str) -> None:
+    # Law change: since 2026-08-11 a blanket out-of-hours consent is stored but no longer lifts
+    # the hours (it used to be allowed here); only an agreed callback slot does.
     assert codes(check(api, consumer, at="2026-12-01T21:00:00")[2]) == {"OUTSIDE_HOURS", "NO_CONSENT"}
     grant(api, consumer, outside_hours=True)
+    blanket = check(api, consumer, at="2026-12-01T21:00:00")[2]
+    assert codes(blanket) == {"OUTSIDE_HOURS"} and "no longer lifts" in blanket["reasons"][0]["message"]
+    granted = grant(api, consumer, slot="2026-12-01T21:00:00/2026-12-01T21:15:00")
+    assert granted["slot"] == {"start": "2026-12-01T20:00:00Z", "end": "2026-12-01T20:15:00Z"}
     assert check(api, consumer, at="2026-12-01T21:00:00")[2]["verdict"] == "allow"
+    assert check(api, consumer, at="2026-12-01T21:14:59")[2]["verdict"] == "allow"
+    assert codes(check(api, consumer, at="2026-12-01T21:15:00")[2]) == {"OUTSIDE_HOURS"}
+
+
+def test_contract_end_and_callback_request(api: ApiServer, consumer: str) -> None:
+    granted = grant(api, consumer, basis="contract", until="2026-12-01T11:00:00")
+    assert granted["until"] == "2026-12-01T10:00:00Z"
+    assert check(api, consumer, at="2026-12-01T10:59:59", sector="energy_renovation")[2]["verdict"] == "allow"
+    assert codes(check(api, consumer, at="2026-12-01T11:00:00", sector="energy_renovation")[2]) == {
+        "NO_CONSENT", "SECTOR_BANNED",
+    }  # fmt: skip
+    grant(api, consumer, basis="callback_request", at="2026-12-01T10:30:00")  # the server's clock
+    assert check(api, consumer, at="2026-12-07T11:00:00", sector="energy_renovation")[2]["verdict"] == "allow"
+    assert codes(check(api, consumer, at="2026-12-08T11:00:00")[2]) == {"NO_CONSENT"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"until": "2027-01-01T00:00:00"}, "contract basis only"),
+        ({"basis": "contract", "until": "2026-11-01T00:00:00"}, "not after it is recorded"),
+        ({"slot": "2026-12-01T21:00:00"}, "START/END"),
+        ({"slot": "2026-12-01T21:00:00/2026-12-01T20:00:00"}, "ends before it starts"),
+        ({"slot": 3}, "expected a string"),
+    ],
+)
+def test_bad_grant_terms_are_400(api: ApiServer, consumer: str, fields: dict[str, Any], problem: str) -> None:
+    body = {"callee": consumer, "at": "2026-11-02T12:00:00", **fields}
+    status, _, answer = api.request("POST", "/v1/consents", body)
+    assert status == 400 and answer["error"]["code"] == "BAD_REQUEST" and problem in answer["error"]["message"]
 
 
 def test_history_is_exactly_history_json(api: ApiServer, consumer: str) -> None:
@@ -398,7 +434,8 @@ def test_facts_dated_away_from_the_servers_clock_are_400(
 
 
 def test_a_past_at_stays_allowed_for_reads_and_grants(api: ApiServer, consumer: str) -> None:
-    assert grant(api, consumer, at="2020-01-01T10:00:00")["at"] == "2020-01-01T09:00:00Z"  # a historical consent
+    # A consent collected in January (a consent lasts a year: docs/rules.md), recorded now.
+    assert grant(api, consumer, at="2026-01-05T10:00:00")["at"] == "2026-01-05T09:00:00Z"
     status, _, answer = check(api, consumer, at="2026-11-03T10:30:00")
     assert status == 200 and answer["verdict"] == "allow"
 

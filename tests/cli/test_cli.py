@@ -189,8 +189,14 @@ def test_next_allowed_at_in_check_json(env: dict[str, str]) -> None:
     check = ["check", "--caller", "0162000001", "--callee", "0612345678", "--professional", "acme", "--json"]
     friday_night = json.loads(run(*check, "--at", "2026-12-04T20:00:00", env=env).stdout)
     assert friday_night["next_allowed_at"] == {"utc": "2026-12-07T09:00:00Z", "local": "2026-12-07T10:00:00+01:00"}
+    # Offline, from the calendar rules alone (it used to be null: changed with issue 15); the
+    # stateful rules are still listed as not evaluated.
     offline = json.loads(run(*check, "--at", "2026-12-04T20:00:00", "--offline", env=env).stdout)
-    assert offline["next_allowed_at"] is None  # the stored state is unknown: no promise
+    assert offline["next_allowed_at"] == friday_night["next_allowed_at"]
+    assert offline["not_evaluated"] == ["frequency_cap", "refusal_block", "consent"]
+    banned = json.loads(run(*check, "--at", "2026-12-04T20:00:00", "--offline", "--sector", "renewable_energy",
+                            env=env).stdout)  # fmt: skip
+    assert banned["next_allowed_at"] is None  # a sector ban does not expire
 
 
 @pytest.mark.redis
@@ -255,6 +261,105 @@ def test_consent_import_reports_bad_rows_by_line(env: dict[str, str], tmp_path: 
     assert run(*check, "--callee", "0612345679", env=env).returncode == 1
 
 
+CHECK_ACME = ["check", "--caller", "0162000001", "--callee", "0612345678", "--professional", "acme", "--json"]
+PAIR_ACME = ["--professional", "acme", "--callee", "0612345678"]
+
+
+def verdict_at(when: str, env: dict[str, str], *extra: str) -> dict[str, Any]:
+    result = run(*CHECK_ACME, "--at", when, *extra, env=env)
+    assert result.returncode in (0, 1), result.stderr
+    return dict(json.loads(result.stdout))
+
+
+@pytest.mark.redis
+def test_a_slot_consent_is_stored_and_lifts_the_calendar_inside_it_only(env: dict[str, str]) -> None:
+    granted = run("consent", "grant", *PAIR_ACME, "--at", "2026-11-20T12:00", "--slot",
+                  "2026-12-05T09:00/2026-12-05T09:30", "--json", env=env)  # fmt: skip
+    assert granted.returncode == 0, granted.stderr
+    assert json.loads(granted.stdout)["slot"] == {"start": "2026-12-05T08:00:00Z", "end": "2026-12-05T08:30:00Z"}
+    assert verdict_at("2026-12-05T08:59:59", env)["verdict"] == "reject"
+    assert verdict_at("2026-12-05T09:00:00", env)["verdict"] == "allow"
+    assert verdict_at("2026-12-05T09:29:59", env)["verdict"] == "allow"
+    assert verdict_at("2026-12-05T09:30:00", env)["verdict"] == "reject"
+    # The rejection just before the slot points at the slot's first second.
+    before = verdict_at("2026-12-05T08:00:00", env)
+    assert before["next_allowed_at"]["utc"] == "2026-12-05T08:00:00Z"
+    history = json.loads(run("history", *PAIR_ACME, "--json", env=env).stdout)
+    assert history["consents"][0]["slot"] == {"start": "2026-12-05T08:00:00Z", "end": "2026-12-05T08:30:00Z"}
+    assert 1095 * 86400 < history["ttl_seconds"]["consents"] <= 1096 * 86400
+
+
+@pytest.mark.redis
+def test_a_contract_end_is_stored_and_ends_the_contract(env: dict[str, str]) -> None:
+    granted = run("consent", "grant", *PAIR_ACME, "--at", "2026-09-01T12:00", "--basis", "contract",
+                  "--until", "2026-12-01T11:00", "--json", env=env)  # fmt: skip
+    assert granted.returncode == 0, granted.stderr
+    assert json.loads(granted.stdout)["until"] == "2026-12-01T10:00:00Z"
+    assert verdict_at("2026-12-01T10:59:59", env, "--sector", "energy_renovation")["verdict"] == "allow"
+    ended = verdict_at("2026-12-01T11:00:00", env, "--sector", "energy_renovation")
+    assert {r["code"] for r in ended["reasons"]} == {"NO_CONSENT", "SECTOR_BANNED"}
+    assert "ended at 2026-12-01T10:00:00Z" in ended["reasons"][0]["message"]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        (["--until", "2027-01-01T00:00"], "--basis contract"),
+        (["--basis", "contract", "--until", "tomorrow"], "--until:"),
+        (["--slot", "2026-12-05T09:00"], "--slot:"),
+        (["--slot", "2026-12-05T09:30/2026-12-05T09:00"], "ends before it starts"),
+    ],
+)
+def test_bad_grant_terms_are_a_usage_error(env: dict[str, str], options: list[str], problem: str) -> None:
+    result = run("consent", "grant", *PAIR_ACME, "--at", "2026-11-20T12:00", *options, env=env)
+    assert result.returncode == 2 and problem.replace("--basis contract", "contract basis only") in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.redis
+def test_a_callback_request_lasts_five_working_days(env: dict[str, str]) -> None:
+    # Requested on Wednesday 23 Dec 2026: Wed, Thu, (Christmas), Mon 28, Tue 29, Wed 30.
+    requested = {**env, **clock("2026-12-23T11:00")}  # a grant is never dated after the guard's clock
+    assert run("consent", "grant", *PAIR_ACME, "--basis", "callback_request", env=requested).returncode == 0
+    assert verdict_at("2026-12-30T19:59:59", env, "--sector", "home_adaptation")["verdict"] == "allow"
+    late = verdict_at("2026-12-31T10:00:00", env, "--sector", "home_adaptation")
+    assert {r["code"] for r in late["reasons"]} == {"NO_CONSENT", "SECTOR_BANNED"}
+    assert "expired at 2026-12-30T23:00:00Z" in late["reasons"][0]["message"]
+
+
+@pytest.mark.redis
+def test_a_consent_lapses_a_year_after_its_collection(env: dict[str, str]) -> None:
+    run("consent", "grant", *PAIR_ACME, "--at", "2025-12-01T10:30:00", env=env)
+    assert verdict_at("2026-12-01T10:30:00", env)["verdict"] == "allow"
+    lapsed = verdict_at("2026-12-01T10:30:01", env)
+    assert [r["code"] for r in lapsed["reasons"]] == ["NO_CONSENT"] and "lapsed" in lapsed["reasons"][0]["message"]
+
+
+@pytest.mark.redis
+def test_consent_import_takes_slots_and_contract_ends(env: dict[str, str], tmp_path: Path) -> None:
+    rows = tmp_path / "consents.csv"
+    rows.write_text(
+        "number,date,basis,proof,outside_hours,slot,until\n"
+        "0612345678,2026-11-20T12:00,consent,phone,,2026-12-05T09:00/2026-12-05T09:30,\n"
+        "0612345679,2026-09-01,contract,contract 7,,,2026-12-01T11:00\n"
+        "0612345680,2026-09-01,consent,x,,2026-12-05T09:00,\n"
+        "0612345681,2026-09-01,consent,x,,,2027-01-01\n"
+        "0612345682,2026-12-01,callback_request,asked by phone\n",
+        encoding="utf-8",
+    )
+    result = run("consent", "import", "--professional", "acme", str(rows), "--json", env=env)
+    assert json.loads(result.stdout) == {**json.loads(result.stdout), "imported": 3, "rejected": 2}
+    problems = [line for line in result.stderr.splitlines() if not line.startswith("{")]  # audit lines
+    assert [line.split(":")[1] for line in problems] == ["4", "5"]
+    check = ["check", "--caller", "0162000001", "--professional", "acme", "--json"]
+    assert run(*check, "--callee", "0612345678", "--at", "2026-12-05T09:10", env=env).returncode == 0
+    assert run(*check, "--callee", "0612345679", "--at", "2026-12-01T10:59", env=env).returncode == 0
+    assert run(*check, "--callee", "0612345679", "--at", "2026-12-01T11:00", env=env).returncode == 1
+    assert run(*check, "--callee", "0612345682", "--at", "2026-12-07T11:00", env=env).returncode == 0
+    assert run(*check, "--callee", "0612345682", "--at", "2026-12-08T11:00", env=env).returncode == 1
+
+
 @pytest.mark.redis
 def test_separate_guard_processes_let_exactly_four_through(env: dict[str, str]) -> None:
     pair = ["--professional", "acme", "--callee", "0612345678"]
@@ -304,6 +409,11 @@ def test_one_journal_has_one_writer(tmp_path: Path) -> None:
 # --- what the stateful commands refuse before writing anything -----------------------------------
 
 DIRECTORY = '[[professionals]]\nid = "acme"\nnpvs = ["0162000001"]\n'
+
+
+def _without_ttls(history: dict[str, Any]) -> dict[str, Any]:
+    """A pair's history but for its TTLs, which tick between two reads."""
+    return {key: value for key, value in history.items() if key != "ttl_seconds"}
 
 
 def _history(env: dict[str, str], *extra: str) -> dict[str, Any]:
@@ -374,7 +484,7 @@ def test_facts_dated_away_from_the_clock_are_refused(env: dict[str, str], comman
     result = run(*command, env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.count("\n") == 1 and "guard's clock" in result.stderr
-    assert _history(env) == before  # nothing written
+    assert _without_ttls(_history(env)) == _without_ttls(before)  # nothing written
     # Within the skew of the clock the same writes are fine, and a read may look at any instant.
     assert run(*command[:-1], "2026-12-01T10:30:01", env=env).returncode in (0, 1)
     assert run("check", "--caller", "0162000001", "--callee", "0612345678", "--at", "2026-12-01T10:00",

@@ -124,6 +124,19 @@ def test_each_rejection_never_reaches_the_carrier(
     assert f'npv_guard_decision_reasons_total{{mode="sms",reason="{reason}"}} 1.0' in metrics
 
 
+def test_a_banned_sector_declared_in_the_message_header_is_dropped(sms: SmsScene) -> None:
+    """The platform names the campaign's sector in X-NPV-Sector: the SMS ban (2025-07-02) applies."""
+    guard = sms.guard()
+    sms.scene.consent(guard)
+    carrier = sms.receiver()
+    assert sms.send(sector="energy_renovation").ok
+    assert sms.send(sector="press").ok
+    first, second = wait_decisions(guard, 2)
+    assert codes(first) == {"SECTOR_BANNED"} and first["relayed"] is False, first
+    assert second["verdict"] == "allow" and second["relayed"] is True, second
+    assert bodies(carrier.stop()) == [TEXT]
+
+
 def test_sending_hours_are_configurable_per_professional(sms: SmsScene) -> None:
     guard = sms.guard(professional={"sms_windows": ["11:00-12:00"]})  # 10:30 on a Tuesday
     sms.scene.consent(guard)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from npv_guard.config import ConfigError, file_warnings, load_settings
+from npv_guard.core.regimes import SectorBan
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -261,3 +263,47 @@ def test_a_config_file_holding_a_secret_readable_by_others_is_warned_about(tmp_p
     plain = write(tmp_path, "[redis]\ntimeout_ms = 300\n")
     Path(plain).chmod(0o644)
     assert file_warnings(load_settings(plain, {})) == []  # no secret in it: nothing to protect
+
+def test_the_law_of_2026_settings_have_conservative_defaults() -> None:
+    policy = load_settings(None, {}).policy()
+    assert policy.consent_max_age_days == 365 and policy.consent_proof_days == 1096
+    assert policy.callback_working_days == 5 and policy.out_of_hours_slot_only is True
+    assert policy.consent_exempt_sectors == frozenset({"press"})
+    assert policy.sector_bans["home_adaptation"] == SectorBan(voice=date(2026, 8, 11), sms=date(2025, 7, 2))
+    assert policy.sector_bans["energy_renovation"] == SectorBan(voice=date(2020, 7, 26), sms=date(2025, 7, 2))
+
+
+def test_sector_bans_from_a_file_and_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "guard.toml"
+    config.write_text(
+        '[rules]\nbanned_sectors = ["home_adaptation"]\nout_of_hours_slot_only = false\n'
+        '[rules.sector_bans]\nhome_adaptation = {voice = "2027-01-01"}\n',
+        encoding="utf-8",
+    )
+    policy = load_settings(str(config), {}).policy()
+    assert policy.sector_bans == {"home_adaptation": SectorBan(voice=date(2027, 1, 1), sms=None)}
+    assert policy.out_of_hours_slot_only is False
+    env = {
+        "NPV_GUARD_RULES_SECTOR_BANS": '{"solar": {"sms": "2025-01-01"}}',
+        "NPV_GUARD_RULES_CONSENT_MAX_AGE_DAYS": "200",
+    }
+    from_env = load_settings(str(config), env).policy()
+    assert from_env.sector_bans == {"solar": SectorBan(voice=None, sms=date(2025, 1, 1))}
+    assert from_env.consent_max_age_days == 200
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"NPV_GUARD_RULES_SECTOR_BANS": '{"a": {"fax": "2025-01-01"}}'}, "rules.sector_bans.a"),
+        ({"NPV_GUARD_RULES_SECTOR_BANS": '{"a": {"sms": "soon"}}'}, "rules.sector_bans.a.sms"),
+        ({"NPV_GUARD_RULES_SECTOR_BANS": '{"a": 3}'}, "rules.sector_bans"),
+        ({"NPV_GUARD_RULES_CONSENT_MAX_AGE_DAYS": "0"}, "rules.consent_max_age_days"),
+        ({"NPV_GUARD_RULES_CONSENT_PROOF_DAYS": "365"}, "rules.consent_proof_days"),
+        ({"NPV_GUARD_RULES_CALLBACK_REQUEST_WORKING_DAYS": "0"}, "rules.callback_request_working_days"),
+        ({"NPV_GUARD_RULES_CONSENT_EXEMPT_SECTORS": "press,bad sector"}, "rules.consent_exempt_sectors"),
+    ],
+)
+def test_bad_law_settings_name_their_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key}"):
+        load_settings(None, env)

@@ -1,4 +1,4 @@
-"""Every spelling, every range and its neighbours, every territory (REGULATION.md sections 1 and 7)."""
+"""Every spelling, every range and its neighbours, every territory (docs/rules.md, "Caller ID")."""
 
 from __future__ import annotations
 

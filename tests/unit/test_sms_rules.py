@@ -25,7 +25,7 @@ from npv_guard.core.model import (
 )
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import place_of
-from npv_guard.sms.text import address_number, body_problem, is_stop
+from npv_guard.sms.text import address_number, body_problem, declared_sector, is_stop
 
 from .helpers import TUESDAY_MORNING, at, codes, verdict
 
@@ -90,8 +90,14 @@ def test_a_stop_withdraws_consent_even_before_opt_in() -> None:
     assert refusal_withdrawal(places, dtmf) is None
 
 
-def test_the_sector_ban_is_for_calls_only() -> None:
-    assert sms(sector="energy_renovation").allowed
+def test_the_sector_ban_covers_sms_since_2025_07_02() -> None:
+    # Law change: the electronic-means ban (law 2025-594) now applies to text messages.
+    assert codes(sms(sector="energy_renovation")) == {"SECTOR_BANNED"}
+    early = (ConsentEvent(at("2025-06-02T12:00:00+02:00"), granted=True, basis=Basis.CONSENT),)
+    assert sms("2025-07-01T11:00:00+02:00", state=PairState(consents=early), sector="home_adaptation").allowed
+    assert codes(sms("2025-07-02T11:00:00+02:00", state=PairState(consents=early), sector="home_adaptation")) == {
+        "SECTOR_BANNED"
+    }
 
 
 def test_sending_hours_default_to_the_call_windows() -> None:
@@ -205,3 +211,20 @@ def test_a_platform_number_has_one_owner(tmp_path: Path) -> None:
 def test_bad_sms_section(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"sms.{key}"):
         load_settings(None, {f"NPV_GUARD_SMS_{key.upper()}": value})
+
+
+@pytest.mark.parametrize(
+    ("variables", "sector"),
+    [
+        ({"X-NPV-Sector": "energy_renovation"}, "energy_renovation"),
+        ({"x-npv-sector": " home_adaptation "}, "home_adaptation"),
+        ([{"key": "X-NPV-Sector", "value": "press"}], "press"),
+        ({"X-NPV-Sector": "a;b c<d>"}, "abcd"),
+        ({"X-NPV-Sector": ""}, None),
+        ({"Max-Forwards": "70"}, None),
+        (None, None),
+        ("X-NPV-Sector: press", None),
+    ],
+)
+def test_the_platform_declares_the_sector_in_a_message_header(variables: object, sector: str | None) -> None:
+    assert declared_sector(variables) == sector

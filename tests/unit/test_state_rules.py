@@ -76,9 +76,11 @@ def test_attempts_after_the_instant_do_not_count_when_replaying() -> None:
 
 
 def test_frequency_cap_is_not_lifted_by_an_out_of_hours_consent() -> None:
-    consents = (ConsentEvent(at("2026-09-01T12:00"), True, Basis.CONSENT, "signed", outside_hours=True),)
-    four = ["2026-11-10T11:00", "2026-11-17T11:00", "2026-11-24T11:00", "2026-11-30T11:00"]
-    assert codes(verdict("2026-12-01T21:00", state=state(four, consents=consents))) == {"FREQUENCY_CAP"}
+    # Before 2026-08-11, when a blanket out-of-hours consent still lifted the hours (law change:
+    # since that date only an agreed slot does, see test_law_2026.py).
+    consents = (ConsentEvent(at("2025-09-01T12:00"), True, Basis.CONSENT, "signed", outside_hours=True),)
+    four = ["2026-05-11T11:00", "2026-05-18T11:00", "2026-05-25T11:00", "2026-06-01T11:00"]
+    assert codes(verdict("2026-06-02T21:00", state=state(four, consents=consents))) == {"FREQUENCY_CAP"}
 
 
 def test_no_cap_before_d223_9() -> None:
@@ -170,9 +172,10 @@ def test_contract_basis_counts_as_consent_and_lifts_the_sector_ban() -> None:
 
 
 def test_out_of_hours_consent_lifts_days_and_hours_only() -> None:
-    events = (ConsentEvent(at("2026-09-01T12:00"), True, Basis.CONSENT, "asked for evening calls", outside_hours=True),)
-    assert verdict("2026-12-05T21:00", state=state(consents=events)).allowed
-    assert codes(verdict("2026-12-05T21:00", state=state())) == {"WEEKEND", "OUTSIDE_HOURS"}
+    # Before 2026-08-11 (law change: since then only an agreed slot lifts them).
+    events = (ConsentEvent(at("2025-09-01T12:00"), True, Basis.CONSENT, "asked for evening calls", outside_hours=True),)
+    assert verdict("2026-06-06T21:00", state=state(consents=events)).allowed
+    assert codes(verdict("2026-06-06T21:00", state=state())) == {"WEEKEND", "OUTSIDE_HOURS"}
 
 
 def test_automated_calls_need_consent_even_before_opt_in() -> None:
