@@ -202,24 +202,24 @@ class RefusalJournal:
             self._writer_fd = None
 
     def _load(self) -> None:
-        if self._writer_fd is not None:
-            self._repair()
+        cut = self._repair() if self._writer_fd is not None else 0
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return
         contents = parse(data)
         self._pending = contents.entries
-        self._unreadable = contents.unreadable
+        self._unreadable = contents.unreadable + cut
         _warn_unreadable(self.path, contents)
         if contents.entries:
             log.warning("journal %s: %d refusal(s) still to replay into Redis", self.path, len(contents.entries))
 
-    def _repair(self) -> None:
+    def _repair(self) -> int:
         """Writer only, at open: end the file on a complete line, so that the next record cannot
         be glued to a torn one. A torn tail was never acknowledged (its fsync did not return);
-        a tail that is a whole record only lacks its newline, which is added."""
+        a tail that is a whole record only lacks its newline, which is added. 1 when cut."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        cut = 0
         try:
             contents = parse(_read_all(fd))
             if contents.tail_is_record:
@@ -227,6 +227,7 @@ class RefusalJournal:
                 os.write(fd, b"\n")
             elif contents.tail:
                 os.ftruncate(fd, contents.complete_end)
+                cut = 1
                 log.warning(
                     "journal %s: cut a torn last record (%d bytes) left by a crash", self.path, len(contents.tail)
                 )
@@ -234,6 +235,7 @@ class RefusalJournal:
         finally:
             os.close(fd)
         _fsync_dir(self.path.parent)  # the file may have just been created
+        return cut
 
     def _append(self, record: dict[str, object]) -> None:
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
