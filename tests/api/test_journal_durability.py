@@ -66,7 +66,8 @@ def gauge(api: ApiServer, name: str) -> float:
 
 def test_a_torn_line_does_not_swallow_the_next_refusal(own_redis: RedisServer, servers: Any) -> None:
     """The issue's repro: Redis down, two refusals journaled, kill -9, torn bytes at the end of the
-    journal, restart, one more refusal, kill -9, Redis back, start: all three are replayed."""
+    journal (and a line of invalid UTF-8), restart, one more refusal, kill -9, Redis back, start:
+    all three are replayed."""
     callees = ["0612350001", "0612350002", "0612350003"]
     own_redis.kill()
     api = servers(own_redis.url).start()
@@ -75,11 +76,12 @@ def test_a_torn_line_does_not_swallow_the_next_refusal(own_redis: RedisServer, s
     assert gauge(api, "npv_guard_journal_pending") == 2  # serve's /metrics used to say 0
     api.kill()
     with api.journal_path.open("ab") as handle:
+        handle.write(b"\xc3\x28 not UTF-8\n")  # used to crash serve at start
         handle.write(b'{"op": "refusal", "id": "torn0000", "dig')
     api.start()
     refuse(api, callees[2])  # before the fix: glued to the torn bytes, lost at the next load
     assert gauge(api, "npv_guard_journal_pending") == 3
-    assert gauge(api, "npv_guard_journal_unreadable_lines") == 1  # the torn tail, cut at open
+    assert gauge(api, "npv_guard_journal_unreadable_lines") == 2  # the bad line, the torn tail (cut)
     api.kill()
     own_redis.start()  # same port, empty: only the replay brings the refusals back
     api.start()

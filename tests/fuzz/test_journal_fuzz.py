@@ -44,13 +44,16 @@ def line(record: dict[str, object]) -> bytes:
 
 
 # What else a journal may hold: any bytes, a torn record (no newline), JSON of the wrong shape.
+ODD_LINES = [
+    b"{}\n", b"[]\n", b"null\n", b'{"op": "done"}\n', b'{"op": "refusal", "id": 1}\n',
+    b'{"op": "refusal", "at": "0001-01-01T00:00:00+01:00"}\n', b"[" * 5000 + b"\n",
+    b'{"op": "done", "id": []}\n', b"\xff\xfe\x00{", b'{"op"', b"\r\n", b"\n\n",
+]  # fmt: skip
 garbage = st.one_of(
     st.binary(max_size=80),
     st.text(max_size=60).map(str.encode),
     records().flatmap(lambda r: st.integers(1, len(line(r)) - 1).map(lambda cut: line(r)[:cut])),
-    st.sampled_from([b"{}\n", b"[]\n", b"null\n", b'{"op": "done"}\n', b'{"op": "refusal", "id": 1}\n',
-                     b'{"op": "refusal", "at": "0001-01-01T00:00:00+01:00"}\n', b"[" * 5000 + b"\n",
-                     b'{"op": "done", "id": []}\n', b"\xff\xfe\x00{", b'{"op"', b"\r\n", b"\n\n"]),  # fmt: skip
+    st.sampled_from(ODD_LINES),
 )
 pieces = st.lists(st.one_of(records().map(lambda r: ("record", r)), garbage.map(lambda g: ("garbage", g))), max_size=12)
 
