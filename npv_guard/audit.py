@@ -21,7 +21,10 @@ class AuditLog:
     def open(cls, path: str) -> AuditLog:
         if not path:
             return cls()
-        return cls(open(path, "a", encoding="utf-8", buffering=1))  # lives as long as the guard
+        stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives as long as the guard
+        if stream.tell() and not _ends_with_newline(path):
+            stream.write("\n")  # a crash tore the last line: the next one starts on its own
+        return cls(stream)
 
     def write(self, event: str, **fields: Any) -> None:
         line = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), "event": event}
@@ -84,3 +87,9 @@ class AuditLog:
             source=source,
             **fields,
         )
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"

@@ -19,6 +19,7 @@ and a guard replays and compacts a peer whose writer died (its lock is free).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -234,7 +235,7 @@ class RefusalJournal:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.path.parent)  # the file may have just been created
+        fsync_directory(self.path.parent)  # the file may have just been created
         return cut
 
     def _append(self, record: dict[str, object]) -> None:
@@ -300,7 +301,7 @@ class RefusalJournal:
         finally:
             os.close(fd)
         os.replace(fresh, self.path)
-        _fsync_dir(self.path.parent)  # the rename itself survives a power cut
+        fsync_directory(self.path.parent)  # the rename itself survives a power cut
 
     def pending(self) -> list[JournalEntry]:
         """This journal's own entries, the ones it replays."""
@@ -419,10 +420,14 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a file created or renamed in `directory` survive a power cut."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise  # those file systems cannot sync a directory: nothing more to do there
     finally:
         os.close(fd)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from npv_guard.audit import AuditLog
 from npv_guard.core.model import Refusal, RefusalSource
 from npv_guard.journal import RefusalJournal, parse
 
@@ -161,3 +162,15 @@ def test_a_failed_append_leaves_no_torn_line(tmp_path: Path) -> None:
     assert refused.startswith("refused")
     assert pending_ids(path) == {*kept, appended}
     assert parse(path.read_bytes()).unreadable == 0
+
+
+def test_the_audit_file_starts_a_new_line_after_a_torn_one(tmp_path: Path) -> None:
+    """The same hole in the audit trail: a line torn by a crash must not swallow the next one."""
+    path = tmp_path / "audit.log"
+    path.write_bytes(b'{"ts": "2026-12-01T09:30:00Z", "event": "decision", "call_id": "a"}\n{"ts": "2026-12-0')
+    AuditLog.open(str(path)).write("refusal", call_id="b")
+    last = path.read_text().splitlines()[-1]
+    assert json.loads(last)["call_id"] == "b"
+    empty = tmp_path / "new.log"
+    AuditLog.open(str(empty)).write("refusal", call_id="c")
+    assert empty.read_text().count("\n") == 1
