@@ -39,6 +39,10 @@ log = logging.getLogger("npv_guard.journal")
 
 # The file name ending that makes a journal visible to the other guards of its directory.
 SUFFIX = ".journal"
+# A peer's journal appears when its guard starts: the directory's own stat (one syscall per
+# decision) shows it, and a full listing this often covers a change within the stat's timestamp
+# granularity.
+PEER_LISTING_S = 1.0
 # json.dumps puts "op" first: where a record starts inside a line (quotes are escaped in values).
 RECORD_START = b'{"op"'
 
@@ -129,6 +133,10 @@ class RefusalJournal:
         self._pending: dict[str, JournalEntry] = {}
         self._unreadable = 0
         self._peers: dict[str, _Peer] | None = {} if peers else None
+        self._folder = str(self.path.parent)  # str, not Path: this is on the hot path
+        self._peer_paths: list[tuple[str, str]] = []  # (name, path)
+        self._directory: tuple[int, int, int, int] | None = None
+        self._next_listing = 0.0
         self._live = writer if live is None else live
         if writer:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,7 +329,7 @@ class RefusalJournal:
 
     def has_pending(self) -> bool:
         """Whether any refusal waits here or in a peer (or a peer cannot be read): the hot path's
-        cheap question, one directory listing when nothing waits."""
+        cheap question, a stat of the directory and one per peer journal."""
         with self._lock:
             self._refresh_peers_if_live()
             return bool(self._pending) or any(p.entries or p.blind for p in (self._peers or {}).values())
@@ -356,10 +364,20 @@ class RefusalJournal:
     def _refresh_peers(self) -> None:
         if self._peers is None:
             return
+        try:
+            info = os.stat(self._folder)
+            directory = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        except OSError:
+            directory = None
+        now = time.monotonic()
+        if directory is None or directory != self._directory or now >= self._next_listing:
+            # Stat first, list next: a file created in between shows at the next question.
+            self._directory, self._next_listing = directory, now + PEER_LISTING_S
+            self._peer_paths = [(name, os.path.join(self._folder, name)) for name in _peer_names(self.path)]
         seen: set[str] = set()
-        for name in _peer_names(self.path):
+        for name, path in self._peer_paths:
             try:
-                info = os.stat(self.path.with_name(name))
+                info = os.stat(path)
             except OSError:
                 continue  # gone between the listing and now
             if not stat.S_ISREG(info.st_mode):
@@ -368,9 +386,10 @@ class RefusalJournal:
             signature = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
             known = self._peers.get(name)
             if known is None or known.signature != signature:
-                self._peers[name] = _Peer.read(self.path.with_name(name), signature)
-        for name in set(self._peers) - seen:
-            del self._peers[name]
+                self._peers[name] = _Peer.read(Path(path), signature)
+        if len(seen) != len(self._peers):
+            for name in set(self._peers) - seen:
+                del self._peers[name]
 
 
 @dataclass(slots=True)
