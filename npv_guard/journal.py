@@ -267,8 +267,17 @@ class RefusalJournal:
         finally:
             os.close(fd)
 
-    def add(self, professional: str, digest: str, refusal: Refusal, withdrawal: ConsentEvent | None) -> JournalEntry:
-        entry = JournalEntry(uuid.uuid4().hex, professional, digest, refusal, withdrawal)
+    def add(
+        self,
+        professional: str,
+        digest: str,
+        refusal: Refusal,
+        withdrawal: ConsentEvent | None,
+        refusal_id: str | None = None,
+    ) -> JournalEntry:
+        """Journal a refusal; `refusal_id`: the id a Redis write that may have landed used, so that
+        the replay stores it once."""
+        entry = JournalEntry(refusal_id or uuid.uuid4().hex, professional, digest, refusal, withdrawal)
         record: dict[str, object] = {
             "op": "refusal",
             "id": entry.id,

@@ -149,12 +149,14 @@ class Guard:
         withdrawal = refusal_withdrawal(places, refusal)
         digest = store.digest(consumer)
         journaled = False
+        refusal_id = uuid.uuid4().hex
         try:
-            await store.record_refusal(professional, digest, refusal, withdrawal, uuid.uuid4().hex)
+            await store.record_refusal(professional, digest, refusal, withdrawal, refusal_id)
         except StoreUnavailable:
             if self.journal is None:
                 raise
-            self.journal.add(professional, digest, refusal, withdrawal)
+            # The write may have landed before the error (a timeout): same id, stored once.
+            self.journal.add(professional, digest, refusal, withdrawal, refusal_id)
             journaled = True
             log.warning("refusal journaled (redis unavailable): %d pending", len(self.journal))
         return RefusalOutcome(refusal, withdrawal is not None, refusal_block_end(places, at), journaled)
