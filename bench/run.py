@@ -201,7 +201,9 @@ async def bench_redis(url: str, server_pid: int | None, sizes: Sizes, profile_di
     count = min(sizes.redis_count, 3 * n)  # at most 3 calls per pair: an open pair never reaches its cap
     journal_dir = Path(tempfile.mkdtemp(prefix="npv-bench-journal-"))
     store = _connect(url)
-    guard = Guard(workload.POLICY, store, RefusalJournal(str(journal_dir / "refusals.journal")))
+    # A writer, as in the guards: it watches its peers' journals at every decision.
+    journal = RefusalJournal(str(journal_dir / "refusals.journal"), writer=True)
+    guard = Guard(workload.POLICY, store, journal)
     floor_store = _connect(url)
     floor = _raw_client(floor_store)
     snapshot_script = floor.register_script(_SNAPSHOT)
@@ -276,6 +278,7 @@ async def bench_redis(url: str, server_pid: int | None, sizes: Sizes, profile_di
     finally:
         await store.close()
         await floor_store.close()
+        journal.close()
         shutil.rmtree(journal_dir, ignore_errors=True)
     return {
         "pairs": n,

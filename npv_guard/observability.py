@@ -69,6 +69,11 @@ class Metrics:
         self.journal_pending = Gauge(
             "npv_guard_journal_pending", "Refusals waiting in the journal for Redis", registry=self.registry
         )
+        self.journal_unreadable = Gauge(
+            "npv_guard_journal_unreadable_lines",
+            "Lines of this guard's journal and its peers skipped at their last read (not a record)",
+            registry=self.registry,
+        )
         self.active_calls = Gauge("npv_guard_active_calls", "Calls the ARI app holds", registry=self.registry)
         self.refusals = Counter(
             "npv_guard_refusals", "Refusals by mode, source (agent, consumer, operator, sms) and outcome",

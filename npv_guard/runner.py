@@ -36,6 +36,8 @@ from npv_guard.store import ConsumerHasher, Store
 log = logging.getLogger("npv_guard")
 
 JOURNAL_REPLAY_S = 1.0
+# A guard that starts while another one replays its orphaned journal waits for it this long.
+JOURNAL_CLAIM_WAIT_S = 3.0
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Wiring:
         if clock.replay:
             log.warning("REPLAY CLOCK: NPV_GUARD_NOW=%s, the guard's time is NOT the real time", settings.now)
         try:
-            journal = RefusalJournal(settings.journal_path, writer=True)
+            journal = RefusalJournal(settings.journal_path, writer=True, wait_s=JOURNAL_CLAIM_WAIT_S)
         except JournalBusy as error:
             raise ConfigError(f"journal_path: {error}") from None
         hasher = ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
@@ -75,6 +77,9 @@ class Wiring:
             log.warning("%s", warning)
         metrics = Metrics()
         store.on_error = metrics.redis_errors.inc
+        # Read at every scrape, whichever server serves /metrics (the health port or the API).
+        metrics.journal_pending.set_function(lambda: len(journal))
+        metrics.journal_unreadable.set_function(journal.unreadable_lines)
         return cls(guard, store, AuditLog.open(settings.log.audit_file), clock, metrics)
 
     def start_journal_replay(self, stop: asyncio.Event) -> asyncio.Task[None]:
@@ -89,10 +94,8 @@ class Wiring:
     ) -> tuple[GuardedRunner | None, asyncio.Task[None]]:
         health = Health(call_path, self.store.ping)
         probe = asyncio.create_task(health.probe_forever(), name="health")
-        journal = self.guard.journal
 
         def refresh() -> None:
-            self.metrics.journal_pending.set(len(journal) if journal is not None else 0)
             self.metrics.active_calls.set(active_calls())
 
         runner = None
@@ -245,9 +248,12 @@ async def _warn_durability(settings: Settings) -> None:
 
 async def _replay_journal(guard: Guard, audit: AuditLog, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        if guard.journal is not None and len(guard.journal):
-            replayed = await guard.replay_journal(audit.replayed)
-            if replayed:
-                log.info("replayed %d journaled refusal(s) into Redis", replayed)
+        try:
+            if guard.journal is not None and guard.journal.has_pending():
+                replayed = await guard.replay_journal(audit.replayed)
+                if replayed:
+                    log.info("replayed %d journaled refusal(s) into Redis", replayed)
+        except Exception as error:  # a disk error must not end the replays for good
+            log.error("journal replay failed (%s): retried in %.0f s", type(error).__name__, JOURNAL_REPLAY_S)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), JOURNAL_REPLAY_S)

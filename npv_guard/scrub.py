@@ -39,7 +39,7 @@ from npv_guard.core.model import PROFESSIONAL_ID, CallRequest, PairState, Policy
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
-from npv_guard.journal import JournalUnreadable, RefusalJournal
+from npv_guard.journal import JournalUnreadable, RefusalJournal, fsync_directory
 from npv_guard.progress import Progress
 from npv_guard.service import Guard
 from npv_guard.store import Snapshot, Store, StoreUnavailable
@@ -656,6 +656,7 @@ class _AtomicOutput:
                 os.fsync(self.handle.fileno())
                 self.handle.close()
                 os.replace(self.path, self.target)
+                fsync_directory(self.target.resolve().parent)  # the new list, not the old, after a power cut
         finally:
             self.handle.close()
             self.path.unlink(missing_ok=True)  # gone once renamed; removed on any failure

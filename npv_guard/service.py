@@ -177,8 +177,10 @@ class Guard:
             try:
                 snapshot = await self.store.snapshot(professional, consumer, request.at)
             except StoreUnavailable as error:
-                # A refusal waiting in the journal must block even an operator who chose fail-open.
-                return self._unavailable(prepared, str(error), allow_fail_open=not journaled)
+                # A refusal waiting in a journal of this host must block even an operator who chose
+                # fail-open, and so must a peer journal this process cannot read.
+                blind = self.journal is not None and self.journal.blind
+                return self._unavailable(prepared, str(error), allow_fail_open=not journaled and not blind)
             newest = snapshot.newest_attempt
             if record and newest is not None and newest >= request.at:
                 # Another guard recorded an attempt at a later instant than ours (clocks a few ms
@@ -212,8 +214,8 @@ class Guard:
         return self._unavailable(prepared, f"pair kept changing for {MAX_RECORD_ROUNDS} rounds", allow_fail_open=False)
 
     def _journaled(self, professional: str, consumer: str) -> list[JournalEntry]:
-        """The pair's refusals still waiting in the local journal for Redis."""
-        if self.journal is None or self.store is None or not len(self.journal):
+        """The pair's refusals still waiting for Redis in this guard's journal or a peer's."""
+        if self.journal is None or self.store is None or not self.journal.has_pending():
             return []  # the usual case: no digest to compute
         return self.journal.pending_for(professional, self.store.digest(consumer))
 
@@ -253,12 +255,14 @@ class Guard:
         withdrawal = refusal_withdrawal(places, refusal)
         digest = store.digest(consumer)
         journaled = False
+        refusal_id = uuid.uuid4().hex
         try:
-            await store.record_refusal(professional, digest, refusal, withdrawal, uuid.uuid4().hex)
+            await store.record_refusal(professional, digest, refusal, withdrawal, refusal_id)
         except StoreUnavailable:
             if self.journal is None:
                 raise
-            self.journal.add(professional, digest, refusal, withdrawal)
+            # The write may have landed before the error (a timeout): same id, stored once.
+            self.journal.add(professional, digest, refusal, withdrawal, refusal_id)
             journaled = True
             log.warning("refusal journaled (redis unavailable): %d pending", len(self.journal))
         return RefusalOutcome(refusal, withdrawal is not None, refusal_block_end(places, at), journaled)
@@ -288,22 +292,56 @@ class Guard:
         await self._store().record_message(professional, consumer, SentMessage(at, message_id))
 
     async def replay_journal(self, replayed_one: Callable[[JournalEntry], None] | None = None) -> int:
-        """Move journaled refusals into Redis, oldest first; stops at the first failure.
+        """Move journaled refusals into Redis, oldest first; stops at the first failure. Then
+        adopt the journals of peers whose writer died: replay them and compact them.
         `replayed_one` is told of each entry once Redis holds it (its audit line)."""
         if self.journal is None or self.store is None:
             return 0
+        replayed, complete = await self._replay(self.journal, self.store, replayed_one)
+        if complete:
+            replayed += await self._adopt_orphans(self.journal, self.store, replayed_one)
+        return replayed
+
+    async def _replay(
+        self, journal: RefusalJournal, store: Store, replayed_one: Callable[[JournalEntry], None] | None
+    ) -> tuple[int, bool]:
         replayed = 0
-        for entry in sorted(self.journal.pending(), key=lambda e: e.refusal.at):
+        for entry in sorted(journal.pending(), key=lambda e: e.refusal.at):
             try:
-                await self.store.record_refusal(
-                    entry.professional, entry.digest, entry.refusal, entry.withdrawal, entry.id
-                )
+                # Under the entry's own id: a replay repeated after a crash (Redis written, `done`
+                # not yet) stores the refusal once.
+                await store.record_refusal(entry.professional, entry.digest, entry.refusal, entry.withdrawal, entry.id)
             except StoreUnavailable:
-                break
-            self.journal.done(entry)
+                return replayed, False
+            journal.done(entry)
             replayed += 1
             if replayed_one is not None:
                 replayed_one(entry)
+        return replayed, True
+
+    async def _adopt_orphans(
+        self, journal: RefusalJournal, store: Store, replayed_one: Callable[[JournalEntry], None] | None
+    ) -> int:
+        orphans = journal.orphans()
+        if not orphans:
+            return 0
+        try:
+            if not await store.ping():
+                return 0
+        except StoreUnavailable:
+            return 0  # no point holding a peer's lock (and delaying its restart) for nothing
+        replayed = 0
+        for path in orphans:
+            adopted = RefusalJournal.adopt(path)
+            if adopted is None:
+                continue  # its writer is alive: it replays them itself
+            try:
+                count, _ = await self._replay(adopted, store, replayed_one)
+            finally:
+                adopted.close()
+            if count:
+                log.warning("adopted the journal %s of a stopped guard: replayed %d refusal(s)", path, count)
+            replayed += count
         return replayed
 
     async def grant_consent(

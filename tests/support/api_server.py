@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+from pathlib import Path
 from typing import Any
 
 from npv_guard.api.auth import mint_token, token_digest
@@ -30,9 +31,13 @@ class ApiServer(NpvGuardProcess):
         now: str | None = None,
         log_level: str = "debug",
         api_settings: dict[str, float | int] | None = None,
+        fail_open: bool = False,
+        journal_path: Path | None = None,
     ) -> None:
+        """`journal_path`: a journal in a directory shared with other guards (its peers)."""
         self.port = free_tcp_port()
         super().__init__(now=now, prefix="npv-guard-api-")
+        self.journal_path = journal_path or self.journal_path
         self.tokens = {professional: mint_token() for professional in PROFESSIONALS}
         lines = [
             f"hash_secret = {json.dumps(SECRET)}",
@@ -41,6 +46,7 @@ class ApiServer(NpvGuardProcess):
             f"url = {json.dumps(redis_url)}",
             f"key_prefix = {json.dumps(key_prefix)}",
             f"timeout_ms = {redis_timeout_ms}",
+            f"fail_open = {json.dumps(fail_open)}",
             "[api]",
             f'listen = "127.0.0.1:{self.port}"',
             f"max_body_bytes = {max_body_bytes}",

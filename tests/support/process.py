@@ -40,11 +40,13 @@ class NpvGuardProcess:
 
     def spawn(self, command: str, ready: str, timeout: float) -> None:
         """Start the command and wait for `ready` in its log; a half-started process is killed, so
-        that it never takes calls behind the next test's back."""
+        that it never takes calls behind the next test's back. Only this start's lines count: a
+        restarted process appends to the log of the one before."""
+        after = len(self.log())
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([EXE, command], env=self.env(), stdout=log, stderr=log, start_new_session=True)
         try:
-            self.wait_for_log(ready, timeout=timeout)
+            self.wait_for_log(ready, timeout=timeout, after=after)
         except BaseException:
             self.kill()
             raise
