@@ -1,7 +1,8 @@
 """Helpers for tests against the real-Asterisk lab.
 
 The lab (``scripts/asterisk-lab``) runs Debian sid's Asterisk from a chroot
-in the host's network namespace, on the loopback only:
+in the host's network namespace, on the loopback only, with the configuration
+shared with the container image (``asterisk/base/`` + the lab's overlay ``asterisk/lab/``):
 
 ==========================  ==============================================
 127.0.0.1:5060/udp          Asterisk SIP (PJSIP)
@@ -10,7 +11,9 @@ in the host's network namespace, on the loopback only:
 127.0.0.1:5070/udp          the carrier AOR (a sipp UAS plays the consumer)
 SIP from 127.0.0.1          endpoint ``dialer``: the guard (ARI mode)
 SIP from 127.0.0.2          endpoint ``dialer-plain``: baseline, no guard
-SIP from 127.0.0.3          endpoint ``dialer-agi``: future FastAGI mode
+SIP from 127.0.0.3          endpoint ``dialer-agi``: FastAGI mode, the admin's own Dial()
+SIP from 127.0.0.4          endpoint ``platform``: an SMS platform (ARI)
+SIP from 127.0.0.5          endpoint ``carrier``: consumers' SMS replies
 ==========================  ==============================================
 
 Typical use (see ``tests/lab/test_lab_smoke.py``)::
