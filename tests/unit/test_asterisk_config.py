@@ -222,7 +222,16 @@ def test_the_sides_differ_only_where_the_environment_says(rendered: dict[str, Pa
     for name in ("modules.conf", "http.conf", "extensions.conf"):
         assert (lab / name).read_text() == (image / name).read_text(), name
     assert "bind = 127.0.0.1:5060" in (lab / "pjsip.conf").read_text()
-    assert "match = 127.0.0.3" in (lab / "npv-overlay-pjsip.conf").read_text()
+    assert "match = 127.0.0.6" in (lab / "npv-overlay-pjsip.conf").read_text()
     assert "astetcdir => /etc/npv-lab" in (lab / "asterisk.conf").read_text()
     assert "astetcdir => /etc/asterisk" in (image / "asterisk.conf").read_text()
     assert "password = test-password" in (image / "ari.conf").read_text()
+
+
+def test_the_freepbx_feature_codes_are_the_labs_applicationmap(rendered: dict[str, Path]) -> None:
+    def entries(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("npvguard-")]
+
+    freepbx = (DIALPLAN / "freepbx" / "features_applicationmap_custom.conf").read_text()
+    assert entries(freepbx) == entries((rendered["lab"] / "features.conf").read_text())
+    assert len(entries(freepbx)) == 2
