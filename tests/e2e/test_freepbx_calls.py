@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import CONSUMER, NPV, TUESDAY, Scene, _world, assert_never_reached_carrier, codes
-from tests.support.lab import DIALER_FREEPBX_IP, AsteriskLab, SippResult, run_sipp
+from tests.support import lab as lab_support
+from tests.support.lab import DIALER_FREEPBX_IP, AsteriskLab, SippResult, free_udp_port, run_sipp
 from tests.support.redis_servers import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -125,3 +126,30 @@ def test_consumer_key_is_armed_on_the_trunk_leg(freepbx: FreePbxScene) -> None:
     assert uac.ok, uac.describe()
     assert uas.wait(30).ok
     assert guard.wait_audit("refusal")[0]["source"] == "consumer"
+
+
+def _port_pair() -> int:
+    """A fresh UDP port whose next port is free and fresh too (the route's second trunk)."""
+    for _ in range(50):
+        port = free_udp_port()
+        fresh = port + 1 not in lab_support._HANDED_OUT
+        if port < 65535 and fresh and lab_support._udp_port_free("127.0.0.1", port + 1):
+            lab_support._HANDED_OUT.add(port + 1)
+            return port
+    raise lab_support.LabError("no free pair of UDP ports")
+
+
+def test_failover_to_the_second_trunk_is_one_checked_call(freepbx: FreePbxScene) -> None:
+    freepbx.carrier_port = _port_pair()
+    guard = freepbx.guard()
+    freepbx.consent(guard)
+    first = freepbx.uas("uas_unavailable.xml")
+    second = run_sipp("uas_answer.xml", local_port=freepbx.carrier_port + 1, timeout_s=30, background=True)
+    result = freepbx.call(hold_ms="300")
+    assert result.ok, result.describe()
+    assert first.wait(30).ok and second.wait(30).ok
+    # The hook ran before each trunk; the guard was asked once, so one attempt counts.
+    log = freepbx.lab.log_text(freepbx.log_mark)
+    assert len(re.findall(r"\] Gosub\(\"PJSIP/freepbx-phone-[^\"]*\", \"macro-dialout-trunk-predial-hook", log)) == 2
+    guard.wait_audit("decision")
+    assert [d["verdict"] for d in guard.audit("decision")] == ["allow"]
