@@ -1,7 +1,8 @@
 #!/bin/sh
 # npv-guard Asterisk image: render /etc/asterisk from the environment, then run the command
 # (default: asterisk -f). Every start renders the templates again, so a changed variable only
-# needs a container restart.
+# needs a container restart. The templates are the repository's asterisk/base/ (shared with
+# the real-Asterisk lab) plus the image's overlay asterisk/image/; asterisk/render fills them.
 #
 # Variables (defaults in brackets; docker/README.md has the full table):
 #   SIP_BIND_ADDRESS [127.0.0.1]  SIP_PORT [5060]   MEDIA_ADDRESS [127.0.0.1]
@@ -18,7 +19,9 @@ set -eu
 
 TEMPLATES=${NPV_ASTERISK_TEMPLATES:-/usr/share/npv-guard-asterisk/config}
 DIALPLAN=${NPV_ASTERISK_DIALPLAN:-/usr/share/npv-guard-asterisk/dialplan}
-ETC=/etc/asterisk
+RENDER=${NPV_ASTERISK_RENDER:-/usr/share/npv-guard-asterisk/render}
+# Where the rendered files go (another directory only for tests: Asterisk reads /etc/asterisk).
+ETC=${NPV_ASTERISK_ETC:-/etc/asterisk}
 
 die() {
     echo "npv-guard-asterisk: $*" >&2
@@ -81,39 +84,33 @@ check ASTERISK_VERBOSE level; check ASTERISK_SYSTEM_NAME name
 # include's own default, 127.0.0.1:4573.
 if [ "$CONTROL_ADDRESS:$AGI_PORT" = "127.0.0.1:4573" ]; then AGI_SERVER=""; else AGI_SERVER="$CONTROL_ADDRESS:$AGI_PORT"; fi
 
+# Fixed in the image (asterisk/variables): its directories, the SIP user agent and keep-alives,
+# strict RTP, no ARI CORS origin, the AMI rights `npv-guard doctor` needs.
+SIP_USER_AGENT=npv-guard-asterisk SIP_KEEP_ALIVE_INTERVAL=90 RTP_STRICT=yes ARI_ALLOWED_ORIGINS=
+AMI_READ=system,call,dialplan,config,reporting AMI_WRITE=system,command,reporting
+ASTERISK_ETC_DIR=/etc/asterisk ASTERISK_DB_DIR=/var/lib/asterisk ASTERISK_KEY_DIR=/var/lib/asterisk
+ASTERISK_SPOOL_DIR=/var/spool/asterisk ASTERISK_RUN_DIR=/var/run/asterisk
+ASTERISK_LOG_DIR=/var/log/asterisk ASTERISK_CACHE_DIR=/var/cache/asterisk
+
 export SIP_BIND_ADDRESS SIP_PORT MEDIA_ADDRESS RTP_START RTP_END CONTROL_ADDRESS \
     ARI_PORT ARI_USERNAME ARI_PASSWORD AMI_ENABLED AMI_PORT AMI_USERNAME AMI_SECRET AMI_PERMIT \
-    AGI_PORT AGI_SERVER GUARD_COMMAND DIALER_MATCH CARRIER_HOST CARRIER_PORT ASTERISK_VERBOSE ASTERISK_SYSTEM_NAME
-NPV_TEMPLATE_VARS="SIP_BIND_ADDRESS SIP_PORT MEDIA_ADDRESS RTP_START RTP_END CONTROL_ADDRESS \
-ARI_PORT ARI_USERNAME ARI_PASSWORD AMI_ENABLED AMI_PORT AMI_USERNAME AMI_SECRET AMI_PERMIT \
-AGI_PORT AGI_SERVER GUARD_COMMAND DIALER_MATCH CARRIER_HOST CARRIER_PORT ASTERISK_VERBOSE ASTERISK_SYSTEM_NAME"
-export NPV_TEMPLATE_VARS
+    AGI_PORT AGI_SERVER GUARD_COMMAND DIALER_MATCH CARRIER_HOST CARRIER_PORT ASTERISK_VERBOSE ASTERISK_SYSTEM_NAME \
+    SIP_USER_AGENT SIP_KEEP_ALIVE_INTERVAL RTP_STRICT ARI_ALLOWED_ORIGINS AMI_READ AMI_WRITE \
+    ASTERISK_ETC_DIR ASTERISK_DB_DIR ASTERISK_KEY_DIR ASTERISK_SPOOL_DIR ASTERISK_RUN_DIR \
+    ASTERISK_LOG_DIR ASTERISK_CACHE_DIR
 
 [ -d "$TEMPLATES" ] || die "no templates in $TEMPLATES"
 [ -w "$ETC" ] || die "$ETC is not writable by $(id -un)"
 umask 027
-# ${NAME} is replaced only for the names above; dialplan variables (${EXTEN}, ...) stay as is.
-perl -e '
-    my ($src, $dst) = @ARGV;
-    my %known = map { $_ => 1 } split " ", $ENV{NPV_TEMPLATE_VARS};
-    opendir(my $dir, $src) or die "npv-guard-asterisk: $src: $!\n";
-    for my $name (sort grep { /\.conf\z/ } readdir $dir) {
-        open(my $in, "<", "$src/$name") or die "npv-guard-asterisk: $src/$name: $!\n";
-        local $/;
-        my $text = <$in>;
-        close $in;
-        $text =~ s/\$\{([A-Z][A-Z0-9_]*)\}/$known{$1} ? $ENV{$1} : "\${$1}"/ge;
-        open(my $out, ">", "$dst/$name.tmp") or die "npv-guard-asterisk: $dst/$name: $!\n";
-        print $out $text;
-        close $out or die "npv-guard-asterisk: $dst/$name: $!\n";
-        rename("$dst/$name.tmp", "$dst/$name") or die "npv-guard-asterisk: $dst/$name: $!\n";
-    }
-' "$TEMPLATES" "$ETC"
+# ${NAME} is replaced only for the names of asterisk/variables; dialplan variables (${EXTEN}, ...)
+# stay as they are.
+perl "$RENDER" "$ETC" "$TEMPLATES" || exit 78
 # The project's dialplan includes, verbatim.
 for file in "$DIALPLAN"/*.conf; do
     [ -e "$file" ] && cp "$file" "$ETC/"
 done
 mkdir -p /var/run/asterisk 2>/dev/null || true
+mkdir -p "$ASTERISK_LOG_DIR/cdr-custom" 2>/dev/null || true  # cdr_custom.conf writes the CDRs there
 
 echo "npv-guard-asterisk: SIP ${SIP_BIND_ADDRESS}:${SIP_PORT}/udp (media ${MEDIA_ADDRESS}, RTP ${RTP_START}-${RTP_END})," \
     "ARI http://${CONTROL_ADDRESS}:${ARI_PORT}, AMI ${AMI_ENABLED} ${CONTROL_ADDRESS}:${AMI_PORT}," \

@@ -1,7 +1,8 @@
 """Helpers for tests against the real-Asterisk lab.
 
 The lab (``scripts/asterisk-lab``) runs Debian sid's Asterisk from a chroot
-in the host's network namespace, on the loopback only:
+in the host's network namespace, on the loopback only, with the configuration
+shared with the container image (``asterisk/base/`` + the lab's overlay ``asterisk/lab/``):
 
 ==========================  ==============================================
 127.0.0.1:5060/udp          Asterisk SIP (PJSIP)
@@ -10,7 +11,10 @@ in the host's network namespace, on the loopback only:
 127.0.0.1:5070/udp          the carrier AOR (a sipp UAS plays the consumer)
 SIP from 127.0.0.1          endpoint ``dialer``: the guard (ARI mode)
 SIP from 127.0.0.2          endpoint ``dialer-plain``: baseline, no guard
-SIP from 127.0.0.3          endpoint ``dialer-agi``: future FastAGI mode
+SIP from 127.0.0.3          endpoint ``dialer-agi``: FastAGI mode, the admin's own Dial()
+SIP from 127.0.0.4          endpoint ``platform``: an SMS platform (ARI)
+SIP from 127.0.0.5          endpoint ``carrier``: consumers' SMS replies
+SIP from 127.0.0.6          endpoint ``freepbx-phone``: a FreePBX outbound route (FastAGI)
 ==========================  ==============================================
 
 Typical use (see ``tests/lab/test_lab_smoke.py``)::
@@ -69,6 +73,7 @@ CARRIER_PORT = 5070
 DIALER_IP = "127.0.0.1"
 DIALER_PLAIN_IP = "127.0.0.2"
 DIALER_AGI_IP = "127.0.0.3"
+DIALER_FREEPBX_IP = "127.0.0.6"
 
 ARI_BASE_URL = "http://127.0.0.1:8088/ari"
 ARI_USER = "npvguard"
