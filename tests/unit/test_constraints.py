@@ -32,8 +32,12 @@ def pins(*, here_only: bool = False) -> dict[str, str]:
 
 
 def requirements() -> list[Requirement]:
+    """Every requirement of the project and its extras, the project itself left out (`dev` names
+    `npv-guard[report]`: the extras are listed here one by one)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(spec) for spec in [*project["dependencies"], *project["optional-dependencies"]["dev"]]]
+    specs = [*project["dependencies"], *(s for extra in project["optional-dependencies"].values() for s in extra)]
+    own = canonicalize_name(project["name"])
+    return [r for r in map(Requirement, specs) if canonicalize_name(r.name) != own]
 
 
 def test_every_dependency_is_pinned_within_its_range() -> None:
