@@ -23,7 +23,7 @@ def test_every_reason_code_is_in_the_rules_reference(code: ReasonCode) -> None:
 @pytest.mark.parametrize("name", [f.name for f in fields(RulesSettings)])
 def test_every_rules_setting_is_in_the_rules_reference_and_the_readme(name: str) -> None:
     assert f"`rules.{name}`" in REFERENCE
-    assert f"`rules.{name}`" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"`rules.{name}`" in (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
 
 
 def test_the_product_cites_the_reference_inside_the_repository() -> None:
