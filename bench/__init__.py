@@ -1,1 +1,1 @@
-"""How many calls per second one guard handles: `python -m bench.run` (see README, "Performance")."""
+"""How many calls per second one guard handles: `python -m bench.run` (see docs/performance.md)."""

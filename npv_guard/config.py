@@ -293,7 +293,7 @@ class ApiSettings:
 
 @dataclass(frozen=True)
 class SmsSettings:
-    """Text messages through the ARI application (`npv-guard run`), see README "SMS"."""
+    """Text messages through the ARI application (`npv-guard run`), see docs/sms.md."""
 
     enabled: bool = False
     # Messages Asterisk receives from this endpoint are SMS to check and relay to consumers.

@@ -243,7 +243,7 @@ async def _warn_durability(settings: Settings) -> None:
     )
     for level, text in findings:
         if level != OK:
-            log.warning("redis durability: %s (see README, Deployment)", text)
+            log.warning("redis durability: %s (see docs/state.md)", text)
 
 
 async def _replay_journal(guard: Guard, audit: AuditLog, stop: asyncio.Event) -> None:

@@ -1,4 +1,4 @@
-"""Reason codes: the stable vocabulary shared by the CLI, ARI, AGI, logs and the README."""
+"""Reason codes: the stable vocabulary shared by the CLI, ARI, AGI, logs and docs/reasons.md."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class ReasonCode(StrEnum):
     MESSAGE_INVALID = "MESSAGE_INVALID"
 
 
-# One line per code, used by `npv-guard reasons` and kept in step with the README table.
+# One line per code, used by `npv-guard reasons` and kept in step with docs/reasons.md (tests/docs checks it).
 SUMMARY: dict[ReasonCode, str] = {
     ReasonCode.CALLER_MISSING: "caller ID empty, anonymous or withheld (C. conso L. 221-17)",
     ReasonCode.CALLER_INVALID: "caller ID is not a phone number",
