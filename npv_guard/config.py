@@ -32,6 +32,7 @@ from npv_guard.core.model import (
     PROFESSIONAL_ID,
     Policy,
     Professional,
+    valid_label,
 )
 from npv_guard.core.numbering import NumberKind
 from npv_guard.core.numbering import parse as parse_number
@@ -50,6 +51,9 @@ class ConfigError(ValueError):
 # Secrets printed in this project's README, docs and examples: known to anyone, so no secret.
 EXAMPLE_SECRETS = frozenset({"change-me-to-a-long-random-string"})
 MIN_SECRET_CHARS = 16
+# metrics.campaigns: series per campaign stay few; "other" and "none" are the label's own values.
+MAX_METRIC_CAMPAIGNS = 100
+RESERVED_CAMPAIGN_LABELS = frozenset({"other", "none"})
 
 
 def _port(key: str, port: int) -> None:
@@ -329,6 +333,24 @@ class SmsSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """What /metrics may name. A label takes only configured values: Prometheus keeps one series
+    per value, so free-form campaign ids from dialers would grow it without bound."""
+
+    campaigns: tuple[str, ...] = ()  # the campaign ids counted by name; any other is "other"
+
+    def validate(self) -> None:
+        if len(self.campaigns) > MAX_METRIC_CAMPAIGNS:
+            raise ConfigError(f"metrics.campaigns: at most {MAX_METRIC_CAMPAIGNS} campaigns, got {len(self.campaigns)}")
+        for campaign in self.campaigns:
+            if not valid_label(campaign) or campaign in RESERVED_CAMPAIGN_LABELS:
+                raise ConfigError(
+                    f"metrics.campaigns: {campaign[:64]!r} is not a campaign id (1-64 letters, digits or _.+-; "
+                    f"not {', '.join(sorted(RESERVED_CAMPAIGN_LABELS))})"
+                )
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
     audit_file: str = ""  # empty: audit lines go to standard output
@@ -353,6 +375,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     sms: SmsSettings = field(default_factory=SmsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     professionals: tuple[Professional, ...] = ()
     # SHA-256 hex digest of each API bearer token -> the professional it acts for (from
@@ -410,6 +433,7 @@ _SECTIONS = {
     "http": HttpSettings,
     "api": ApiSettings,
     "sms": SmsSettings,
+    "metrics": MetricsSettings,
     "log": LogSettings,
 }
 _SPECIAL = {"professionals", "api_tokens", "now", "source"}

@@ -1,7 +1,7 @@
 """Metrics and health, fed by the verdicts and the connections, never by the rules.
 
-Labels only ever take values from fixed vocabularies (verdict, reason code, source, mode, version): no
-consumer number or hash can reach /metrics.
+Labels only ever take values from fixed vocabularies (verdict, reason code, source, mode, version,
+the configured campaigns): no consumer number or hash can reach /metrics.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ DTMF_SOURCES = frozenset({"agent", "consumer"})
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, campaigns: tuple[str, ...] = ()) -> None:
+        """`campaigns`: the campaign ids (`metrics.campaigns`) counted under their own label value."""
         self.registry = CollectorRegistry()
+        self._campaigns = frozenset(campaigns)
         # What any Python service exposes: CPU, memory, file descriptors, start time, GC, version.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -54,6 +56,11 @@ class Metrics:
         self.decisions = Counter(
             "npv_guard_decisions", "Decisions by verdict, once each", ["mode", "verdict"], registry=self.registry
         )
+        self.campaign_decisions = Counter(
+            "npv_guard_campaign_decisions",
+            "Decisions by campaign: a campaign of metrics.campaigns by name, any other as other, none without one",
+            ["mode", "campaign", "verdict"], registry=self.registry,
+        )  # fmt: skip
         self.decision_reasons = Counter(
             "npv_guard_decision_reasons", "Reason codes cited by rejections (a rejection may cite several)",
             ["mode", "reason"], registry=self.registry,
@@ -94,8 +101,16 @@ class Metrics:
     def decision(self, mode: str, verdict: Verdict, seconds: float) -> None:
         self.decision_seconds.labels(mode).observe(seconds)
         self.decisions.labels(mode, verdict.verdict).inc()
+        campaign = self.campaign_label(verdict.prepared.request.campaign)
+        self.campaign_decisions.labels(mode, campaign, verdict.verdict).inc()
         for code in verdict.codes:
             self.decision_reasons.labels(mode, code).inc()
+
+    def campaign_label(self, campaign: str | None) -> str:
+        """Bounded cardinality: only a configured campaign names its own series."""
+        if not campaign:
+            return "none"
+        return campaign if campaign in self._campaigns else "other"
 
     def refusal(self, mode: str, source: str, outcome: str) -> None:
         """One refusal signalled: `outcome` is recorded, journaled or lost."""

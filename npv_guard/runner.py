@@ -75,7 +75,7 @@ class Wiring:
         guard = Guard(settings.policy(), store, journal, clock=clock.now, max_write_skew=skew)
         for warning in file_warnings(settings):
             log.warning("%s", warning)
-        metrics = Metrics()
+        metrics = Metrics(settings.metrics.campaigns)
         store.on_error = metrics.redis_errors.inc
         # Read at every scrape, whichever server serves /metrics (the health port or the API).
         metrics.journal_pending.set_function(lambda: len(journal))

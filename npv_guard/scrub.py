@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, Protocol, TextIO
 
 from npv_guard.config import Settings
 from npv_guard.core.decide import Prepared, Verdict, decide, prepare
-from npv_guard.core.model import PROFESSIONAL_ID, CallRequest, PairState, Policy
+from npv_guard.core.model import PROFESSIONAL_ID, CallRequest, PairState, Policy, valid_label
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
@@ -99,6 +99,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     scrub.add_argument("--no-postcode", action="store_true", help="ignore any postcode column")
     scrub.add_argument("--sector", metavar="NAME", help="what the campaign sells (see rules.banned_sectors)")
+    scrub.add_argument("--campaign", metavar="ID", help="the campaign these leads are for (named in the summary)")
     scrub.add_argument("--automated", action="store_true", help="recorded-message campaign (needs consent)")
     scrub.add_argument(
         "--encoding", default="utf-8", metavar="NAME",
@@ -159,6 +160,7 @@ class Campaign:
     policy: Policy
     sector: str | None = None
     automated: bool = False
+    campaign: str | None = None  # a label: it never changes a verdict
 
 
 def _campaign(ctx: Context) -> Campaign:
@@ -180,7 +182,9 @@ def _campaign(ctx: Context) -> Campaign:
             f"give --caller NUMBER: the NPV the campaign calls from (no [[professionals]] entry assigns one to "
             f"{professional!r})"
         )
-    return Campaign(professional, caller, ctx.at(), policy, args.sector, args.automated)
+    if args.campaign is not None and not valid_label(args.campaign):
+        raise ScrubUsage(f"--campaign {args.campaign[:64]!r} is malformed (1-64 letters, digits, _ . + -)")
+    return Campaign(professional, caller, ctx.at(), policy, args.sector, args.automated, args.campaign)
 
 
 def _journal(path: str) -> RefusalJournal | None:
@@ -405,6 +409,7 @@ class Summary:
     seconds: float = 0.0
     at: str = ""
     professional: str = ""
+    campaign: str | None = None
     caller: str = ""
     out: str = ""
     columns: dict[str, str] = field(default_factory=dict)
@@ -421,6 +426,7 @@ class Summary:
             "blank_lines_skipped": self.blank_lines,
             "at": self.at,
             "professional": self.professional,
+            "campaign": self.campaign,
             "caller": self.caller,
             "columns": self.columns,
             "out": self.out,
@@ -469,6 +475,7 @@ class Scrubber:
         summary = self.summary
         summary.at = self.campaign.at.astimezone(UTC).isoformat().replace("+00:00", "Z")
         summary.professional = self.campaign.professional
+        summary.campaign = self.campaign.campaign
         summary.caller = self._caller.e164 or self.campaign.caller
         summary.out = str(target)
         summary.columns = {"phone": leads.header[leads.phone].strip()}
@@ -546,6 +553,7 @@ class Scrubber:
                 consumer_postcode=code or None,
                 sector=campaign.sector,
                 automated=campaign.automated,
+                campaign=campaign.campaign,
             )
             # The caller is parsed once for the run; given both numbers, `prepare` parses nothing.
             prepared = prepare(request, policy, (caller, parse_number(number)))

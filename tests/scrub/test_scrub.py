@@ -197,6 +197,12 @@ def test_verdicts_are_guard_checks_on_a_varied_sample(single: Setup, tmp_path: P
     # The sample exercised what it is meant to, at one instant or another.
     assert seen >= {"OUTSIDE_HOURS", "WEEKEND", "PUBLIC_HOLIDAY", "FREQUENCY_CAP", "REFUSAL_BLOCK",
                     "NO_CONSENT", "CONSENT_WITHDRAWN", "CONSUMER_INVALID"}  # fmt: skip
+    # A campaign id labels the run (its summary) and never changes a verdict.
+    labelled = run("scrub", str(leads), "--professional", "acme", "--out", str(tmp_path / "labelled.csv"),
+                   "--at", INSTANTS[0], "--campaign", "spring-26", "--json", env=single.env)  # fmt: skip
+    assert labelled.returncode == 0 and json.loads(labelled.stdout)["campaign"] == "spring-26"
+    scrubbed(single, leads, tmp_path / "plain.csv", INSTANTS[0])
+    assert rows_of(tmp_path / "labelled.csv") == rows_of(tmp_path / "plain.csv")
     sector = "energy_renovation"
     got = scrubbed(single, leads, tmp_path / "out.csv", "2026-12-01T11:00", "--sector", sector)
     assert got == asyncio.run(expected(single, "2026-12-01T11:00", sector))
@@ -429,6 +435,7 @@ NO_DIRECTORY = '[[professionals]]\nid = "acme"\nnpvs = []\n'
         ("bad-instant", "--at"),
         ("already-scrubbed", "already has npv_verdict"),
         ("unknown-encoding", "unknown encoding"),
+        ("bad-campaign", "--campaign 'spring 26' is malformed"),
     ],
 )
 def test_usage_errors_exit_2_and_write_nothing(case: str, message: str, tmp_path: Path) -> None:
@@ -464,6 +471,8 @@ def test_usage_errors_exit_2_and_write_nothing(case: str, message: str, tmp_path
         args[0] = str(write(tmp_path / "x.csv", "telephone,npv_verdict\n0612345678,allow\n"))
     elif case == "unknown-encoding":
         args += ["--encoding", "klingon"]
+    elif case == "bad-campaign":
+        args += ["--campaign", "spring 26"]
     result = run("scrub", *args, env=env)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr

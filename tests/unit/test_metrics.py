@@ -3,10 +3,13 @@ Redis failures where they happen."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from npv_guard import __version__
+from npv_guard.config import ConfigError, load_settings
 from npv_guard.core.model import Refusal, RefusalSource
 from npv_guard.observability import Metrics
 from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
@@ -84,3 +87,27 @@ async def test_every_failed_redis_exchange_is_counted_where_it_fails() -> None:
         await store.close()
     # One per failed exchange, the retried read included once: not one per rejected call.
     assert samples(metrics)[("npv_guard_redis_errors_total", ())] == len(exchanges)
+
+
+def test_campaigns_are_labels_only_when_configured() -> None:
+    """Bounded cardinality: a dialer's free-form campaign ids never each grow a series."""
+    metrics = Metrics(campaigns=("spring-26",))
+    for campaign in ("spring-26", "spring-26", "autumn-26", "x" * 64, None):
+        metrics.decision("ari", verdict(campaign=campaign), 0.001)
+    counter = "npv_guard_campaign_decisions_total"
+    found = {labels: value for (name, labels), value in samples(metrics).items() if name == counter}
+    assert found == {
+        (("campaign", "spring-26"), ("mode", "ari"), ("verdict", "allow")): 2,
+        (("campaign", "other"), ("mode", "ari"), ("verdict", "allow")): 2,
+        (("campaign", "none"), ("mode", "ari"), ("verdict", "allow")): 1,
+    }
+
+
+@pytest.mark.parametrize("campaign", ["other", "none", "bad id", "x" * 65])
+def test_a_campaign_that_cannot_be_a_label_is_a_config_error(campaign: str) -> None:
+    with pytest.raises(ConfigError, match=r"^metrics\.campaigns:"):
+        load_settings(None, {"NPV_GUARD_METRICS_CAMPAIGNS": json.dumps([campaign])})
+
+
+def test_the_guard_counts_its_configured_campaigns() -> None:
+    assert load_settings(None, {"NPV_GUARD_METRICS_CAMPAIGNS": "a,b"}).metrics.campaigns == ("a", "b")
