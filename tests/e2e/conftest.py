@@ -23,6 +23,7 @@ from tests.support.redis_servers import RedisServer
 TUESDAY = "2026-12-01T10:30:00"  # Europe/Paris, within the hours, after opt-in
 NPV = "0162000001"
 CONSUMER = "0612345678"
+CONSENT_COLLECTED = "2026-09-01T12:00"  # after opt-in, less than a year before TUESDAY
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,11 @@ class Scene:
         return guard.start()
 
     def consent(self, guard: GuardProcess, callee: str = CONSUMER, basis: str = "consent") -> None:
+        # Collected on 1 Sept 2026, or at the guard's clock when it replays an earlier day: a grant is
+        # never dated after the guard's clock (docs/rules.md, "When a fact is dated").
+        collected = [] if guard.now and guard.now < CONSENT_COLLECTED else ["--at", CONSENT_COLLECTED]
         result = guard.cli("consent", "grant", "--professional", "lab", "--callee", callee,
-                           "--at", "2026-09-01T12:00", "--basis", basis, "--proof", "e2e form")  # fmt: skip
+                           *collected, "--basis", basis, "--proof", "e2e form")  # fmt: skip
         assert result.returncode == 0, result.stderr
 
     def uas(self, scenario: str = "uas_answer.xml", calls: int = 1, timeout_s: float = 30, **variables: str) -> Any:
