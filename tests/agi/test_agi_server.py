@@ -12,11 +12,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.guard import GuardProcess
 from tests.support.redis_servers import RedisServer, free_tcp_port
+from tests.support.sockets import closed_by_server
 
 pytestmark = pytest.mark.redis
 
@@ -78,8 +80,8 @@ class FakeAsterisk:
         return "200 result=0\n"
 
 
-@pytest.fixture
-def agi(redis_server: RedisServer) -> Iterator[GuardProcess]:
+def agi_guard(redis_server: RedisServer, **options: Any) -> Iterator[GuardProcess]:
+    """A real `npv-guard agi` on a free port, its clock replaying Tuesday morning."""
     guard = GuardProcess(
         redis_url=redis_server.url,
         carrier_port=5070,
@@ -87,10 +89,16 @@ def agi(redis_server: RedisServer) -> Iterator[GuardProcess]:
         now="2026-12-01T10:30:00",
         mode="agi",
         agi_port=free_tcp_port(),
+        **options,
     )
     guard.start()
     yield guard
     guard.stop()
+
+
+@pytest.fixture
+def agi(redis_server: RedisServer) -> Iterator[GuardProcess]:
+    yield from agi_guard(redis_server)
 
 
 def port_of(guard: GuardProcess) -> int:
@@ -196,18 +204,7 @@ async def test_hostile_arguments_set_nothing(agi: GuardProcess, block: str) -> N
 
 @pytest.fixture
 def agi_with_secret(redis_server: RedisServer) -> Iterator[GuardProcess]:
-    guard = GuardProcess(
-        redis_url=redis_server.url,
-        carrier_port=5070,
-        key_prefix="agi" + uuid.uuid4().hex[:8],
-        now="2026-12-01T10:30:00",
-        mode="agi",
-        agi_port=free_tcp_port(),
-        agi={"path_secret": PATH_SECRET},
-    )
-    guard.start()
-    yield guard
-    guard.stop()
+    yield from agi_guard(redis_server, agi={"path_secret": PATH_SECRET})
 
 
 PATH_SECRET = "s3cret-path-0123456789"
@@ -333,11 +330,11 @@ def test_the_health_listener_closes_slow_clients_and_answers_json(agi: GuardProc
     try:
         partial.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pa")
         malformed.sendall(b"GET /metrics?n=0612345678 HTTP/1.1\r\nX-Callee 0612345678\r\n\r\n")
-        answer = _until_closed(malformed, 10)
+        answer = closed_by_server(malformed, 10)
         assert answer is not None and b"application/json" in answer and b"612345678" not in answer
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "BAD_REQUEST"
-        assert _until_closed(partial, 60) == b""
-        assert _until_closed(idle, 60) == b""
+        assert closed_by_server(partial, 60) == b""
+        assert closed_by_server(idle, 60) == b""
     finally:
         for sock in (idle, partial, malformed):
             sock.close()
@@ -345,12 +342,3 @@ def test_the_health_listener_closes_slow_clients_and_answers_json(agi: GuardProc
     assert "612345678" not in agi.log()
 
 
-def _until_closed(sock: socket.socket, patience: float) -> bytes | None:
-    sock.settimeout(patience)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except TimeoutError:
-        return None
-    return received

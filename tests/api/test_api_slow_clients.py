@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import sockets
 from tests.support.api_server import ApiServer
 from tests.support.redis_servers import RedisServer
 
@@ -58,20 +59,7 @@ def connect(api: ApiServer) -> socket.socket:
 
 
 def closed_by_server(sock: socket.socket, patience: float = PATIENCE_S) -> bytes | None:
-    """What the server sent before closing the connection; None when it was still open after
-    `patience` seconds."""
-    sock.settimeout(patience)
-    received = b""
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return received
-            received += chunk
-    except TimeoutError:
-        return None
-    except ConnectionResetError:
-        return received
+    return sockets.closed_by_server(sock, patience)
 
 
 def still_open(sock: socket.socket, wait: float) -> bool:

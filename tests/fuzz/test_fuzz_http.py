@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tests.support.api_server import ApiServer
 from tests.support.redis_servers import RedisServer
+from tests.support.sockets import closed_by_server
 
 pytestmark = pytest.mark.redis
 
@@ -49,17 +50,6 @@ def api(redis_server: RedisServer) -> Iterator[ApiServer]:
     server.cleanup()
 
 
-def read_until_closed(sock: socket.socket) -> bytes | None:
-    sock.settimeout(PATIENCE_S)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except TimeoutError:
-        return None
-    except ConnectionResetError:
-        pass
-    return received
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -73,7 +63,7 @@ def test_slow_hostile_clients_are_answered_or_closed(api: ApiServer, chunks: lis
             except OSError:
                 break  # closed by the server already: fine
             time.sleep(pause)
-        received = read_until_closed(sock)
+        received = closed_by_server(sock, PATIENCE_S)
     finally:
         sock.close()
     assert received is not None, "the server kept the connection open past every deadline"
