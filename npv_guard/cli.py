@@ -732,17 +732,17 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: Te
     args = build_parser().parse_args(argv)
     if args.command == "reasons":
         return _reasons(args, out)
-    if args.command in {"dialplan", "systemd"}:  # files shipped with the package: no settings needed
+    # Commands that need no settings: the files shipped with the package, and verifying a trail
+    # (anyone may verify it).
+    standalone: Callable[[], int] | None = None
+    if args.command in {"dialplan", "systemd"}:
+        standalone = partial(bundled.run, args, out, err)
+    elif args.command == "audit" and args.action == "verify":
+        standalone = partial(_audit_verify, args, out)
+    if standalone is not None:
         try:
-            return bundled.run(args, out, err)
-        except bundled.Refused as error:
-            return _fail(str(error), EXIT_USAGE, err)
-        except OSError as error:
-            return _fail(f"{error.filename or ''}: {error.strerror}", EXIT_USAGE, err)
-    if args.command == "audit" and args.action == "verify":  # needs no settings: anyone may verify
-        try:
-            return _audit_verify(args, out)
-        except UsageError as error:
+            return standalone()
+        except (bundled.Refused, UsageError) as error:
             return _fail(str(error), EXIT_USAGE, err)
         except OSError as error:
             return _fail(f"{error.filename or ''}: {error.strerror}", EXIT_USAGE, err)

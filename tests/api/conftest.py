@@ -25,6 +25,14 @@ def api(redis_server: RedisServer) -> Iterator[ApiServer]:
 
 
 @pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop and restart it."""
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
 def consumer() -> str:
     """A mobile number no other test uses: each test starts from an empty pair."""
     return f"06{next(_numbers) % 100_000_000:08d}"

@@ -18,13 +18,6 @@ CHECK = {"caller": "0162000001", "callee": "0612340001", "at": "2026-12-01T10:30
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
 def api(own_redis: RedisServer) -> Iterator[ApiServer]:
     server = ApiServer(own_redis.url, redis_timeout_ms=200, now=CHECK["at"]).start()
     yield server

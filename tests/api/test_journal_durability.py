@@ -21,13 +21,6 @@ LATER = "2026-12-02T10:30:00"  # a day after the refusals: inside their 60-day b
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
 def servers() -> Iterator[Callable[..., ApiServer]]:
     made: list[ApiServer] = []
 
