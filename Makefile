@@ -15,7 +15,8 @@ test: bootstrap
 	@scripts/test
 
 lint: bootstrap
-	$(VENV)/bin/ruff check npv_guard tests bench
+	$(VENV)/bin/ruff check npv_guard tests bench scripts/demo.py
+	$(VENV)/bin/ruff format --check npv_guard tests bench scripts/demo.py
 	$(VENV)/bin/mypy npv_guard
 
 # How many calls per second one guard handles: table + bench/results/latest.json.

@@ -636,9 +636,7 @@ def _professionals(raw: Any, env: Mapping[str, str]) -> tuple[Professional, ...]
         nationals = _assigned_numbers(entry, "npvs", where, ident, owners)
         platform_numbers = _assigned_numbers(entry, "platform_numbers", where, ident, owners)
         result.append(
-            Professional(
-                ident, name, siren, nationals, platform_numbers, _windows(entry.get("sms_windows"), where)
-            )
+            Professional(ident, name, siren, nationals, platform_numbers, _windows(entry.get("sms_windows"), where))
         )
     return tuple(result)
 

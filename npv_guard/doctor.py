@@ -227,7 +227,6 @@ class Doctor:
                     FAIL, "features", f"built-in feature {builtin!r} on {current} swallows the refusal code {code}"
                 )
 
-
     async def _sms_endpoints(self, manager: Any) -> None:
         """Each SMS endpoint exists and routes no message through the dialplan: Asterisk gives a
         message to every handler that wants it, so an extension in its message context would
@@ -323,9 +322,7 @@ async def _node_durability(name: str, client: Any) -> list[tuple[str, str]]:
     elif save is None:
         findings.append((WARN, f"{name}: persistence could not be checked (CONFIG GET refused, AOF off)"))
     else:
-        findings.append(
-            (WARN, f"{name}: no persistence (save '' and appendonly no): a restart forgets {FORGETS}")
-        )
+        findings.append((WARN, f"{name}: no persistence (save '' and appendonly no): a restart forgets {FORGETS}"))
     policy = config.get("maxmemory-policy") or memory.get("maxmemory_policy")
     if policy is None:
         findings.append((WARN, f"{name}: eviction policy could not be checked"))

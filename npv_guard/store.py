@@ -327,6 +327,7 @@ def _snapshot_keys(keys: PairKeys) -> _Keys:
     """KEYS of the snapshot script: when none of them exists, it reads `_NOTHING_STORED`."""
     return (keys.attempts, keys.refusals, keys.consents, keys.version)
 
+
 _EMPTY = PairState()
 
 

@@ -358,9 +358,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        body=request.app[CONTEXT].metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    return web.Response(body=request.app[CONTEXT].metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 # --- middleware ----------------------------------------------------------------------------------
@@ -440,9 +438,7 @@ class SafeAccessLogger(AbstractAccessLogger):
     consumer number), at debug level only: the audit trail is the record of decisions."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.debug(
-            "%s %s -> %d in %.1f ms", request.method, _route_name(request), response.status, time * 1000
-        )
+        self.logger.debug("%s %s -> %d in %.1f ms", request.method, _route_name(request), response.status, time * 1000)
 
     @property
     def enabled(self) -> bool:

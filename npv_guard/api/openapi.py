@@ -80,11 +80,7 @@ _VERDICT_KEYS = [
 
 _SCHEMAS: dict[str, Schema] = {
     "Error": _object(
-        {
-            "error": _object(
-                {"code": {"type": "string", "enum": list(ERRORS)}, "message": _STRING}, ["code", "message"]
-            )
-        },
+        {"error": _object({"code": {"type": "string", "enum": list(ERRORS)}, "message": _STRING}, ["code", "message"])},
         ["error"],
     ),
     "CheckRequest": _request(
@@ -316,9 +312,7 @@ _BODY_ERRORS: dict[str, Schema] = {
 _UNAVAILABLE = {"503": _error("STATE_UNAVAILABLE: Redis is unavailable, nothing was recorded")}
 
 
-def _operation(
-    summary: str, description: str, body: str | None, answer: Schema, *, stateful: bool = True
-) -> Schema:
+def _operation(summary: str, description: str, body: str | None, answer: Schema, *, stateful: bool = True) -> Schema:
     operation: Schema = {
         "summary": summary,
         "description": description,
@@ -414,7 +408,7 @@ _PATHS: dict[str, Schema] = {
     },
     "/metrics": {
         "get": {
-            "summary": "Prometheus metrics (decisions with mode=\"api\")",
+            "summary": 'Prometheus metrics (decisions with mode="api")',
             "security": [],
             "responses": {
                 "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": _STRING}}}
@@ -429,7 +423,7 @@ _DOCUMENT: Schema = {
         "title": "npv-guard pre-check API",
         "version": __version__,
         "description": "Ask the French telemarketing compliance guard whether a call may be placed, and record "
-        "refusals and consents. Every error is {\"error\": {\"code\", \"message\"}} with a stable code.",
+        'refusals and consents. Every error is {"error": {"code", "message"}} with a stable code.',
     },
     "security": [{"bearerAuth": []}],
     "paths": _PATHS,

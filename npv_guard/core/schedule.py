@@ -53,9 +53,7 @@ def next_allowed_at(verdict: Verdict, state: PairState | None, policy: Policy) -
     if verdict.allowed:
         return None
     if state is None:
-        offline_ok = (
-            "calendar" not in verdict.not_evaluated and all(r.code in CALENDAR for r in verdict.reasons)
-        )
+        offline_ok = "calendar" not in verdict.not_evaluated and all(r.code in CALENDAR for r in verdict.reasons)
         if not offline_ok:
             return None
     elif verdict.not_evaluated or any(r.code not in EXPIRING for r in verdict.reasons):

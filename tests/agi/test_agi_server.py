@@ -164,9 +164,7 @@ async def test_refusal_for_an_unknown_or_malformed_professional_is_refused(
 ) -> None:
     """Channel variables anyone can set: a refusal under a professional the guard does not know
     would block nothing, so it is refused where the dialplan and the audit trail see it."""
-    asterisk = FakeAsterisk(
-        port_of(agi), {"NPV_GUARD_PROFESSIONAL": professional, "NPV_GUARD_CALLEE": "+33612345678"}
-    )
+    asterisk = FakeAsterisk(port_of(agi), {"NPV_GUARD_PROFESSIONAL": professional, "NPV_GUARD_CALLEE": "+33612345678"})
     await asterisk.session(headers(script="refusal", caller="0162000001", args=("agent",)))
     assert asterisk.variables["NPV_GUARD_REFUSAL_ERROR"] == "UNKNOWN_PROFESSIONAL"
     assert "NPV_GUARD_REFUSED" not in asterisk.variables
@@ -340,5 +338,3 @@ def test_the_health_listener_closes_slow_clients_and_answers_json(agi: GuardProc
             sock.close()
     assert agi.http("/healthz")[0] in (200, 503)
     assert "612345678" not in agi.log()
-
-

@@ -176,9 +176,7 @@ def test_consent_grant_and_withdraw_change_the_verdict(api: ApiServer, consumer:
         "at": "2026-11-02T11:00:00Z", "outside_hours": False, "until": None, "slot": None,
     }  # fmt: skip
     assert check(api, consumer)[2]["verdict"] == "allow"
-    status, _, withdrawn = api.request(
-        "DELETE", "/v1/consents", {"callee": consumer, "proof": "letter"}
-    )
+    status, _, withdrawn = api.request("DELETE", "/v1/consents", {"callee": consumer, "proof": "letter"})
     assert status == 200 and withdrawn["granted"] is False and withdrawn["basis"] is None
     assert codes(check(api, consumer, at=LATER)[2]) == {"CONSENT_WITHDRAWN"}
     # Before the opt-in regime no consent was needed at all.

@@ -87,9 +87,7 @@ def test_a_torn_line_does_not_swallow_the_next_refusal(own_redis: RedisServer, s
     assert gauge(api, "npv_guard_journal_pending") == 0
 
 
-def test_fail_open_guard_sees_a_peers_journaled_refusal(
-    own_redis: RedisServer, servers: Any, tmp_path: Path
-) -> None:
+def test_fail_open_guard_sees_a_peers_journaled_refusal(own_redis: RedisServer, servers: Any, tmp_path: Path) -> None:
     """Two guards of one host, their journals in one directory: B (fail_open) rejects a pair A
     journaled while Redis is down; once A is dead and Redis back, B replays it, exactly once."""
     refused, other = "0612360001", "0612360002"

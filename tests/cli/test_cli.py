@@ -551,5 +551,7 @@ def test_doctor_warns_on_listeners_beyond_loopback_and_secrets_others_can_read(
     ],
 )
 def test_server_options_out_of_range_are_usage_errors(command: str, options: list[str]) -> None:
-    result = run(command, *options, env={"NPV_GUARD_HASH_SECRET": SECRET, "NPV_GUARD_REDIS_URL": "redis://127.0.0.1:1/0"})
+    result = run(
+        command, *options, env={"NPV_GUARD_HASH_SECRET": SECRET, "NPV_GUARD_REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
     assert result.returncode == 2 and options[0] in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -133,9 +133,7 @@ NUMERIC_KEYS = {
     ("redis", "timeout_ms"): (0, 60000), ("calls", "reject_cause"): (0, 127),
     ("sms", "max_body_bytes"): (0, 1023), ("api", "max_body_bytes"): (255, 1048576),
 }  # fmt: skip
-numbers = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**40), 2**40), st.text(max_size=12)
-)
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**40), 2**40), st.text(max_size=12))
 
 
 @FUZZ

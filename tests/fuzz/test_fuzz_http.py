@@ -50,8 +50,6 @@ def api(redis_server: RedisServer) -> Iterator[ApiServer]:
     server.cleanup()
 
 
-
-
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(chunks=st.lists(st.tuples(pieces, st.sampled_from([0.0, 0.0, 0.01, 0.3])), max_size=8))
 def test_slow_hostile_clients_are_answered_or_closed(api: ApiServer, chunks: list[tuple[bytes, float]]) -> None:

@@ -133,7 +133,7 @@ def test_hash_secret_is_required_for_the_store() -> None:
         ("hash_secret = 1234567890123456789\n", {}, "1234567890123456789"),
         ('previous_hash_secrets = "old-secret-98765"\n', {}, "old-secret-98765"),
         ("[ari]\npassword = 424242\n", {}, "424242"),
-        ("[ami]\nsecret = [\"ami-s3cret\"]\n", {}, "ami-s3cret"),
+        ('[ami]\nsecret = ["ami-s3cret"]\n', {}, "ami-s3cret"),
         ('[redis]\nurl = "http://user:pa55word@127.0.0.1:6379/0"\n', {}, "pa55word"),
         ("", {"NPV_GUARD_REDIS_URL": "tcp://:pa55word@127.0.0.1:6379"}, "pa55word"),
         ("[redis]\nurl = 7\n", {}, "7"),
@@ -265,6 +265,7 @@ def test_a_config_file_holding_a_secret_readable_by_others_is_warned_about(tmp_p
     plain = write(tmp_path, "[redis]\ntimeout_ms = 300\n")
     Path(plain).chmod(0o644)
     assert file_warnings(load_settings(plain, {})) == []  # no secret in it: nothing to protect
+
 
 def test_the_law_of_2026_settings_have_conservative_defaults() -> None:
     policy = load_settings(None, {}).policy()

@@ -205,9 +205,7 @@ def test_an_sms_ban_needs_a_contract_or_a_callback_request() -> None:
     state = consents(grant("2026-11-02T12:00", Basis.CONTRACT))
     assert verdict(caller=sender, state=state, medium=Medium.SMS, sector="home_adaptation").allowed
     plain = consents(grant("2026-11-02T12:00"))
-    assert codes(verdict(caller=sender, state=plain, medium=Medium.SMS, sector="home_adaptation")) == {
-        "SECTOR_BANNED"
-    }
+    assert codes(verdict(caller=sender, state=plain, medium=Medium.SMS, sector="home_adaptation")) == {"SECTOR_BANNED"}
 
 
 # --- press exception (L. 223-5) ------------------------------------------------------------------------
