@@ -96,6 +96,16 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """An attempt recorded by `Store.snapshot_and_hold`, counted unless released."""
+
+    attempts_key: str
+    version_key: str
+    member: str
+    added: bool  # False: this same attempt was already stored, and a release leaves it
+
+
+@dataclass(frozen=True, slots=True)
 class SentMessage:
     """A text message the guard relayed to the consumer."""
 
@@ -133,6 +143,43 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+
+# The common allowed call in one round trip: the snapshot script's read, then the attempt recorded
+# at once, *held* while the Python core decides on the state read before it. A rejected call
+# releases its hold (`_RELEASE_ATTEMPT`). Read and write are one atomic step, so no version check is
+# needed: guards deciding at the same time each see the holds of those before them, exactly as they
+# would see recorded attempts (at worst a hold about to be released makes a concurrent call stricter).
+# Not held (-1) when an attempt later than this instant is stored: the caller decides the old way.
+# Already held (0) when the same member is stored: the same call recorded twice counts once.
+# KEYS: attempts, refusals, consents, version. ARGV: the snapshot's four, then member, ttl ms,
+# drop-before ms, version ttl ms (as `_RECORD_ATTEMPT`).
+_SNAPSHOT_AND_HOLD = """
+local version = redis.call('GET', KEYS[4]) or '0'
+local attempts = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[3], 'WITHSCORES')
+local refusals = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], ARGV[3], 'WITHSCORES')
+local consents = redis.call('ZREVRANGEBYSCORE', KEYS[3], ARGV[3], '-inf', 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local held = -1
+if newest[2] == nil or tonumber(newest[2]) <= tonumber(ARGV[3]) then
+  held = redis.call('ZADD', KEYS[1], ARGV[3], ARGV[5])
+  if held == 1 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[7])
+    if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
+    redis.call('INCR', KEYS[4])
+    redis.call('PEXPIRE', KEYS[4], ARGV[8])
+  end
+end
+return {version, attempts, refusals, consents, newest[2] or '0', held}
+"""
+
+# KEYS: attempts, version. ARGV: the held member, version ttl ms. A state change like any other:
+# the version is bumped, so a snapshot that saw the hold cannot be used to record after it.
+_RELEASE_ATTEMPT = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('INCR', KEYS[2])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 1
 """
 
@@ -241,6 +288,11 @@ class ConsumerHasher:
     def digest(self, e164: str) -> str:
         return self._digest(self._secret, e164)
 
+    @property
+    def has_previous(self) -> bool:
+        """Whether older secrets are still read (a rotation in progress)."""
+        return bool(self._previous)
+
     def previous_digests(self, e164: str) -> list[str]:
         return [self._digest(secret, e164) for secret in self._previous]
 
@@ -269,6 +321,15 @@ def _encode_consent(event: ConsentEvent) -> str:
     # The same event stored twice (an import run again) stays one member of the set.
     identity = hashlib.sha256(_IDENTITY_JSON([_ms(event.at), fields]).encode()).hexdigest()[:12]
     return _MEMBER_JSON({"id": identity, **fields})
+
+
+def _attempt_member(attempt: Attempt) -> str:
+    # With a call id the member is deterministic, so recording the same call twice counts once.
+    member = f"{_ms(attempt.at)}:{attempt.call_id or '~' + uuid.uuid4().hex[:12]}"
+    if attempt.campaign or attempt.lead:
+        # Appended, so that a member without labels reads as before (ids cannot hold a '|').
+        member += f"|{attempt.campaign}|{attempt.lead}"
+    return member
 
 
 def _decode_attempts(flat: Sequence[Any]) -> list[Attempt]:
@@ -372,6 +433,8 @@ class Store:
         self._record_attempt = client.register_script(_RECORD_ATTEMPT)
         self._record_refusal = client.register_script(_RECORD_REFUSAL)
         self._record_consent = client.register_script(_RECORD_CONSENT)
+        self._snapshot_and_hold = client.register_script(_SNAPSHOT_AND_HOLD)
+        self._release_attempt = client.register_script(_RELEASE_ATTEMPT)
         self._init_lock = asyncio.Lock()
         # Told of every failed exchange, where it fails (the guard's npv_guard_redis_errors_total).
         self.on_error: Callable[[], None] | None = None
@@ -546,19 +609,49 @@ class Store:
             result.append(Snapshot(state, version, newest))
         return result
 
+    async def snapshot_and_hold(
+        self, professional: str, consumer: str, attempt: Attempt
+    ) -> tuple[Snapshot, Hold | None]:
+        """`snapshot` at `attempt.at` and, in the same atomic step, the attempt recorded: one round
+        trip for a call the rules then allow. The caller decides on the snapshot (which does not
+        hold the attempt itself) and must `release` the hold of a call it rejects.
+
+        No hold (None) when an attempt later than `attempt.at` is already stored, or when older
+        secrets must be read too (a rotation): the caller then records with `record_attempt`."""
+        if self._hasher.has_previous:
+            return await self.snapshot(professional, consumer, attempt.at), None
+        keys = self.keys(professional, consumer)
+        member = _attempt_member(attempt)
+        at = _ms(attempt.at)
+        args: list[int | str] = [*_snapshot_args(attempt.at), member, self._ttl(attempt.at, ATTEMPTS_TTL)]
+        args += [at - _ms_span(ATTEMPTS_KEEP), _ms_span(REFUSALS_TTL)]
+        raw = await self._call(
+            "snapshot and hold", lambda: self._snapshot_and_hold(keys=_snapshot_keys(keys), args=args)
+        )
+        version, state, newest = _decode_snapshot(raw[:5])
+        held = int(raw[5])
+        hold = Hold(keys.attempts, keys.version, member, added=held == 1) if held >= 0 else None
+        return Snapshot(state, version, newest), hold
+
+    async def release(self, hold: Hold) -> None:
+        """Take back a held attempt (its call was rejected). Safe to repeat."""
+        if not hold.added:
+            return
+        args: list[int | str] = [hold.member, _ms_span(REFUSALS_TTL)]
+        await self._call(
+            "release attempt",
+            lambda: self._release_attempt(keys=[hold.attempts_key, hold.version_key], args=args),
+            idempotent=True,
+        )
+
     async def record_attempt(self, professional: str, consumer: str, attempt: Attempt, expected_version: str) -> bool:
         """Count an attempt if nothing was written for the pair since the snapshot `expected_version`."""
         keys = self.keys(professional, consumer)
         at = _ms(attempt.at)
-        # With a call id the member is deterministic, so recording the same call twice counts once.
-        member = f"{at}:{attempt.call_id or '~' + uuid.uuid4().hex[:12]}"
-        if attempt.campaign or attempt.lead:
-            # Appended, so that a member without labels reads as before (ids cannot hold a '|').
-            member += f"|{attempt.campaign}|{attempt.lead}"
         args: list[int | str] = [
             expected_version,
             at,
-            member,
+            _attempt_member(attempt),
             self._ttl(attempt.at, ATTEMPTS_TTL),
             at - _ms_span(ATTEMPTS_KEEP),
             _ms_span(REFUSALS_TTL),

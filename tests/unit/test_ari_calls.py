@@ -18,7 +18,7 @@ from npv_guard.clock import parse_instant
 from npv_guard.config import AriSettings, CallsSettings
 from npv_guard.core.model import Attempt, Basis, ConsentEvent, PairState, Policy, Refusal
 from npv_guard.service import Guard
-from npv_guard.store import Snapshot
+from npv_guard.store import Hold, Snapshot
 
 NOW = parse_instant("2026-12-01T10:30:00")
 
@@ -91,6 +91,15 @@ class MemoryStore:
         self.attempts.append(attempt)
         self.version += 1
         return True
+
+    async def snapshot_and_hold(self, professional: str, consumer: str, attempt: Attempt) -> tuple[Snapshot, Hold]:
+        snapshot = await self.snapshot(professional, consumer, attempt.at)
+        await self.record_attempt(professional, consumer, attempt, snapshot.version)
+        return snapshot, Hold("a", "v", attempt.call_id, added=True)
+
+    async def release(self, hold: Hold) -> None:
+        self.attempts = [a for a in self.attempts if a.call_id != hold.member]
+        self.version += 1
 
     async def record_refusal(
         self, professional: str, digest: str, refusal: Refusal, withdrawal: ConsentEvent | None, refusal_id: str
