@@ -32,14 +32,24 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from npv_guard.core.model import (
@@ -252,6 +262,19 @@ return added
 """
 
 
+# The Lua sources by name, for tools that time a script alone (bench/: the floors under the guard).
+SCRIPTS: Mapping[str, str] = MappingProxyType(
+    {
+        "snapshot": _SNAPSHOT,
+        "snapshot_and_hold": _SNAPSHOT_AND_HOLD,
+        "release_attempt": _RELEASE_ATTEMPT,
+        "record_attempt": _RECORD_ATTEMPT,
+        "record_refusal": _RECORD_REFUSAL,
+        "record_consent": _RECORD_CONSENT,
+    }
+)
+
+
 def _ms(instant: datetime) -> int:
     return int(instant.timestamp() * 1000)
 
@@ -403,6 +426,82 @@ def _decode_snapshot(raw: Sequence[Any]) -> tuple[str, PairState, datetime | Non
     return _text(version), state, _instant(newest_ms) if newest_ms else None
 
 
+def _pack(*parts: bytes | str | int) -> bytes:
+    """One command in the Redis protocol (RESP), as redis-py packs it for these argument types."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Lane:
+    """The decision's scripts on a single server, without redis-py's command layer.
+
+    Per command, redis-py's asyncio client does its pool's locking, bookkeeping and event dispatch,
+    a task of its own for every write under a socket timeout, and retries; for the two scripts of
+    a decision that was as much CPU as the guard's own Python (docs/performance.md). Here an idle
+    connection of the lane's own is taken, the EVALSHA packed and sent, the reply read, and the
+    connection put back. The store's timeout bounds the whole exchange (the connections have no
+    socket timeout of their own); a connection that fails or is interrupted is closed, never
+    reused. Built only on redis-py's plain pool and connection classes; any other client (a
+    Cluster, Sentinel) keeps redis-py's own path.
+    """
+
+    _PLAIN = (Connection, SSLConnection, UnixDomainSocketConnection)
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._class = pool.connection_class
+        self._kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        self._idle: list[AbstractConnection] = []
+
+    @classmethod
+    def of(cls, client: aioredis.Redis | RedisCluster) -> _Lane | None:
+        pool = getattr(client, "connection_pool", None)
+        if type(pool) is ConnectionPool and pool.connection_class in cls._PLAIN:
+            return cls(pool)
+        return None
+
+    async def evalsha(self, script: AsyncScript, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+        command = _pack(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        reused = bool(self._idle)
+        try:
+            return await self._exchange(command, script)
+        except (RedisConnectionError, OSError):
+            if not reused:
+                raise
+            # An idle connection the server closed meanwhile (a restart, a failover): once more on
+            # a new one, as redis-py retries. The scripts are safe to repeat: the hold's member is
+            # the same, so a hold that did land the first time counts once.
+            return await self._exchange(command, script, fresh=True)
+
+    async def _exchange(self, command: bytes, script: AsyncScript, *, fresh: bool = False) -> Any:
+        conn = self._idle.pop() if self._idle and not fresh else self._class(**self._kwargs)
+        try:
+            if not conn.is_connected:
+                await conn.connect()  # type: ignore[no-untyped-call]  # (redis-py leaves it unannotated)
+            await conn.send_packed_command(command, check_health=False)
+            try:
+                reply = await conn.read_response()
+            except NoScriptError:  # a restarted Redis, or the first call: load it, then again
+                source = script.script
+                load = _pack(b"SCRIPT", b"LOAD", source if isinstance(source, bytes | str) else bytes(source))
+                await conn.send_packed_command(load, check_health=False)
+                await conn.read_response()
+                await conn.send_packed_command(command, check_health=False)
+                reply = await conn.read_response()
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        self._idle.append(conn)
+        return reply
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect(nowait=True)
+
+
 class Store:
     """The pair histories in Redis (single server, Sentinel-fronted or Cluster)."""
 
@@ -436,6 +535,7 @@ class Store:
         self._snapshot_and_hold = client.register_script(_SNAPSHOT_AND_HOLD)
         self._release_attempt = client.register_script(_RELEASE_ATTEMPT)
         self._init_lock = asyncio.Lock()
+        self._lane = _Lane.of(client)
         # Told of every failed exchange, where it fails (the guard's npv_guard_redis_errors_total).
         self.on_error: Callable[[], None] | None = None
         # Only a Cluster client has slots to discover first (an isinstance on it is not free: once here).
@@ -470,12 +570,24 @@ class Store:
             consent_max_age_days=consent_max_age_days,
         )
 
+    @property
+    def client(self) -> aioredis.Redis | RedisCluster:
+        """The redis-py client the store was built with (for tools timing Redis without the store)."""
+        return self._client
+
     def _ttl(self, at: datetime, retention: timedelta) -> int:
         """Milliseconds until `at` + `retention` on the guard's clock, at least MIN_TTL."""
         return max(_ms_span(MIN_TTL), _ms(at + retention) - _ms(self._now()))
 
     async def close(self) -> None:
+        if self._lane is not None:
+            await self._lane.close()
         await self._client.aclose()
+
+    async def _script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+        if self._lane is None:
+            return await script(keys=keys, args=args)
+        return await self._lane.evalsha(script, keys, args)
 
     def keys(self, professional: str, consumer: str) -> PairKeys:
         return PairKeys(self._prefix, professional, self._hasher.digest(consumer))
@@ -541,7 +653,7 @@ class Store:
         args = _snapshot_args(at)
         raw = await self._call(
             "snapshot",
-            lambda: self._snapshot(keys=_snapshot_keys(keys), args=args),
+            lambda: self._script(self._snapshot, _snapshot_keys(keys), args),
             idempotent=True,
         )
         return _decode_snapshot(raw)
@@ -626,7 +738,7 @@ class Store:
         args: list[int | str] = [*_snapshot_args(attempt.at), member, self._ttl(attempt.at, ATTEMPTS_TTL)]
         args += [at - _ms_span(ATTEMPTS_KEEP), _ms_span(REFUSALS_TTL)]
         raw = await self._call(
-            "snapshot and hold", lambda: self._snapshot_and_hold(keys=_snapshot_keys(keys), args=args)
+            "snapshot and hold", lambda: self._script(self._snapshot_and_hold, _snapshot_keys(keys), args)
         )
         version, state, newest = _decode_snapshot(raw[:5])
         held = int(raw[5])
@@ -640,7 +752,7 @@ class Store:
         args: list[int | str] = [hold.member, _ms_span(REFUSALS_TTL)]
         await self._call(
             "release attempt",
-            lambda: self._release_attempt(keys=[hold.attempts_key, hold.version_key], args=args),
+            lambda: self._script(self._release_attempt, [hold.attempts_key, hold.version_key], args),
             idempotent=True,
         )
 
@@ -657,7 +769,7 @@ class Store:
             _ms_span(REFUSALS_TTL),
         ]
         done = await self._call(
-            "record attempt", lambda: self._record_attempt(keys=[keys.attempts, keys.version], args=args)
+            "record attempt", lambda: self._script(self._record_attempt, [keys.attempts, keys.version], args)
         )
         return bool(done)
 

@@ -50,6 +50,20 @@ async def test_redis_stopped_mid_run_fails_closed_then_recovers(own_redis: Redis
         await store.close()
 
 
+async def test_a_redis_restarted_between_two_decisions_is_read_again_at_once(own_redis: RedisServer) -> None:
+    # The guard's idle connections were closed by the restart: the next decision must not fail on one.
+    store = Store.connect(own_redis.url, ConsumerHasher("s" * 20), timeout=0.2)
+    guard = Guard(Policy(), store)
+    try:
+        await guard.grant_consent(NPV, CONSUMER, parse_instant("2026-09-01T12:00"), Basis.CONSENT, "form")
+        assert (await guard.check(request(), record=True)).allowed
+        own_redis.kill()
+        own_redis.start()  # empty, and without the scripts
+        assert (await guard.check(request("2026-11-17T11:00"), record=True)).codes == (ReasonCode.NO_CONSENT,)
+    finally:
+        await store.close()
+
+
 async def test_recovery_keeps_what_redis_persisted(own_redis: RedisServer) -> None:
     own_redis.stop()
     persistent = RedisServer(own_redis.port, appendonly=True)
