@@ -32,6 +32,7 @@ import hmac
 import json
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -435,6 +436,9 @@ def _pack(*parts: bytes | str | int) -> bytes:
     return b"".join(out)
 
 
+_PING = _pack(b"PING")
+
+
 class _Lane:
     """The decision's scripts on a single server, without redis-py's command layer.
 
@@ -449,11 +453,17 @@ class _Lane:
     """
 
     _PLAIN = (Connection, SSLConnection, UnixDomainSocketConnection)
+    # Connections being opened at once. A burst of calls on a cold (or just restarted) guard
+    # otherwise opens one connection per call at the same time, each connect slower than the last,
+    # until they time out; beyond this many, a call waits for the next connection given back.
+    MAX_OPENING = 4
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._class = pool.connection_class
         self._kwargs = {**pool.connection_kwargs, "socket_timeout": None}
         self._idle: list[AbstractConnection] = []
+        self._opening = 0
+        self._waiters: deque[asyncio.Future[AbstractConnection | None]] = deque()
 
     @classmethod
     def of(cls, client: aioredis.Redis | RedisCluster) -> _Lane | None:
@@ -463,7 +473,10 @@ class _Lane:
         return None
 
     async def evalsha(self, script: AsyncScript, keys: Sequence[str], args: Sequence[int | str]) -> Any:
-        command = _pack(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self.call(_pack(b"EVALSHA", script.sha, len(keys), *keys, *args), script)
+
+    async def call(self, command: bytes, script: AsyncScript | None = None) -> Any:
+        """`command`'s reply; `script`: the one an EVALSHA `command` runs, loaded on NOSCRIPT."""
         reused = bool(self._idle)
         try:
             return await self._exchange(command, script)
@@ -475,15 +488,46 @@ class _Lane:
             # the same, so a hold that did land the first time counts once.
             return await self._exchange(command, script, fresh=True)
 
-    async def _exchange(self, command: bytes, script: AsyncScript, *, fresh: bool = False) -> Any:
-        conn = self._idle.pop() if self._idle and not fresh else self._class(**self._kwargs)
+    async def _take(self, fresh: bool) -> AbstractConnection:
+        if self._idle and not fresh:
+            return self._idle.pop()
+        if fresh or self._opening < self.MAX_OPENING:
+            return self._class(**self._kwargs)
+        waiter: asyncio.Future[AbstractConnection | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            conn = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._give(waiter.result())  # handed over just as this call timed out
+            raise
+        return conn if conn is not None else self._class(**self._kwargs)
+
+    def _give(self, conn: AbstractConnection | None) -> None:
+        """A connection back (or, None, the room to open one: a connection was closed)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self._idle.append(conn)
+
+    async def _exchange(self, command: bytes, script: AsyncScript | None, *, fresh: bool = False) -> Any:
+        conn = await self._take(fresh)
         try:
             if not conn.is_connected:
-                await conn.connect()  # type: ignore[no-untyped-call]  # (redis-py leaves it unannotated)
+                self._opening += 1
+                try:
+                    await conn.connect()  # type: ignore[no-untyped-call]  # (redis-py leaves it unannotated)
+                finally:
+                    self._opening -= 1
             await conn.send_packed_command(command, check_health=False)
             try:
                 reply = await conn.read_response()
             except NoScriptError:  # a restarted Redis, or the first call: load it, then again
+                if script is None:
+                    raise
                 source = script.script
                 load = _pack(b"SCRIPT", b"LOAD", source if isinstance(source, bytes | str) else bytes(source))
                 await conn.send_packed_command(load, check_health=False)
@@ -491,9 +535,10 @@ class _Lane:
                 await conn.send_packed_command(command, check_health=False)
                 reply = await conn.read_response()
         except BaseException:
+            self._give(None)
             await conn.disconnect(nowait=True)
             raise
-        self._idle.append(conn)
+        self._give(conn)
         return reply
 
     async def close(self) -> None:
@@ -636,6 +681,10 @@ class Store:
                 self._initialised = True
 
     async def ping(self) -> bool:
+        # On the decisions' connections when they have a lane: a health check tests (and opens) those.
+        lane = self._lane
+        if lane is not None:
+            return bool(await self._call("ping", lambda: lane.call(_PING), idempotent=True))
         return bool(await self._call("ping", self._client.ping, idempotent=True))
 
     async def snapshot(self, professional: str, consumer: str, at: datetime) -> Snapshot:
