@@ -51,7 +51,7 @@ from redis.asyncio.connection import (
 )
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from npv_guard.core.model import (
     DEFAULT_CONSENT_MAX_AGE_DAYS,
@@ -437,33 +437,37 @@ def _pack(*parts: bytes | str | int) -> bytes:
 
 
 _PING = _pack(b"PING")
+# Replies a lane's connection may owe before it is replaced (calls that gave up included).
+MAX_IN_FLIGHT = 10_000
 
 
 class _Lane:
-    """The decision's scripts on a single server, without redis-py's command layer.
+    """The decision's commands on a single server, pipelined on one connection of the store's own.
 
-    Per command, redis-py's asyncio client does its pool's locking, bookkeeping and event dispatch,
-    a task of its own for every write under a socket timeout, and retries; for the two scripts of
-    a decision that was as much CPU as the guard's own Python (docs/performance.md). Here an idle
-    connection of the lane's own is taken, the EVALSHA packed and sent, the reply read, and the
-    connection put back. The store's timeout bounds the whole exchange (the connections have no
-    socket timeout of their own); a connection that fails or is interrupted is closed, never
-    reused. Built only on redis-py's plain pool and connection classes; any other client (a
-    Cluster, Sentinel) keeps redis-py's own path.
+    Per command, redis-py's asyncio client takes a connection from its pool (locking, bookkeeping,
+    event dispatch), starts a task for every write under a socket timeout, and reads its reply on
+    that connection alone; for the scripts of a decision that was as much CPU as the guard's own
+    Python, and a connection per call in flight (docs/performance.md). Here every command goes
+    out on one connection, the commands of one event-loop turn in one write, and one reader task
+    hands the replies, in order, to their callers: many replies per read on both sides.
+
+    The store's timeout bounds each call: a call that gives up leaves its reply to be read and
+    dropped. A failed connection fails every call waiting on it and is replaced by the next call.
+    Built only on redis-py's plain pool and connection classes (its connect: TLS, AUTH, SELECT);
+    any other client (a Cluster, Sentinel) keeps redis-py's own path.
     """
 
     _PLAIN = (Connection, SSLConnection, UnixDomainSocketConnection)
-    # Connections being opened at once. A burst of calls on a cold (or just restarted) guard
-    # otherwise opens one connection per call at the same time, each connect slower than the last,
-    # until they time out; beyond this many, a call waits for the next connection given back.
-    MAX_OPENING = 4
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._class = pool.connection_class
         self._kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        self._idle: list[AbstractConnection] = []
-        self._opening = 0
-        self._waiters: deque[asyncio.Future[AbstractConnection | None]] = deque()
+        self._conn: AbstractConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._outgoing: list[bytes] = []
+        self._lock = asyncio.Lock()
+        self._closing: asyncio.Task[None] | None = None  # a failed connection's disconnect, held on to
 
     @classmethod
     def of(cls, client: aioredis.Redis | RedisCluster) -> _Lane | None:
@@ -473,78 +477,100 @@ class _Lane:
         return None
 
     async def evalsha(self, script: AsyncScript, keys: Sequence[str], args: Sequence[int | str]) -> Any:
-        return await self.call(_pack(b"EVALSHA", script.sha, len(keys), *keys, *args), script)
-
-    async def call(self, command: bytes, script: AsyncScript | None = None) -> Any:
-        """`command`'s reply; `script`: the one an EVALSHA `command` runs, loaded on NOSCRIPT."""
-        reused = bool(self._idle)
+        command = _pack(b"EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            return await self._exchange(command, script)
+            return await self.call(command)
+        except NoScriptError:  # a restarted Redis, or the first call: load it, then once more
+            source = script.script
+            await self.call(_pack(b"SCRIPT", b"LOAD", source if isinstance(source, bytes | str) else bytes(source)))
+            return await self.call(command)
+
+    async def call(self, command: bytes) -> Any:
+        reused = self._conn is not None
+        try:
+            return await self._send(command)
         except (RedisConnectionError, OSError):
             if not reused:
                 raise
-            # An idle connection the server closed meanwhile (a restart, a failover): once more on
-            # a new one, as redis-py retries. The scripts are safe to repeat: the hold's member is
-            # the same, so a hold that did land the first time counts once.
-            return await self._exchange(command, script, fresh=True)
+            # A connection the server closed meanwhile (a restart, a failover): once more on a new
+            # one, as redis-py retries. The scripts are safe to repeat: a hold's member is the same,
+            # so a hold that did land the first time counts once.
+            return await self._send(command)
 
-    async def _take(self, fresh: bool) -> AbstractConnection:
-        if self._idle and not fresh:
-            return self._idle.pop()
-        if fresh or self._opening < self.MAX_OPENING:
-            return self._class(**self._kwargs)
-        waiter: asyncio.Future[AbstractConnection | None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+    async def _send(self, command: bytes) -> Any:
+        conn = self._conn if self._conn is not None else await self._connect()
+        if len(self._pending) >= MAX_IN_FLIGHT:
+            # Redis has stopped answering on this connection while calls keep timing out on it:
+            # start afresh rather than keep their futures and their commands.
+            self._fail(conn, RedisConnectionError("too many replies outstanding"))
+            conn = await self._connect()
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(reply)
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush, conn)
+        self._outgoing.append(command)
+        return await reply
+
+    def _flush(self, conn: AbstractConnection) -> None:
+        if conn is not self._conn:
+            return  # that connection failed meanwhile: its calls were failed with it
+        data, self._outgoing = b"".join(self._outgoing), []
         try:
-            conn = await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._give(waiter.result())  # handed over just as this call timed out
-            raise
-        return conn if conn is not None else self._class(**self._kwargs)
+            # The stream's own write (no drain: the replies come back as fast as Redis reads).
+            conn._writer.write(data)  # type: ignore[union-attr]
+        except Exception as error:
+            self._fail(conn, RedisConnectionError(f"write failed: {type(error).__name__}"))
 
-    def _give(self, conn: AbstractConnection | None) -> None:
-        """A connection back (or, None, the room to open one: a connection was closed)."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
-                return
-        if conn is not None:
-            self._idle.append(conn)
+    async def _connect(self) -> AbstractConnection:
+        async with self._lock:
+            if self._conn is None:
+                conn = self._class(**self._kwargs)
+                await conn.connect()  # type: ignore[no-untyped-call]  # (redis-py leaves it unannotated)
+                self._conn = conn
+                self._reader = asyncio.get_running_loop().create_task(self._read(conn))
+            return self._conn
 
-    async def _exchange(self, command: bytes, script: AsyncScript | None, *, fresh: bool = False) -> Any:
-        conn = await self._take(fresh)
-        try:
-            if not conn.is_connected:
-                self._opening += 1
-                try:
-                    await conn.connect()  # type: ignore[no-untyped-call]  # (redis-py leaves it unannotated)
-                finally:
-                    self._opening -= 1
-            await conn.send_packed_command(command, check_health=False)
+    async def _read(self, conn: AbstractConnection) -> None:
+        while True:
             try:
-                reply = await conn.read_response()
-            except NoScriptError:  # a restarted Redis, or the first call: load it, then again
-                if script is None:
+                result: Any = await conn.read_response(disconnect_on_error=False)
+                failed = False
+            except RedisError as error:
+                if not isinstance(error, ResponseError):  # a connection error: nothing more to read
+                    self._fail(conn, error)
+                    return
+                result, failed = error, True
+            except BaseException as error:  # OSError, cancelled by close()
+                self._fail(conn, RedisConnectionError(f"read failed: {type(error).__name__}"))
+                if not isinstance(error, Exception):
                     raise
-                source = script.script
-                load = _pack(b"SCRIPT", b"LOAD", source if isinstance(source, bytes | str) else bytes(source))
-                await conn.send_packed_command(load, check_health=False)
-                await conn.read_response()
-                await conn.send_packed_command(command, check_health=False)
-                reply = await conn.read_response()
-        except BaseException:
-            self._give(None)
-            await conn.disconnect(nowait=True)
-            raise
-        self._give(conn)
-        return reply
+                return
+            reply = self._pending.popleft() if self._pending else None
+            if reply is not None and not reply.done():  # done: its caller gave up (a timeout)
+                if failed:
+                    reply.set_exception(result)
+                else:
+                    reply.set_result(result)
+
+    def _fail(self, conn: AbstractConnection, error: Exception, *, disconnect: bool = True) -> None:
+        if conn is not self._conn:
+            return
+        self._conn = None
+        pending, self._pending = self._pending, deque()
+        for reply in pending:
+            if not reply.done():
+                reply.set_exception(error)
+        self._outgoing = []
+        if disconnect:
+            self._closing = asyncio.get_running_loop().create_task(conn.disconnect(nowait=True))
 
     async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
+        conn, reader = self._conn, self._reader
+        if conn is not None:
+            self._fail(conn, RedisConnectionError("store closed"), disconnect=False)
             await conn.disconnect(nowait=True)
+        if reader is not None:
+            reader.cancel()
 
 
 class Store:
