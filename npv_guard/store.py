@@ -655,6 +655,17 @@ class Store:
             await self._lane.close()
         await self._client.aclose()
 
+    async def run_script(self, name: str, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+        """One of `SCRIPTS` by name, sent as the store sends it, its raw reply: for tools that time a
+        script alone under the guard (bench/). Not for deciding: the store's methods do that."""
+        scripts = {
+            "snapshot": self._snapshot,
+            "snapshot_and_hold": self._snapshot_and_hold,
+            "release_attempt": self._release_attempt,
+            "record_attempt": self._record_attempt,
+        }
+        return await self._call(name, lambda: self._script(scripts[name], keys, args))
+
     async def _script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[int | str]) -> Any:
         if self._lane is None:
             return await script(keys=keys, args=args)
