@@ -18,10 +18,12 @@ than as long as it may count (an open-ended contract: for ever; a withdrawal: as
 ended is kept), then removed when a later event of the pair is written, and the key expires with
 its last event (docs/rules.md, "Proof retention"). Relayed SMS are kept for the history only.
 
-Check-and-record is optimistic: read a snapshot with its version, decide in Python (the rules
-live in one place), then record the attempt only if the version is unchanged. A concurrent
-writer makes the record fail and the caller decides again on fresh state, so no two guards can
-let a fifth attempt through.
+Check-and-record, for a call likely allowed: read the snapshot and hold the attempt in one atomic
+script, decide in Python on the state read (the rules live in one place), release the hold if
+the call is rejected. Otherwise it is optimistic: read a snapshot with its version, decide, then
+record the attempt only if the version is unchanged; a concurrent writer makes the record fail
+and the caller decides again on fresh state. Either way no two guards can let a fifth attempt
+through. The decision's scripts go out pipelined on one connection of the store's own (`_Lane`).
 """
 
 from __future__ import annotations
