@@ -147,7 +147,8 @@ class AriSupervisor:
         return {source for consumer in self._subscribers() for source in consumer.sources}
 
     async def _subscribe(self, consumer: EventConsumer, port: AriPort) -> bool:
-        """Ask for the MESSAGEs of the platform and carrier endpoints, again on every connection.
+        """Ask for a consumer's event sources (the SMS service: the MESSAGEs of the platform and
+        carrier endpoints), again on every connection.
 
         Without the subscription Asterisk has no handler for them and answers 404: nothing is
         relayed, which is the safe failure, and the calls must not suffer from it. A failed
