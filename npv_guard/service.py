@@ -36,7 +36,7 @@ from npv_guard.core.model import (
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
 from npv_guard.journal import JournalEntry, RefusalJournal
-from npv_guard.store import PairHistory, SentMessage, Snapshot, Store, StoreUnavailable
+from npv_guard.store import PairHistory, PairStore, SentMessage, Snapshot, StoreUnavailable
 
 log = logging.getLogger("npv_guard.service")
 
@@ -117,7 +117,7 @@ class Guard:
     def __init__(
         self,
         policy: Policy,
-        store: Store | None,
+        store: PairStore | None,
         journal: RefusalJournal | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
@@ -229,7 +229,7 @@ class Guard:
         policy = self.policy if allow_fail_open else replace(self.policy, fail_open=False)
         return decide(prepared, StateUnavailable(detail), policy)
 
-    def _store(self) -> Store:
+    def _store(self) -> PairStore:
         if self.store is None:
             raise StoreUnavailable("no store configured")
         return self.store
@@ -303,7 +303,7 @@ class Guard:
         return replayed
 
     async def _replay(
-        self, journal: RefusalJournal, store: Store, replayed_one: Callable[[JournalEntry], None] | None
+        self, journal: RefusalJournal, store: PairStore, replayed_one: Callable[[JournalEntry], None] | None
     ) -> tuple[int, bool]:
         replayed = 0
         for entry in sorted(journal.pending(), key=lambda e: e.refusal.at):
@@ -320,7 +320,7 @@ class Guard:
         return replayed, True
 
     async def _adopt_orphans(
-        self, journal: RefusalJournal, store: Store, replayed_one: Callable[[JournalEntry], None] | None
+        self, journal: RefusalJournal, store: PairStore, replayed_one: Callable[[JournalEntry], None] | None
     ) -> int:
         orphans = journal.orphans()
         if not orphans:

@@ -24,7 +24,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from npv_guard.ari.port import AriPort, NoAri
 from npv_guard.audit import AuditLog
 from npv_guard.config import SmsSettings
 from npv_guard.core.decide import Verdict, decide, place_consumer, prepare
@@ -36,6 +35,7 @@ from npv_guard.logs import CALL_ID, failure_text
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard
 from npv_guard.sms.text import address_number, body_problem, declared_sector, is_stop
+from npv_guard.telephony import AriPort, NoAri
 
 log = logging.getLogger("npv_guard.sms")
 
@@ -43,6 +43,8 @@ MAX_IN_FLIGHT = 256  # messages decided at once; more wait (Asterisk already ans
 
 
 class SmsService:
+    name = "SMS"  # in the ARI supervisor's log lines
+
     def __init__(
         self,
         port: AriPort,
