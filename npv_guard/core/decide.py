@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from npv_guard.core import regimes
 from npv_guard.core.calendar import Window, holiday_name, local_issues, local_midnight, utc_iso
 from npv_guard.core.model import (
-    PROFESSIONAL_ID,
     Basis,
     CallRequest,
     ConsentEvent,
@@ -25,6 +24,7 @@ from npv_guard.core.model import (
     RefusalSource,
     Slot,
     StateUnavailable,
+    professional_problem,
 )
 from npv_guard.core.numbering import NumberKind, PhoneNumber, parse
 from npv_guard.core.reasons import Reason, ReasonCode
@@ -208,7 +208,7 @@ def _resolve_professional(
     assignable = caller.kind is NumberKind.PLATFORM if medium is Medium.SMS else caller.is_npv
     what = "platform number" if medium is Medium.SMS else "NPV"
     requested = (requested or "").strip() or None
-    if requested is not None and not PROFESSIONAL_ID.match(requested):
+    if requested is not None and professional_problem(requested):
         reasons.append(Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"professional id {requested[:64]!r} is malformed"))
         return None
     if not policy.professionals:

@@ -10,13 +10,24 @@ from enum import StrEnum
 from npv_guard.core.calendar import CALL_WINDOWS, Window
 from npv_guard.core.regimes import DEFAULT_SECTOR_BANS, FALLBACK_SECTOR_BAN, SectorBan
 
+# The pattern itself is for schemas (api/openapi.py); code checks an id with `professional_problem`.
 PROFESSIONAL_ID = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
+PROFESSIONAL_ID_SHAPE = "1-64 letters, digits or _.+-"
+
+
+def professional_problem(value: object) -> str | None:
+    """Why `value` cannot be a professional id, or None: the one check of that shape, used by the
+    rules, the Guard, the config and every adapter (an id is written in Redis keys and audit lines).
+    `fullmatch`: the pattern's `$` also matches before a final newline."""
+    if isinstance(value, str) and PROFESSIONAL_ID.fullmatch(value):
+        return None
+    return f"expected {PROFESSIONAL_ID_SHAPE}"
 
 
 def valid_label(value: str | None) -> bool:
     """A campaign or lead id: the same shape as a professional id (never read by a rule, but
     written in Redis members, audit lines and channel variables, so it must stay inert)."""
-    return value is not None and PROFESSIONAL_ID.match(value) is not None
+    return value is not None and professional_problem(value) is None
 
 
 def label_problem(value: str, callee: str | None) -> str | None:
@@ -24,7 +35,7 @@ def label_problem(value: str, callee: str | None) -> str | None:
     the consumer's number as the lead id would put that number in the trail, Redis and the CDR,
     where a consumer appears only as a keyed hash; its last nine digits are enough to tell."""
     if not valid_label(value):
-        return "expected 1-64 letters, digits or _.+-"
+        return f"expected {PROFESSIONAL_ID_SHAPE}"
     digits = "".join(c for c in callee or "" if c.isdigit())
     if len(digits) >= 9 and digits[-9:] in value:
         return "it holds the consumer's number"
