@@ -8,7 +8,7 @@ from datetime import date, datetime
 from enum import StrEnum
 
 from npv_guard.core.calendar import CALL_WINDOWS, Window
-from npv_guard.core.regimes import DEFAULT_SECTOR_BANS, FALLBACK_SECTOR_BAN, SectorBan
+from npv_guard.core.regimes import DEFAULT_SECTOR_BANS, FALLBACK_SECTOR_BAN, SECTORS, SectorBan
 
 # The pattern itself is for schemas (api/openapi.py); code checks an id with `professional_problem`.
 PROFESSIONAL_ID = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
@@ -43,11 +43,9 @@ def label_problem(value: str, callee: str | None) -> str | None:
 
 
 # Sectors that may not be canvassed whatever the consent, outside a contract in progress
-# (L. 223-1): energy-saving housing works, renewable energy, adaptation to ageing or disability.
-# Each has its own dates per medium (core/regimes.py DEFAULT_SECTOR_BANS).
+# (L. 223-1), and those that need no prior consent (L. 223-5): rows of core/regimes.py SECTORS.
 DEFAULT_BANNED_SECTORS = frozenset(DEFAULT_SECTOR_BANS)
-# L. 223-5: canvassing for newspapers, periodicals and magazines needs no prior consent.
-DEFAULT_CONSENT_EXEMPT_SECTORS = frozenset({"press"})
+DEFAULT_CONSENT_EXEMPT_SECTORS = frozenset(sector.name for sector in SECTORS if sector.consent_exempt)
 DEFAULT_CONSENT_MAX_AGE_DAYS = 365  # R. 223-1: one year at most, no tacit renewal
 DEFAULT_CONSENT_PROOF_DAYS = 1096  # R. 223-2: three years, whatever leap day they hold
 DEFAULT_CALLBACK_WORKING_DAYS = 5  # R. 223-4
