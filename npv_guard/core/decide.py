@@ -342,6 +342,8 @@ def decide(prepared: Prepared, state: PairState | StateUnavailable | None, polic
         facts = StateFacts(prepared, policy, None, _NO_STANDING)
         if isinstance(state, StateUnavailable) and prepared.pair is not None:
             if policy.fail_open and request.medium is Medium.VOICE:
+                # The operator's choice (calls only): an unreadable state counts as one that
+                # lifts every stateful rule, the sector ban's contract included.
                 return Verdict(prepared, reasons + calendar, skipped)
             detail = f" ({state.detail})" if state.detail else ""
             unavailable = Reason(
