@@ -29,9 +29,9 @@ from npv_guard.core.model import (
     DEFAULT_CONSENT_EXEMPT_SECTORS,
     DEFAULT_CONSENT_MAX_AGE_DAYS,
     DEFAULT_CONSENT_PROOF_DAYS,
-    PROFESSIONAL_ID,
     Policy,
     Professional,
+    professional_problem,
     valid_label,
 )
 from npv_guard.core.numbering import NumberKind
@@ -654,8 +654,9 @@ def _professionals(raw: Any, env: Mapping[str, str]) -> tuple[Professional, ...]
         if unknown:
             raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
         ident = entry.get("id")
-        if not isinstance(ident, str) or not PROFESSIONAL_ID.match(ident):
-            raise ConfigError(f"{where}.id: expected 1-64 letters, digits or _.+- , got {ident!r}")
+        problem = professional_problem(ident)
+        if problem or not isinstance(ident, str):
+            raise ConfigError(f"{where}.id: {problem} , got {ident!r}")
         if any(p.id == ident for p in result):
             raise ConfigError(f"{where}.id: {ident!r} is defined twice")
         name = entry.get("name", "")

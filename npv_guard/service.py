@@ -20,7 +20,6 @@ from npv_guard.core.decide import (
     refusal_withdrawal,
 )
 from npv_guard.core.model import (
-    PROFESSIONAL_ID,
     Attempt,
     Basis,
     CallRequest,
@@ -32,6 +31,7 @@ from npv_guard.core.model import (
     Slot,
     StateUnavailable,
     label_problem,
+    professional_problem,
 )
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
@@ -132,8 +132,9 @@ class Guard:
     def professional_id(self, professional: str) -> str:
         """The id itself when it may be written under: well formed, and configured when a
         directory of professionals is. A fact stored under any other id would block nothing."""
-        if not PROFESSIONAL_ID.match(professional):
-            raise ProfessionalError(f"professional {professional[:64]!r}: expected 1-64 letters, digits or _.+-")
+        problem = professional_problem(professional)
+        if problem:
+            raise ProfessionalError(f"professional {professional[:64]!r}: {problem}")
         if self.policy.professionals and self.policy.professional(professional) is None:
             raise ProfessionalError(
                 f"professional {professional[:64]!r} is not one of the configured [[professionals]]"
