@@ -241,18 +241,7 @@ class Context:
         return ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
 
     def store(self) -> Store:
-        settings = self.settings
-        hasher = ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
-        return Store.connect(
-            settings.redis.url,
-            hasher,
-            cluster=settings.redis.cluster,
-            prefix=settings.redis.key_prefix,
-            timeout=settings.redis.timeout_ms / 1000,
-            clock=self.clock.now,
-            consent_proof_days=settings.rules.consent_proof_days,
-            consent_max_age_days=settings.rules.consent_max_age_days,
-        )
+        return Store.from_settings(self.settings.redis, self.hasher(), rules=self.settings.rules, clock=self.clock.now)
 
     def guard(self, store: Store | None, journal: RefusalJournal | None = None) -> Guard:
         """The service on the guard's clock: writes of facts are bounded by it."""

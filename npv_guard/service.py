@@ -20,7 +20,6 @@ from npv_guard.core.decide import (
     refusal_withdrawal,
 )
 from npv_guard.core.model import (
-    PROFESSIONAL_ID,
     Attempt,
     Basis,
     CallRequest,
@@ -32,11 +31,12 @@ from npv_guard.core.model import (
     Slot,
     StateUnavailable,
     label_problem,
+    professional_problem,
 )
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
 from npv_guard.journal import JournalEntry, RefusalJournal
-from npv_guard.store import Hold, PairHistory, SentMessage, Snapshot, Store, StoreUnavailable
+from npv_guard.store import Hold, PairHistory, PairStore, SentMessage, Snapshot, StoreUnavailable
 
 log = logging.getLogger("npv_guard.service")
 
@@ -117,7 +117,7 @@ class Guard:
     def __init__(
         self,
         policy: Policy,
-        store: Store | None,
+        store: PairStore | None,
         journal: RefusalJournal | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
@@ -132,8 +132,9 @@ class Guard:
     def professional_id(self, professional: str) -> str:
         """The id itself when it may be written under: well formed, and configured when a
         directory of professionals is. A fact stored under any other id would block nothing."""
-        if not PROFESSIONAL_ID.match(professional):
-            raise ProfessionalError(f"professional {professional[:64]!r}: expected 1-64 letters, digits or _.+-")
+        problem = professional_problem(professional)
+        if problem:
+            raise ProfessionalError(f"professional {professional[:64]!r}: {problem}")
         if self.policy.professionals and self.policy.professional(professional) is None:
             raise ProfessionalError(
                 f"professional {professional[:64]!r} is not one of the configured [[professionals]]"
@@ -223,7 +224,7 @@ class Guard:
         return self._unavailable(prepared, f"pair kept changing for {MAX_RECORD_ROUNDS} rounds", allow_fail_open=False)
 
     @staticmethod
-    async def _release(store: Store, hold: Hold) -> None:
+    async def _release(store: PairStore, hold: Hold) -> None:
         try:
             await store.release(hold)
         except StoreUnavailable as error:
@@ -246,7 +247,7 @@ class Guard:
         policy = self.policy if allow_fail_open else replace(self.policy, fail_open=False)
         return decide(prepared, StateUnavailable(detail), policy)
 
-    def _store(self) -> Store:
+    def _store(self) -> PairStore:
         if self.store is None:
             raise StoreUnavailable("no store configured")
         return self.store
@@ -320,7 +321,7 @@ class Guard:
         return replayed
 
     async def _replay(
-        self, journal: RefusalJournal, store: Store, replayed_one: Callable[[JournalEntry], None] | None
+        self, journal: RefusalJournal, store: PairStore, replayed_one: Callable[[JournalEntry], None] | None
     ) -> tuple[int, bool]:
         replayed = 0
         for entry in sorted(journal.pending(), key=lambda e: e.refusal.at):
@@ -337,7 +338,7 @@ class Guard:
         return replayed, True
 
     async def _adopt_orphans(
-        self, journal: RefusalJournal, store: Store, replayed_one: Callable[[JournalEntry], None] | None
+        self, journal: RefusalJournal, store: PairStore, replayed_one: Callable[[JournalEntry], None] | None
     ) -> int:
         orphans = journal.orphans()
         if not orphans:

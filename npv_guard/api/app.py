@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from npv_guard.api.auth import TokenBook
 from npv_guard.audit import AuditLog
 from npv_guard.clock import parse_instant, parse_slot
+from npv_guard.config import json_kind
 from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, Slot, label_problem
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.httpserver import HTTP_CODES
@@ -121,7 +122,7 @@ class Fields:
                 raise ApiError("BAD_REQUEST", f"{name}: required")
             return None
         if not isinstance(value, str):
-            raise ApiError("BAD_REQUEST", f"{name}: expected a string, got {_json_type(value)}")
+            raise ApiError("BAD_REQUEST", f"{name}: expected a string, got {json_kind(value)}")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -137,7 +138,7 @@ class Fields:
     def flag(self, name: str) -> bool:
         value = self._values.get(name, False)
         if not isinstance(value, bool):
-            raise ApiError("BAD_REQUEST", f"{name}: expected true or false, got {_json_type(value)}")
+            raise ApiError("BAD_REQUEST", f"{name}: expected true or false, got {json_kind(value)}")
         return value
 
     def choice(self, name: str, choices: list[str], default: str) -> str:
@@ -169,20 +170,6 @@ def _shown_name(name: str) -> str:
     return repr(name) if _NAME.fullmatch(name) else "(a name that is not a field name)"
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 async def read_json(request: web.Request, allowed: frozenset[str]) -> Fields:
     if request.content_type != "application/json":
         raise ApiError("UNSUPPORTED_MEDIA_TYPE", "send the body as Content-Type: application/json")
@@ -192,7 +179,7 @@ async def read_json(request: web.Request, allowed: frozenset[str]) -> Fields:
     except (ValueError, RecursionError):
         raise ApiError("INVALID_JSON", "the body is not valid JSON (UTF-8)") from None
     if not isinstance(body, dict):
-        raise ApiError("BAD_REQUEST", f"the body must be a JSON object, got {_json_type(body)}")
+        raise ApiError("BAD_REQUEST", f"the body must be a JSON object, got {json_kind(body)}")
     return Fields(body, allowed, "body")
 
 

@@ -25,7 +25,6 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from npv_guard.ari.port import AriPort
 from npv_guard.audit import AuditLog
 from npv_guard.config import AriSettings, CallsSettings
 from npv_guard.core.decide import place_consumer
@@ -33,6 +32,7 @@ from npv_guard.core.model import CallRequest, RefusalSource
 from npv_guard.logs import CALL_ID, failure_text
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard, call_labels
+from npv_guard.telephony import AriPort
 
 log = logging.getLogger("npv_guard.ari")
 
@@ -381,6 +381,82 @@ class CallService:
         await self.port.play(call.dialer, ACK_TONE)
         if self.policy.hangup_on_refusal:
             await self._finish(call, cause=16)
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def reconcile(self) -> None:
+        """Adopt what Asterisk holds for this app and that the guard does not know (after a restart
+        or a lost websocket): bridged calls keep running, ringing carrier legs keep their dialer,
+        calls that never got a decision get one, and half-calls are hung up."""
+        port = self.port
+        app = self.settings.app
+        channels = await port.channels()
+        bridges = await port.bridges()
+        if channels is None or bridges is None:
+            return
+        by_id = {channel["id"]: channel for channel in channels}
+        in_app = {
+            cid: channel
+            for cid, channel in by_id.items()
+            if (
+                (channel.get("dialplan") or {}).get("app_name") == "Stasis"
+                and str((channel.get("dialplan") or {}).get("app_data", "")).startswith(app + ",")
+            )
+            or cid.endswith(CARRIER_SUFFIX)
+        }
+        bridged: set[str] = set()
+        for bridge in bridges:
+            if not str(bridge.get("id", "")).startswith(BRIDGE_PREFIX):
+                continue
+            members = [cid for cid in bridge.get("channels", []) if cid in by_id]
+            bridged.update(members)
+            dialer = str(bridge["id"])[len(BRIDGE_PREFIX) :]
+            carrier = dialer + CARRIER_SUFFIX
+            if dialer in self.calls:
+                continue
+            if set(members) == {dialer, carrier}:
+                call = await self._adopt(by_id[dialer], carrier)
+                call.answered, call.bridge = True, str(bridge["id"])
+                log.info("adopted bridged call %s", dialer)
+                continue
+            for cid in members:  # one leg left: the call is over
+                await port.hangup(cid)
+            await port.destroy_bridge(str(bridge["id"]))
+        for cid, channel in in_app.items():
+            if cid in bridged or cid in self.calls:
+                continue
+            if cid.endswith(CARRIER_SUFFIX):
+                if cid.removesuffix(CARRIER_SUFFIX) not in in_app:
+                    await port.hangup(cid)  # its dialer is gone
+                continue
+            carrier = cid + CARRIER_SUFFIX
+            if carrier in by_id:
+                call = await self._adopt(channel, carrier)
+                if by_id[carrier].get("state") == "Up":
+                    call.queue.put_nowait({"type": "StasisStart", "channel": by_id[carrier]})
+                log.info("adopted ringing call %s", cid)
+            else:
+                log.info("deciding call %s that entered Stasis while the guard was away", cid)
+                args = str((channel.get("dialplan") or {}).get("app_data", "")).split(",")[1:]
+                self.dispatch({"type": "StasisStart", "args": args, "channel": channel})
+
+    async def _adopt(self, channel: dict[str, Any], carrier: str) -> Call:
+        professional = await self.port.get_var(channel["id"], "NPV_GUARD_PROFESSIONAL")
+        dialplan = channel.get("dialplan") or {}
+        call = Call(
+            channel["id"],
+            args=[],
+            caller=str((channel.get("caller") or {}).get("number", "")),
+            callee=str(dialplan.get("exten", "")),
+        )
+        call.carrier = carrier
+        call.professional = professional or None
+        call.consumer = self.consumer_of(call.callee)
+        # Set by the decision, so a refusal after the restart still names the call's campaign.
+        call.campaign = await self.port.get_var(channel["id"], "NPV_GUARD_CAMPAIGN") or None
+        call.lead = await self.port.get_var(channel["id"], "NPV_GUARD_LEAD") or None
+        self.adopt(call)
+        return call
 
     # ------------------------------------------------------------------ lifecycle
 

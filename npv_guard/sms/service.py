@@ -20,22 +20,20 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from npv_guard.ari.port import AriPort, NoAri
 from npv_guard.audit import AuditLog
 from npv_guard.config import SmsSettings
-from npv_guard.core.decide import Verdict, decide, place_consumer, prepare
+from npv_guard.core.decide import message_verdict, place_consumer
 from npv_guard.core.model import CallRequest, Medium
 from npv_guard.core.numbering import NumberKind
 from npv_guard.core.numbering import parse as parse_number
-from npv_guard.core.reasons import Reason, ReasonCode
 from npv_guard.logs import CALL_ID, failure_text
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard
-from npv_guard.sms.text import address_number, body_problem, declared_sector, is_stop
+from npv_guard.sms.text import address_number, declared_sector, is_stop
+from npv_guard.telephony import AriPort, NoAri
 
 log = logging.getLogger("npv_guard.sms")
 
@@ -43,6 +41,8 @@ MAX_IN_FLIGHT = 256  # messages decided at once; more wait (Asterisk already ans
 
 
 class SmsService:
+    name = "SMS"  # in the ARI supervisor's log lines
+
     def __init__(
         self,
         port: AriPort,
@@ -112,13 +112,9 @@ class SmsService:
         # The sector, when the platform declares one (X-NPV-Sector), brings the SMS sector bans.
         sector = declared_sector(message.get("variables"))
         request = CallRequest(caller=sender, callee=consumer, at=self.now(), medium=Medium.SMS, sector=sector)
-        problem = body_problem(body, self.settings.max_body_bytes)
-        verdict: Verdict
-        if problem:
-            # Not worth a Redis read: the message cannot go whatever the pair's history.
-            offline = decide(prepare(request, self.guard.policy), None, self.guard.policy)
-            verdict = replace(offline, reasons=(Reason(ReasonCode.MESSAGE_INVALID, problem), *offline.reasons))
-        else:
+        # A text that cannot go whatever the pair's history (the core's message rules) is not worth a Redis read.
+        verdict = message_verdict(request, body, self.settings.max_body_bytes, self.guard.policy)
+        if verdict is None:
             verdict = await self.guard.check(request, record=False, call_id=message_id)
         elapsed = time.perf_counter() - started
         self.metrics.decision("sms", verdict, elapsed)
