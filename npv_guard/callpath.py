@@ -61,12 +61,18 @@ class Signalled:
 
 
 class CallPath:
-    """`metrics`: None where there is nothing to expose them (the CLI)."""
+    """`metrics`: None where there is nothing to expose them (the CLI). `audit`: None only for an
+    entry point that writes nothing (a CLI query); any audit line then is a programming error."""
 
-    def __init__(self, guard: Guard, audit: AuditLog, metrics: Metrics | None = None) -> None:
+    def __init__(self, guard: Guard, audit: AuditLog | None, metrics: Metrics | None = None) -> None:
         self.guard = guard
-        self.audit = audit
+        self._audit = audit
         self.metrics = metrics
+
+    @property
+    def audit(self) -> AuditLog:
+        assert self._audit is not None, "an audit line from a path built without an audit log"
+        return self._audit
 
     # ------------------------------------------------------------------ decisions
 
@@ -81,15 +87,18 @@ class CallPath:
         started: float | None = None,
         labels_dropped: list[str] | tuple[str, ...] = (),
         audit_fields: dict[str, Any] | None = None,
+        audited: bool = True,
     ) -> Decision:
         """Decide on a call (with `record`, an allowed call is counted as an attempt), count the
         decision, log it and audit it (`audit_fields`: the entry point's own fields of the line).
         `started`: the perf_counter instant the entry point took the call, when its own
-        translation is part of the latency."""
+        translation is part of the latency. Not `audited`: the entry point calls `audit_decision`
+        itself, once it knows the rest of the line (or not at all: a CLI query is not audited)."""
         started = time.perf_counter() if started is None else started
         verdict = await self.guard.check(request, record=record, offline=offline, call_id=call_id)
         decision = self.decided(verdict, mode=mode, call_id=call_id, started=started, labels_dropped=labels_dropped)
-        self.audit_decision(decision, **(audit_fields or {}))
+        if audited:
+            self.audit_decision(decision, **(audit_fields or {}))
         return decision
 
     def decided(

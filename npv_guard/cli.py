@@ -288,16 +288,17 @@ async def _check(ctx: Context, out: TextIO, err: TextIO) -> int:
     # Opened before the write: an audit file this user cannot append to fails the command first.
     audit = ctx.audit(err) if args.record else None
     call_id = uuid.uuid4().hex if args.record else ""
+    path = CallPath(guard, audit)
     try:
-        verdict = await guard.check(request, record=args.record, offline=args.offline, call_id=call_id)
+        decision = await path.decide_call(
+            request, mode="cli", call_id=call_id, record=args.record, offline=args.offline, audited=False
+        )
     finally:
         if store:
             await store.close()
+    verdict = decision.verdict
     if audit is not None:  # a write: audited like the call path's (a query is not)
-        audit.decision(
-            verdict, call_id=call_id, consumer_ref=guard.consumer_ref(verdict.prepared.consumer), mode="cli",
-            record=True, recorded=verdict.allowed,
-        )  # fmt: skip
+        path.audit_decision(decision, record=True, recorded=verdict.allowed)
     if args.json:
         _print_json(check_payload(verdict, record=args.record), out)
     else:
