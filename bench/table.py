@@ -79,7 +79,7 @@ def _scrub_targets(part: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for name, run in part["runs"].items():
         per_million = 1e6 / run["leads_per_s"] if run.get("leads_per_s") else None
-        floor = run.get("floor_leads_per_s") or part.get("floor_leads_per_s")
+        floor = (run.get("floor") or {}).get("leads_per_s")
         fast = per_million is not None and per_million < TARGET_SCRUB_S
         near_floor = bool(floor) and run["leads_per_s"] >= TARGET_SCRUB_VS_FLOOR * floor
         out.append(_target(f"scrub {name}, leads/s", run.get("leads_per_s"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -164,6 +164,9 @@ class Guard:
         if record:
             self.write_instant(request.at, "at")
         prepared = prepare(request, self.policy)
+        if not record and not offline:
+            ((verdict, state),) = await self.decide_many([prepared])
+            return self.with_next_allowed(verdict, state)
         pair = prepared.pair
         if offline or pair is None:
             verdict = decide(prepared, None, self.policy)
@@ -177,7 +180,7 @@ class Guard:
         for _ in range(MAX_RECORD_ROUNDS):
             hold: Hold | None = None
             try:
-                if record and not prepared.reasons and not prepared.calendar_reasons:
+                if not prepared.reasons and not prepared.calendar_reasons:
                     # Likely allowed: read and record in one round trip, released if rejected. A
                     # call already rejected by its numbers or its hour only reads (and writes nothing).
                     attempt = Attempt(request.at, call_id, request.campaign or "", request.lead or "")
@@ -190,7 +193,7 @@ class Guard:
                 blind = self.journal is not None and self.journal.blind
                 return self._unavailable(prepared, str(error), allow_fail_open=not journaled and not blind)
             newest = snapshot.newest_attempt
-            if record and hold is None and newest is not None and newest >= request.at:
+            if hold is None and newest is not None and newest >= request.at:
                 # Another guard recorded an attempt at a later instant than ours (clocks a few ms
                 # or seconds apart): ours comes after it in fact, so it is decided just after it.
                 if newest - request.at > MAX_CLOCK_SKEW:
@@ -208,7 +211,7 @@ class Guard:
                 if hold is not None:
                     await self._release(self.store, hold)
                 return replace(verdict, next_allowed_at=next_allowed_at(verdict, state, self.policy))
-            if not record or hold is not None:
+            if hold is not None:
                 return verdict
             try:
                 if await self.store.record_attempt(
@@ -231,16 +234,66 @@ class Guard:
             # The rejected call stays counted as an attempt: stricter, never laxer.
             log.warning("a rejected call's attempt could not be released: %s", error)
 
+    async def decide_many(
+        self, calls: Sequence[Prepared], *, strict: bool = False
+    ) -> list[tuple[Verdict, PairState | None]]:
+        """Read-only decisions (`check` without `record`), each with the state it was made on
+        (None: no pair to read, or the state was unavailable). The pairs' snapshots are read in
+        one pipelined batch per professional and instant; journaled refusals count as stored; an
+        unavailable state is decided fail-closed as in `check`. A refused verdict carries no
+        `next_allowed_at` yet: `with_next_allowed` adds it (a lead-list scrubber memoises it).
+
+        `strict`: raise StoreUnavailable instead (a lead list is stopped, not decided on nothing).
+        """
+        decided: list[tuple[Verdict, PairState | None] | None] = [None] * len(calls)
+        groups: dict[tuple[str, datetime], list[int]] = {}
+        for index, prepared in enumerate(calls):
+            pair = prepared.pair
+            if pair is None:
+                decided[index] = (decide(prepared, None, self.policy), None)
+            elif self.store is None:
+                if strict:
+                    raise StoreUnavailable("no store configured")
+                decided[index] = (decide(prepared, StateUnavailable("no store configured"), self.policy), None)
+            else:
+                groups.setdefault((pair[0], prepared.request.at), []).append(index)
+        store = self.store
+        for (professional, at), indexes in groups.items():
+            assert store is not None
+            consumers = [calls[i].pair[1] for i in indexes]  # type: ignore[index]
+            journaled = [self._journaled(professional, consumer) for consumer in consumers]
+            try:
+                if len(consumers) == 1:  # one script run: no EXISTS round trip first
+                    snapshots = [await store.snapshot(professional, consumers[0], at)]
+                else:
+                    snapshots = await store.snapshots(professional, consumers, at)
+            except StoreUnavailable as error:
+                if strict:
+                    raise
+                # A refusal waiting in a journal of this host must block even an operator who chose
+                # fail-open, and so must a peer journal this process cannot read.
+                blind = self.journal is not None and self.journal.blind
+                for index, entries in zip(indexes, journaled, strict=True):
+                    verdict = self._unavailable(calls[index], str(error), allow_fail_open=not entries and not blind)
+                    decided[index] = (verdict, None)
+                continue
+            for index, snapshot, entries in zip(indexes, snapshots, journaled, strict=True):
+                state = _with_journal(snapshot, entries).state
+                decided[index] = (decide(calls[index], state, self.policy), state)
+        return decided  # type: ignore[return-value]
+
+    def with_next_allowed(self, verdict: Verdict, state: PairState | None) -> Verdict:
+        """A refused verdict of `decide_many` with its `next_allowed_at`, as `check` answers it:
+        none without a state to count from (no pair, state unavailable)."""
+        if verdict.allowed or state is None:
+            return verdict
+        return replace(verdict, next_allowed_at=next_allowed_at(verdict, state, self.policy))
+
     def _journaled(self, professional: str, consumer: str) -> list[JournalEntry]:
         """The pair's refusals still waiting for Redis in this guard's journal or a peer's."""
         if self.journal is None or self.store is None or not self.journal.has_pending():
             return []  # the usual case: no digest to compute
         return self.journal.pending_for(professional, self.store.digest(consumer))
-
-    def pair_state(self, professional: str, consumer: str, snapshot: Snapshot) -> PairState:
-        """The state `check` decides on from a snapshot: journaled refusals count as stored. For
-        adapters that read snapshots in batches (lead-list scrubbing)."""
-        return _with_journal(snapshot, self._journaled(professional, consumer)).state
 
     def _unavailable(self, prepared: Prepared, detail: str, *, allow_fail_open: bool = True) -> Verdict:
         log.warning("state unavailable: %s", detail)
