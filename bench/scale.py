@@ -48,14 +48,16 @@ def baseline_tree(ref: str = BASELINE_REF) -> Path | None:
     return work
 
 
-def _workers(url: str, population: int, slices: list[tuple[int, int]], calls: int, tree: Path | None) -> list[Any]:
+def _workers(
+    url: str, population: int, slices: list[tuple[int, int]], calls: int, tree: Path | None, concurrency: int
+) -> list[Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (tree, ROOT) if p)
     procs = []
     for first, count in slices:
         command = [sys.executable, "-m", "bench.worker", "--url", url, "--population", str(population),
                    "--first", str(first), "--pairs", str(count), "--calls", str(calls),
-                   "--concurrency", str(CONCURRENCY)]  # fmt: skip
+                   "--concurrency", str(concurrency)]  # fmt: skip
         # `-m` puts the working directory first on sys.path: the baseline's own tree, not ROOT's npv_guard.
         proc = subprocess.Popen(
             command, cwd=tree or ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -113,7 +115,9 @@ def _row(name: str, runs: list[dict[str, Any]], redis_cpu: float | None) -> dict
     }
 
 
-def bench_scale(url: str, server_pid: int | None, sizes: Sizes, *, baseline: bool = True) -> dict[str, Any]:
+def bench_scale(
+    url: str, server_pid: int | None, sizes: Sizes, *, baseline: bool = True, concurrency: int = CONCURRENCY
+) -> dict[str, Any]:
     calls = sizes.worker_calls
     per_worker = -(-calls // 3)  # pairs per worker: at most 3 calls each
     population = 2 * per_worker
@@ -132,7 +136,7 @@ def bench_scale(url: str, server_pid: int | None, sizes: Sizes, *, baseline: boo
             for name, slices, code in configs:
                 asyncio.run(_reseed(url, pairs))
                 before = process_cpu_seconds(server_pid) if server_pid else None
-                runs[name].append(_workers(url, population, slices, calls, code))
+                runs[name].append(_workers(url, population, slices, calls, code, concurrency))
                 after = process_cpu_seconds(server_pid) if server_pid else None
                 if before is not None and after is not None:
                     redis_cpu[name] += after - before
@@ -144,6 +148,7 @@ def bench_scale(url: str, server_pid: int | None, sizes: Sizes, *, baseline: boo
         # Each round's processes are one measurement; the rows sum the rounds' calls, CPU and spans.
         merged = [_merge_round(round_runs) for round_runs in runs[name]]
         rows[name] = _sum_rounds(name, merged, redis_cpu[name] if server_pid else None)
+        rows[name]["concurrency_each"] = concurrency
     one, two = rows["one guard process"], rows["two guard processes"]
     before = rows.get("one guard process, before #20")
     redis_us = one["redis_cpu_us_per_decision"]
