@@ -114,17 +114,7 @@ class Doctor:
             secret = settings.require_hash_secret()
         except ConfigError:
             secret = "doctor-placeholder-secret"
-        store = Store.connect(
-            settings.redis.url,
-            ConsumerHasher(secret),
-            cluster=settings.redis.cluster,
-            sentinels=settings.redis.sentinel_addresses(),
-            sentinel_master=settings.redis.sentinel_master,
-            sentinel_password=settings.redis.sentinel_password,
-            wait_replicas=settings.redis.wait_replicas,
-            prefix=settings.redis.key_prefix,
-            timeout=max(settings.redis.timeout_ms / 1000, 1.0),
-        )
+        store = Store.from_settings(settings.redis, ConsumerHasher(secret), min_timeout_s=1.0)
         try:
             await store.ping()
             self.note(OK, "redis", f"reachable at {settings.redis.where()}")
