@@ -64,6 +64,23 @@ def test_the_next_server_decides_when_the_first_is_down_and_none_fails_closed(fa
     assert len(guard.audit("decision")) == 1
 
 
+def test_the_agents_refusal_reaches_the_next_server_when_the_first_is_down(failover_scene: Scene) -> None:
+    """features.conf's *9 runs the include's refusal subroutine over the same list of servers."""
+    scene, lab = failover_scene, failover_scene.lab
+    down = free_tcp_port()
+    guard = scene.guard(agi_port=free_tcp_port())
+    scene.consent(guard)
+    set_agi_servers(lab, [down, guard_port(guard)])
+    uas = scene.uas(hold_ms="20000")
+    uac = scene.call("uac_dtmf_info.xml", hold_ms="2500")
+    assert uac.ok, uac.describe()
+    assert uas.wait(30).ok
+    refusal = guard.wait_audit("refusal")[0]
+    assert refusal["recorded"] is True and refusal["source"] == "agent"
+    assert scene.reject(403).ok
+    assert guard.wait_audit("decision", 2)[-1]["reasons"] == ["REFUSAL_BLOCK", "CONSENT_WITHDRAWN"]
+
+
 def guard_port(guard: GuardProcess) -> int:
     return int(next(line for line in guard.config.read_text().splitlines() if line.startswith("port = ")).split()[-1])
 
