@@ -17,7 +17,7 @@ import signal
 import time
 import urllib.parse
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioari
 from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
@@ -27,6 +27,9 @@ from npv_guard.ari.port import AioAriPort, AriPort, NoAri
 from npv_guard.config import Settings, redact_url
 from npv_guard.sms.service import SmsService
 
+if TYPE_CHECKING:
+    from npv_guard.ari.ownership import Ownership
+
 log = logging.getLogger("npv_guard.ari")
 
 HEARTBEAT_S = 10.0
@@ -35,9 +38,16 @@ PING_EVENT = "npv-guard-ping"
 
 
 class AriSupervisor:
-    def __init__(self, settings: Settings, service: CallService, sms: SmsService | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        service: CallService,
+        sms: SmsService | None = None,
+        ownership: Ownership | None = None,
+    ) -> None:
         self.settings = settings
         self.service = service
+        self.ownership = ownership
         self.sms = sms
         self._messages_subscribed = False
         self.connected = asyncio.Event()
@@ -101,7 +111,10 @@ class AriSupervisor:
                 self.service.metrics.ari_connected(True)
                 log.info("ARI connected to %s as app %r", redact_url(ari.url), ari.app)
                 delay = 0.5
-                await reconcile(self.service, ari.app)
+                if self.ownership is not None:
+                    self.ownership.state = "draining" if self.service.handing_back else "connected"
+                    await self.ownership.beat()  # peers known before anything is adopted
+                await reconcile(self.service, ari.app, self.ownership)
                 await self._watch(run_task)
             except asyncio.CancelledError:
                 raise
@@ -109,6 +122,8 @@ class AriSupervisor:
                 log.warning("ARI unavailable (%s: %s)", type(error).__name__, str(error)[:200])
             finally:
                 self.connected.clear()
+                if self.ownership is not None and self.ownership.state == "connected":
+                    self.ownership.state = "disconnected"
                 self.service.metrics.ari_connected(False)
                 self.service.port = NoAri()
                 if self.sms is not None:
@@ -174,12 +189,20 @@ class AriSupervisor:
 
     async def _watch(self, run_task: asyncio.Task[None]) -> None:
         """Until the websocket closes, the heartbeat fails or the guard stops."""
+        # With redundant guards, the calls of a dead guard are looked for at every half lease.
+        scan_s = self.ownership.lease_s / 2 if self.ownership is not None else HEARTBEAT_S
+        last_ping = time.monotonic()
         while not run_task.done():
             stop = asyncio.ensure_future(self.stopping.wait())
-            done, _ = await asyncio.wait({run_task, stop}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({run_task, stop}, timeout=scan_s, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             if self.stopping.is_set() or run_task in done:
                 break
+            if self.ownership is not None:
+                await reconcile(self.service, self.settings.ari.app, self.ownership, scan=True)
+            if time.monotonic() - last_ping < HEARTBEAT_S:
+                continue
+            last_ping = time.monotonic()
             if not await self.ping():
                 log.warning("ARI heartbeat lost: reconnecting")
                 break
@@ -193,25 +216,47 @@ class AriSupervisor:
             log.warning("ARI websocket closed")
 
 
-async def reconcile(service: CallService, app: str) -> None:
+def _stasis_app(channel: dict[str, Any] | None) -> str | None:
+    dialplan = (channel or {}).get("dialplan") or {}
+    if dialplan.get("app_name") != "Stasis":
+        return None
+    return str(dialplan.get("app_data", "")).split(",", 1)[0]
+
+
+async def reconcile(service: CallService, app: str, ownership: Ownership | None = None, *, scan: bool = False) -> None:
     """Adopt what Asterisk holds for this app and that the guard does not know (after a restart
     or a lost websocket): bridged calls keep running, ringing carrier legs keep their dialer,
-    calls that never got a decision get one, and half-calls are hung up."""
+    calls that never got a decision get one, and half-calls are hung up.
+
+    With redundant guards (`ownership`) the calls of every guard's app are looked at, and only
+    those this guard wins the lease of are touched: its own after a restart, a dead or stopping
+    guard's (`scan`: the periodic takeover scan)."""
     port: AriPort = service.port
     channels = await port.channels()
     bridges = await port.bridges()
     if channels is None or bridges is None:
         return
     by_id = {channel["id"]: channel for channel in channels}
+    apps = ownership.guard_apps() if ownership is not None else {app}
     in_app = {
-        cid: channel
-        for cid, channel in by_id.items()
-        if (
-            (channel.get("dialplan") or {}).get("app_name") == "Stasis"
-            and str((channel.get("dialplan") or {}).get("app_data", "")).startswith(app + ",")
-        )
-        or cid.endswith(CARRIER_SUFFIX)
+        cid: channel for cid, channel in by_id.items() if _stasis_app(channel) in apps or cid.endswith(CARRIER_SUFFIX)
     }
+    bridge_of = {
+        str(b["id"])[len(BRIDGE_PREFIX) :]: str(b["id"])
+        for b in bridges
+        if str(b.get("id", "")).startswith(BRIDGE_PREFIX)
+    }
+
+    async def ours(dialer: str) -> bool:
+        if ownership is None:
+            return True
+        sources = [f"channel:{dialer}"]
+        if dialer + CARRIER_SUFFIX in by_id:
+            sources.append(f"channel:{dialer}{CARRIER_SUFFIX}")
+        if dialer in bridge_of:
+            sources.append(f"bridge:{bridge_of[dialer]}")
+        return await ownership.claim(dialer, _stasis_app(by_id.get(dialer)), sources, scan=scan)
+
     bridged: set[str] = set()
     for bridge in bridges:
         if not str(bridge.get("id", "")).startswith(BRIDGE_PREFIX):
@@ -220,7 +265,7 @@ async def reconcile(service: CallService, app: str) -> None:
         bridged.update(members)
         dialer = str(bridge["id"])[len(BRIDGE_PREFIX) :]
         carrier = dialer + CARRIER_SUFFIX
-        if dialer in service.calls:
+        if dialer in service.calls or not await ours(dialer):
             continue
         if set(members) == {dialer, carrier}:
             call = await _adopt(service, by_id[dialer], carrier)
@@ -236,6 +281,8 @@ async def reconcile(service: CallService, app: str) -> None:
         if cid.endswith(CARRIER_SUFFIX):
             if cid.removesuffix(CARRIER_SUFFIX) not in in_app:
                 await port.hangup(cid)  # its dialer is gone
+            continue
+        if not await ours(cid):
             continue
         carrier = cid + CARRIER_SUFFIX
         if carrier in by_id:
@@ -264,6 +311,7 @@ async def _adopt(service: CallService, channel: dict[str, Any], carrier: str) ->
     # Set by the decision, so a refusal after the restart still names the call's campaign.
     call.campaign = await service.port.get_var(channel["id"], "NPV_GUARD_CAMPAIGN") or None
     call.lead = await service.port.get_var(channel["id"], "NPV_GUARD_LEAD") or None
+    call.refusal_recorded = bool(await service.port.get_var(channel["id"], "NPV_GUARD_REFUSAL"))
     service.adopt(call)
     return call
 

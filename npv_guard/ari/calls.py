@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -89,6 +89,13 @@ class CallService:
         self.now = now
         self.calls: dict[str, Call] = {}  # by dialer and by carrier channel id
         self.draining = False
+        # Redundant guards (npv_guard/ari/ownership.py): told of every call the service drops, and
+        # asked before a refusal is recorded whether this guard may still act on the call.
+        self.on_forget: Callable[[Call], None] | None = None
+        self.fence: Callable[[Call], Awaitable[bool]] | None = None
+        # Stopping with other guards alive: new calls sent by the failover include ("ha") are given
+        # back to it undecided, and it tries the next guard.
+        self.handing_back = False
 
     # ------------------------------------------------------------------ routing
 
@@ -118,6 +125,9 @@ class CallService:
             case "outbound":
                 if channel_id in self.calls:
                     return
+                if self.handing_back and len(args) > 6 and args[6] == "ha":
+                    asyncio.get_running_loop().create_task(self._hand_back(channel_id))
+                    return
                 dialplan = channel.get("dialplan") or {}
                 caller = (channel.get("caller") or {}).get("number", "")
                 call = Call(channel_id, args, caller=str(caller), callee=str(dialplan.get("exten", "")))
@@ -132,6 +142,12 @@ class CallService:
             case _:
                 log.warning("channel %s entered Stasis with unknown verb %r: rejecting", channel_id, verb)
                 asyncio.get_running_loop().create_task(self.port.hangup(channel_id, self.policy.reject_cause))
+
+    async def _hand_back(self, channel_id: str) -> None:
+        if not await self.port.set_var(channel_id, "NPV_GUARD_HANDBACK", "1"):
+            return
+        if not await self.port.continue_in_dialplan(channel_id):
+            await self.port.hangup(channel_id, DEFAULT_FAIL_CAUSE)
 
     def _start(self, call: Call) -> None:
         call.queue.put_nowait({"type": "Decide"})
@@ -167,6 +183,15 @@ class CallService:
         for key in (call.dialer, call.carrier):
             if key and self.calls.get(key) is call:
                 del self.calls[key]
+        if self.on_forget is not None:
+            self.on_forget(call)
+
+    def abandon(self, call: Call) -> None:
+        """Stop acting on a call without touching it: another guard owns it now."""
+        if call.task is not None:
+            call.task.cancel()
+        else:
+            self._forget(call)
 
     # ------------------------------------------------------------------ events of one call
 
@@ -357,6 +382,9 @@ class CallService:
             return
         if not call.professional or not call.consumer:
             return
+        if self.fence is not None and not await self.fence(call):
+            log.warning("call %s: refusal left to the guard that owns the call now", call.dialer)
+            return
         audit = partial(
             self.audit.refusal,
             call_id=call.dialer,
@@ -378,7 +406,10 @@ class CallService:
         call.refusal_recorded = True
         self.metrics.refusal("ari", source.value, "journaled" if outcome.journaled else "recorded")
         audit(outcome=outcome)
-        await self.port.play(call.dialer, ACK_TONE)
+        # Read back by a guard that adopts the call later: the refusal is recorded once per call.
+        await asyncio.gather(
+            self.port.set_var(call.dialer, "NPV_GUARD_REFUSAL", source.value), self.port.play(call.dialer, ACK_TONE)
+        )
         if self.policy.hangup_on_refusal:
             await self._finish(call, cause=16)
 

@@ -40,6 +40,7 @@ class AriPort(Protocol):
     async def subscribe(self, app: str, sources: list[str]) -> bool: ...
     async def unsubscribe(self, app: str, sources: list[str]) -> bool: ...
     async def subscribed_endpoints(self, app: str) -> list[str] | None: ...
+    async def continue_in_dialplan(self, channel: str) -> bool: ...
 
 
 class AioAriPort:
@@ -169,6 +170,10 @@ class AioAriPort:
         endpoints = data.get("endpoint_ids") if isinstance(data, dict) else None
         return [str(e) for e in endpoints] if isinstance(endpoints, list) else None
 
+    async def continue_in_dialplan(self, channel: str) -> bool:
+        ok, _ = await self._run("continue", lambda: self._client.channels.continueInDialplan(channelId=channel))
+        return ok
+
 
 class NoAri:
     """Stands in for ARI while disconnected: every operation fails at once."""
@@ -230,3 +235,6 @@ class NoAri:
 
     async def subscribed_endpoints(self, app: str) -> list[str] | None:
         return None
+
+    async def continue_in_dialplan(self, channel: str) -> bool:
+        return False
