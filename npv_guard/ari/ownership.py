@@ -45,6 +45,7 @@ class Ownership:
         self.service = service
         self.state = "disconnected"
         self.leases: dict[str, int] = {}  # dialer -> our fencing token
+        self.offered: set[str] = set()  # stopping: leases kept takeable until another guard takes them
         self.peers: dict[str, GuardEntry] = {}  # app -> entry, as of the last heartbeat
         self.fenced = False
         self._renewed_at = time.monotonic()
@@ -108,7 +109,7 @@ class Ownership:
                 log.warning("guard registry reachable again: this guard acts on its calls again")
                 self.fenced = False
             for dialer, token in list(self.leases.items()):
-                if not await self.registry.renew(dialer, token):
+                if not await self.registry.renew(dialer, token, offer=dialer in self.offered):
                     self._abandon(dialer, "its lease was taken by another guard")
             self.peers = {guard.app: guard for guard in await self.registry.guards()}
         except StoreUnavailable as error:
@@ -124,6 +125,7 @@ class Ownership:
 
     def _abandon(self, dialer: str, why: str) -> None:
         self.leases.pop(dialer, None)
+        self.offered.discard(dialer)
         call = self.service.calls.get(dialer)
         if call is not None:
             log.warning("call %s: no longer acting on it (%s)", dialer, why)
@@ -185,6 +187,7 @@ class Ownership:
             except StoreUnavailable:
                 return False
             if lease is None or lease.live:
+                log.debug("call %s of app %r: not takeable (lease %s)", dialer, app, lease)
                 return False
         try:
             token = await self.registry.acquire(dialer)
@@ -228,9 +231,11 @@ class Ownership:
         for call in {c for c in self.service.calls.values() if not c.finished}:
             try:
                 token = self.leases.get(call.dialer) or await self.registry.acquire(call.dialer)
-                if token is not None and await self.registry.renew(call.dialer, token, offer=True):
+                if token is not None:
                     self.leases[call.dialer] = token
-                    offered.add(call.dialer)
+                    self.offered.add(call.dialer)
+                    if await self.registry.renew(call.dialer, token, offer=True):
+                        offered.add(call.dialer)
             except StoreUnavailable:
                 return
         if offered:
