@@ -151,8 +151,6 @@ async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
         service.handing_back = True
         ownership.state = "draining"
         await ownership.beat()
-        await service.wait_idle_decisions(deadline)
-        await ownership.wait_answered(deadline)
         await ownership.hand_over(deadline)
     else:
         log.info("stopping: no new calls, letting decisions in flight finish (at most %.0f s)", drain_s)

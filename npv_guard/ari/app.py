@@ -94,6 +94,7 @@ class AriSupervisor:
     async def run(self) -> None:
         ari = self.settings.ari
         delay = 0.5
+        scans: asyncio.Task[None] | None = None
         while not self.stopping.is_set():
             client = None
             try:
@@ -115,12 +116,19 @@ class AriSupervisor:
                     self.ownership.state = "draining" if self.service.handing_back else "connected"
                     await self.ownership.beat()  # peers known before anything is adopted
                 await reconcile(self.service, ari.app, self.ownership)
+                if self.ownership is not None:
+                    scans = asyncio.create_task(self._scan(run_task), name="takeover-scan")
                 await self._watch(run_task)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 log.warning("ARI unavailable (%s: %s)", type(error).__name__, str(error)[:200])
             finally:
+                if scans is not None:
+                    scans.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await scans
+                    scans = None
                 self.connected.clear()
                 if self.ownership is not None and self.ownership.state == "connected":
                     self.ownership.state = "disconnected"
@@ -187,22 +195,25 @@ class AriSupervisor:
                 return True
         return False
 
+    async def _scan(self, run_task: asyncio.Task[None]) -> None:
+        """Redundant guards: look for the calls of a dead or stopping guard every half lease, on
+        its own task (a heartbeat that waits for a slow event never delays a takeover)."""
+        assert self.ownership is not None
+        while not run_task.done() and not self.stopping.is_set():
+            await asyncio.sleep(self.ownership.lease_s / 2)
+            try:
+                await reconcile(self.service, self.settings.ari.app, self.ownership, scan=True)
+            except Exception:
+                log.exception("takeover scan failed")
+
     async def _watch(self, run_task: asyncio.Task[None]) -> None:
         """Until the websocket closes, the heartbeat fails or the guard stops."""
-        # With redundant guards, the calls of a dead guard are looked for at every half lease.
-        scan_s = self.ownership.lease_s / 2 if self.ownership is not None else HEARTBEAT_S
-        last_ping = time.monotonic()
         while not run_task.done():
             stop = asyncio.ensure_future(self.stopping.wait())
-            done, _ = await asyncio.wait({run_task, stop}, timeout=scan_s, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({run_task, stop}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             if self.stopping.is_set() or run_task in done:
                 break
-            if self.ownership is not None:
-                await reconcile(self.service, self.settings.ari.app, self.ownership, scan=True)
-            if time.monotonic() - last_ping < HEARTBEAT_S:
-                continue
-            last_ping = time.monotonic()
             if not await self.ping():
                 log.warning("ARI heartbeat lost: reconnecting")
                 break

@@ -214,48 +214,43 @@ class Ownership:
     def others_alive(self) -> bool:
         return any(app != self.app and entry.alive for app, entry in self.peers.items())
 
-    async def wait_answered(self, deadline: float) -> None:
-        """Ringing calls finish ringing here (answered and bridged, or failed) before the handover."""
-        while time.monotonic() < deadline:
-            if not any(c.carrier and not c.answered and not c.finished for c in self.service.calls.values()):
-                return
-            await asyncio.sleep(0.05)
-
     async def hand_over(self, deadline: float) -> None:
-        """On SIGTERM, when other guards are alive: offer our bridged calls and keep acting on each
-        until another guard has taken it (or it ends), at most until `deadline`."""
-        others = [entry for app, entry in self.peers.items() if app != self.app and entry.alive]
-        if not others or self.fenced:
-            return
-        offered: set[str] = set()
-        for call in {c for c in self.service.calls.values() if not c.finished}:
-            try:
-                token = self.leases.get(call.dialer) or await self.registry.acquire(call.dialer)
-                if token is not None:
-                    self.leases[call.dialer] = token
-                    self.offered.add(call.dialer)
-                    if await self.registry.renew(call.dialer, token, offer=True):
-                        offered.add(call.dialer)
-            except StoreUnavailable:
-                return
-        if offered:
-            log.info("handing %d call(s) over to %s", len(offered), ", ".join(sorted(e.app for e in others)))
-        while offered and time.monotonic() < deadline:
+        """On SIGTERM, when other guards are alive: offer each call as soon as it is bridged (calls
+        being decided or ringing finish that here first) and keep acting on it until another guard
+        has taken it or it ends, at most until `deadline`."""
+        handed = 0
+        while time.monotonic() < deadline and not self.fenced:
+            calls = {c for c in self.service.calls.values() if not c.finished}
+            if not calls:
+                break
+            for call in calls:
+                if call.dialer in self.offered:
+                    await self._taken(call.dialer)
+                elif call.bridge is not None:
+                    await self._offer(call.dialer)
+                    handed += 1
             await asyncio.sleep(0.1)
-            for dialer in list(offered):
-                held = self.service.calls.get(dialer)
-                if held is None or held.finished:
-                    offered.discard(dialer)
-                    continue
-                try:
-                    lease = await self.registry.lease(dialer)
-                except StoreUnavailable:
-                    continue
-                if lease is not None and lease.owner != self.registry.instance:
-                    self._abandon(dialer, f"handed over to {lease.app}")
-                    offered.discard(dialer)
-        if offered:
-            log.warning("%d call(s) not taken over in time: they stay up, adopted later", len(offered))
+        left = {c for c in self.service.calls.values() if not c.finished}
+        log.info("handed %d call(s) over; %d left up in Asterisk for the next guard", handed, len(left))
+
+    async def _offer(self, dialer: str) -> None:
+        try:
+            token = self.leases.get(dialer) or await self.registry.acquire(dialer)
+            if token is None:
+                return
+            self.leases[dialer] = token
+            self.offered.add(dialer)
+            await self.registry.renew(dialer, token, offer=True)
+        except StoreUnavailable:
+            return
+
+    async def _taken(self, dialer: str) -> None:
+        try:
+            lease = await self.registry.lease(dialer)
+        except StoreUnavailable:
+            return
+        if lease is not None and lease.owner != self.registry.instance:
+            self._abandon(dialer, f"handed over to {lease.app}")
 
     async def unregister(self) -> None:
         with contextlib.suppress(StoreUnavailable):

@@ -130,7 +130,7 @@ def test_sigterm_hands_new_calls_and_bridged_calls_over(scene: Scene, lab: Aster
     assert owner is not None
     survivor = b if owner is a else a
     assert owner.stop() == 0
-    assert "handing 1 call(s) over" in owner.log()
+    assert "handed 1 call(s) over; 0 left" in owner.log()
     survivor.wait_audit("refusal", timeout=15)
     dialer.join(30)
     uas.stop()
@@ -143,7 +143,7 @@ def test_sigterm_hands_new_calls_and_bridged_calls_over(scene: Scene, lab: Aster
 def test_two_guards_under_load_through_kill_restart_and_sigterm(scene: Scene, lab: AsteriskLab) -> None:
     """20 calls/s for 60 s; t=20 s guard A SIGKILLed, t=35 s restarted, t=45 s guard B SIGTERMed
     and restarted. Half of the numbers have a consent (bridged; the consumer presses 9 after
-    3 s: a refusal, later than a takeover with a 1 s lease), half none (403)."""
+    2.5 s: a refusal, later than a takeover with a 1 s lease), half none (403)."""
     rate, seconds = 20, 60
     total = rate * seconds
     a, b = two_guards(scene, ari={"guard_lease_s": 1})
@@ -154,7 +154,7 @@ def test_two_guards_under_load_through_kill_restart_and_sigterm(scene: Scene, la
     assert a.cli("consent", "import", "--professional", "lab", str(consents)).returncode == 0
     inject = Path(a.dir) / "numbers.csv"
     inject.write_text("SEQUENTIAL\n" + "".join(f"{n}\n" for n in numbers))
-    uas = scene.uas("uas_dtmf_info.xml", calls=len(allowed), timeout_s=seconds + 60, dtmf_delay_ms="3000")
+    uas = scene.uas("uas_dtmf_info.xml", calls=len(allowed), timeout_s=seconds + 60, dtmf_delay_ms="2500")
     holder: dict[str, Any] = {}
 
     def dial() -> None:
@@ -163,7 +163,7 @@ def test_two_guards_under_load_through_kill_restart_and_sigterm(scene: Scene, la
             service="x",
             calls=total,
             rate=rate,
-            variables={"guards": GUARDS, "caller": "0162000001", "hold_ms": "4500"},
+            variables={"guards": GUARDS, "caller": "0162000001", "hold_ms": "3200"},
             timeout_s=seconds + 50,
             extra_args=["-inf", str(inject), "-l", "400"],
         )
@@ -171,7 +171,7 @@ def test_two_guards_under_load_through_kill_restart_and_sigterm(scene: Scene, la
     dialer = threading.Thread(target=dial)
     started = time.monotonic()
     dialer.start()
-    events = [(20, lambda: a.kill()), (35, lambda: a.start()), (45, lambda: b.stop()), (46, lambda: b.start())]
+    events: list[tuple[int, Any]] = [(20, a.kill), (35, a.start), (45, b.stop), (46, b.start)]
     for at, action in events:
         time.sleep(max(0.0, started + at - time.monotonic()))
         action()
