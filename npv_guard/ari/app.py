@@ -1,10 +1,10 @@
-"""Wiring of the ARI mode: connection supervision, event routing, reconciliation, drain.
+"""The ARI connection: supervision, heartbeat, event routing, endpoint subscriptions.
 
 `aioari` returns silently when its websocket closes and has no heartbeat, so the connection is
 supervised here: reconnect with exponential backoff and jitter, confirm the app really receives
 events (a user event to itself: Asterisk keeps answering for an app whose socket is gone), and
-after every (re)connection reconcile with GET /channels and /bridges, since Asterisk replays
-no missed event.
+after every (re)connection let the call service reconcile (GET /channels and /bridges), since
+Asterisk replays no missed event.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import time
 import urllib.parse
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aioari
 from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
 
-from npv_guard.ari.calls import BRIDGE_PREFIX, CARRIER_SUFFIX, Call, CallService
-from npv_guard.ari.port import AioAriPort, AriPort, NoAri
+from npv_guard.ari.calls import CallService
+from npv_guard.ari.port import AioAriPort
 from npv_guard.config import Settings, redact_url
-from npv_guard.sms.service import SmsService
+from npv_guard.telephony import AriPort, EventConsumer, PortHolder
 
 if TYPE_CHECKING:
     from npv_guard.ari.ownership import Ownership
@@ -38,18 +38,24 @@ PING_EVENT = "npv-guard-ping"
 
 
 class AriSupervisor:
+    """Owns the connection: attaches each new one to the port holder the services share, routes
+    the events (channel events to the call service, the `consumers`' event types to them)."""
+
     def __init__(
         self,
         settings: Settings,
         service: CallService,
-        sms: SmsService | None = None,
+        port: PortHolder,
+        consumers: Mapping[str, EventConsumer] | None = None,
         ownership: Ownership | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
-        self.ownership = ownership
-        self.sms = sms
-        self._messages_subscribed = False
+        self.ownership = ownership  # redundant guards (npv_guard/ari/ownership.py)
+        self.port = port
+        self.consumers = dict(consumers or {})
+        # The consumers whose endpoint subscription failed on this connection (retried at every heartbeat).
+        self._unsubscribed: list[EventConsumer] = []
         self.connected = asyncio.Event()
         self.stopping = asyncio.Event()
         self._client: Any = None
@@ -63,9 +69,9 @@ class AriSupervisor:
             if waiter and not waiter.done():
                 waiter.set_result(None)
             return
-        if event.get("type") == "TextMessageReceived":
-            if self.sms is not None:
-                self.sms.dispatch(event)
+        consumer = self.consumers.get(str(event.get("type")))
+        if consumer is not None:
+            consumer.dispatch(event)
             return
         self.service.dispatch(event)
 
@@ -104,20 +110,20 @@ class AriSupervisor:
                 run_task = asyncio.create_task(client.run(apps=ari.app))
                 if not await self._wait_registered(run_task):
                     raise ConnectionError("app did not receive its own events")
-                self.service.port = AioAriPort(client)
-                await self._drop_stale_subscriptions(self.service.port)
-                if self.sms is not None:
-                    self._messages_subscribed = await self._subscribe_messages(self.sms, self.service.port)
+                self.port.attach(AioAriPort(client))
+                await self._drop_stale_subscriptions(self.port)
+                self._unsubscribed = [c for c in self._subscribers() if not await self._subscribe(c, self.port)]
                 self.connected.set()
                 self.service.metrics.ari_connected(True)
                 log.info("ARI connected to %s as app %r", redact_url(ari.url), ari.app)
                 delay = 0.5
                 if self.ownership is not None:
                     self.ownership.state = "draining" if self.service.handing_back else "connected"
-                    await self.ownership.beat()  # peers known before anything is adopted
-                await reconcile(self.service, ari.app, self.ownership)
-                if self.ownership is not None:
+                    await self.ownership.beat()  # the peers known before anything is adopted
+                    await self.service.reconcile(self.ownership)
                     scans = asyncio.create_task(self._scan(run_task), name="takeover-scan")
+                else:
+                    await self.service.reconcile()
                 await self._watch(run_task)
             except asyncio.CancelledError:
                 raise
@@ -133,9 +139,7 @@ class AriSupervisor:
                 if self.ownership is not None and self.ownership.state == "connected":
                     self.ownership.state = "disconnected"
                 self.service.metrics.ari_connected(False)
-                self.service.port = NoAri()
-                if self.sms is not None:
-                    self.sms.port = NoAri()
+                self.port.detach()
                 self._client = None
                 if client is not None:
                     with contextlib.suppress(Exception):
@@ -150,23 +154,35 @@ class AriSupervisor:
                 await asyncio.wait_for(self.stopping.wait(), pause)
             delay = min(delay * 2, ari.reconnect_max_s)
 
-    async def _subscribe_messages(self, sms: SmsService, port: AriPort) -> bool:
-        """Ask for the MESSAGEs of the platform and carrier endpoints, again on every connection.
+    def _subscribers(self) -> list[EventConsumer]:
+        """The consumers that need event sources (endpoints) subscribed, once each."""
+        unique: list[EventConsumer] = []
+        for consumer in self.consumers.values():
+            if consumer.sources and all(consumer is not known for known in unique):
+                unique.append(consumer)
+        return unique
+
+    def _wanted_sources(self) -> set[str]:
+        return {source for consumer in self._subscribers() for source in consumer.sources}
+
+    async def _subscribe(self, consumer: EventConsumer, port: AriPort) -> bool:
+        """Ask for a consumer's event sources (the SMS service: the MESSAGEs of the platform and
+        carrier endpoints), again on every connection.
 
         Without the subscription Asterisk has no handler for them and answers 404: nothing is
         relayed, which is the safe failure, and the calls must not suffer from it. A failed
         subscription (an endpoint Asterisk does not know, say) is logged and retried at every
         heartbeat.
         """
-        sms.port = port
-        if not await port.subscribe(self.settings.ari.app, sms.sources):
+        if not await port.subscribe(self.settings.ari.app, consumer.sources):
             log.error(
-                "SMS: could not subscribe to %s (is each endpoint defined in pjsip.conf?): "
+                "%s: could not subscribe to %s (is each endpoint defined in pjsip.conf?): "
                 "no message is relayed until it works; retrying",
-                ", ".join(sms.sources),
+                consumer.name,
+                ", ".join(consumer.sources),
             )
             return False
-        log.info("SMS: subscribed to %s", ", ".join(sms.sources))
+        log.info("%s: subscribed to %s", consumer.name, ", ".join(consumer.sources))
         return True
 
     async def _drop_stale_subscriptions(self, port: AriPort) -> None:
@@ -176,7 +192,7 @@ class AriSupervisor:
         answers 404, or the dialplan takes them."""
         app = self.settings.ari.app
         subscribed = await port.subscribed_endpoints(app)
-        wanted = set(self.sms.sources) if self.sms is not None else set()
+        wanted = self._wanted_sources()
         stale = sorted({f"endpoint:{endpoint}" for endpoint in subscribed or []} - wanted)
         if stale and await port.unsubscribe(app, stale):
             log.warning("ARI: dropped stale subscriptions of app %r to %s", app, ", ".join(stale))
@@ -185,8 +201,9 @@ class AriSupervisor:
         """On a clean stop: give the endpoints' MESSAGEs back, so that Asterisk answers 404 to
         the platform instead of accepting messages nobody will relay (after a crash the
         subscription outlives the guard: accepted, never relayed)."""
-        if self.sms is not None and await self.sms.port.unsubscribe(self.settings.ari.app, self.sms.sources):
-            log.info("SMS: unsubscribed from %s", ", ".join(self.sms.sources))
+        for consumer in self._subscribers():
+            if await self.port.unsubscribe(self.settings.ari.app, consumer.sources):
+                log.info("%s: unsubscribed from %s", consumer.name, ", ".join(consumer.sources))
 
     async def _wait_registered(self, run_task: asyncio.Task[None]) -> bool:
         deadline = time.monotonic() + 10
@@ -197,12 +214,14 @@ class AriSupervisor:
 
     async def _scan(self, run_task: asyncio.Task[None]) -> None:
         """Redundant guards: look for the calls of a dead or stopping guard every half lease, on
-        its own task (a heartbeat that waits for a slow event never delays a takeover)."""
-        assert self.ownership is not None
+        a task of its own (a heartbeat waiting for a slow event never delays a takeover)."""
+        ownership = self.ownership
+        if ownership is None:
+            return
         while not run_task.done() and not self.stopping.is_set():
-            await asyncio.sleep(self.ownership.lease_s / 2)
+            await asyncio.sleep(ownership.lease_s / 2)
             try:
-                await reconcile(self.service, self.settings.ari.app, self.ownership, scan=True)
+                await self.service.reconcile(ownership, scan=True)
             except Exception:
                 log.exception("takeover scan failed")
 
@@ -217,114 +236,14 @@ class AriSupervisor:
             if not await self.ping():
                 log.warning("ARI heartbeat lost: reconnecting")
                 break
-            if self.sms is not None and not self._messages_subscribed:
-                self._messages_subscribed = await self._subscribe_messages(self.sms, self.service.port)
+            if self._unsubscribed:
+                self._unsubscribed = [c for c in self._unsubscribed if not await self._subscribe(c, self.port)]
         if not run_task.done():
             run_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run_task
         elif not self.stopping.is_set():
             log.warning("ARI websocket closed")
-
-
-def _stasis_app(channel: dict[str, Any] | None) -> str | None:
-    dialplan = (channel or {}).get("dialplan") or {}
-    if dialplan.get("app_name") != "Stasis":
-        return None
-    return str(dialplan.get("app_data", "")).split(",", 1)[0]
-
-
-async def reconcile(service: CallService, app: str, ownership: Ownership | None = None, *, scan: bool = False) -> None:
-    """Adopt what Asterisk holds for this app and that the guard does not know (after a restart
-    or a lost websocket): bridged calls keep running, ringing carrier legs keep their dialer,
-    calls that never got a decision get one, and half-calls are hung up.
-
-    With redundant guards (`ownership`) the calls of every guard's app are looked at, and only
-    those this guard wins the lease of are touched: its own after a restart, a dead or stopping
-    guard's (`scan`: the periodic takeover scan)."""
-    port: AriPort = service.port
-    channels = await port.channels()
-    bridges = await port.bridges()
-    if channels is None or bridges is None:
-        return
-    by_id = {channel["id"]: channel for channel in channels}
-    apps = ownership.guard_apps() if ownership is not None else {app}
-    in_app = {
-        cid: channel for cid, channel in by_id.items() if _stasis_app(channel) in apps or cid.endswith(CARRIER_SUFFIX)
-    }
-    bridge_of = {
-        str(b["id"])[len(BRIDGE_PREFIX) :]: str(b["id"])
-        for b in bridges
-        if str(b.get("id", "")).startswith(BRIDGE_PREFIX)
-    }
-
-    async def ours(dialer: str) -> bool:
-        if ownership is None:
-            return True
-        sources = [f"channel:{dialer}"]
-        if dialer + CARRIER_SUFFIX in by_id:
-            sources.append(f"channel:{dialer}{CARRIER_SUFFIX}")
-        if dialer in bridge_of:
-            sources.append(f"bridge:{bridge_of[dialer]}")
-        return await ownership.claim(dialer, _stasis_app(by_id.get(dialer)), sources, scan=scan)
-
-    bridged: set[str] = set()
-    for bridge in bridges:
-        if not str(bridge.get("id", "")).startswith(BRIDGE_PREFIX):
-            continue
-        members = [cid for cid in bridge.get("channels", []) if cid in by_id]
-        bridged.update(members)
-        dialer = str(bridge["id"])[len(BRIDGE_PREFIX) :]
-        carrier = dialer + CARRIER_SUFFIX
-        if dialer in service.calls or not await ours(dialer):
-            continue
-        if set(members) == {dialer, carrier}:
-            call = await _adopt(service, by_id[dialer], carrier)
-            call.answered, call.bridge = True, str(bridge["id"])
-            log.info("adopted bridged call %s", dialer)
-            continue
-        for cid in members:  # one leg left: the call is over
-            await port.hangup(cid)
-        await port.destroy_bridge(str(bridge["id"]))
-    for cid, channel in in_app.items():
-        if cid in bridged or cid in service.calls:
-            continue
-        if cid.endswith(CARRIER_SUFFIX):
-            if cid.removesuffix(CARRIER_SUFFIX) not in in_app:
-                await port.hangup(cid)  # its dialer is gone
-            continue
-        if not await ours(cid):
-            continue
-        carrier = cid + CARRIER_SUFFIX
-        if carrier in by_id:
-            call = await _adopt(service, channel, carrier)
-            if by_id[carrier].get("state") == "Up":
-                call.queue.put_nowait({"type": "StasisStart", "channel": by_id[carrier]})
-            log.info("adopted ringing call %s", cid)
-        else:
-            log.info("deciding call %s that entered Stasis while the guard was away", cid)
-            args = str((channel.get("dialplan") or {}).get("app_data", "")).split(",")[1:]
-            service.dispatch({"type": "StasisStart", "args": args, "channel": channel})
-
-
-async def _adopt(service: CallService, channel: dict[str, Any], carrier: str) -> Call:
-    professional = await service.port.get_var(channel["id"], "NPV_GUARD_PROFESSIONAL")
-    dialplan = channel.get("dialplan") or {}
-    call = Call(
-        channel["id"],
-        args=[],
-        caller=str((channel.get("caller") or {}).get("number", "")),
-        callee=str(dialplan.get("exten", "")),
-    )
-    call.carrier = carrier
-    call.professional = professional or None
-    call.consumer = service.consumer_of(call.callee)
-    # Set by the decision, so a refusal after the restart still names the call's campaign.
-    call.campaign = await service.port.get_var(channel["id"], "NPV_GUARD_CAMPAIGN") or None
-    call.lead = await service.port.get_var(channel["id"], "NPV_GUARD_LEAD") or None
-    call.refusal_recorded = bool(await service.port.get_var(channel["id"], "NPV_GUARD_REFUSAL"))
-    service.adopt(call)
-    return call
 
 
 async def _connect(url: str, username: str, password: str) -> Any:
@@ -338,10 +257,3 @@ async def _connect(url: str, username: str, password: str) -> Any:
         await http_client.close()
         raise
     return client
-
-
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)

@@ -8,39 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 log = logging.getLogger("npv_guard.ari")
-
-
-class AriPort(Protocol):
-    async def set_var(self, channel: str, name: str, value: str) -> bool: ...
-    async def hangup(self, channel: str, cause: int | None = None) -> bool: ...
-    async def ring(self, channel: str) -> bool: ...
-    async def answer(self, channel: str) -> bool: ...
-    async def originate(
-        self,
-        endpoint: str,
-        *,
-        channel_id: str,
-        app: str,
-        app_args: str,
-        caller_id: str,
-        ring_timeout_s: int,
-        originator: str,
-    ) -> bool: ...
-    async def create_bridge(self, bridge_id: str) -> bool: ...
-    async def add_to_bridge(self, bridge_id: str, channels: list[str]) -> bool: ...
-    async def destroy_bridge(self, bridge_id: str) -> bool: ...
-    async def play(self, channel: str, media: str, playback_id: str | None = None) -> bool: ...
-    async def get_var(self, channel: str, name: str) -> str | None: ...
-    async def channels(self) -> list[dict[str, Any]] | None: ...
-    async def bridges(self) -> list[dict[str, Any]] | None: ...
-    async def send_message(self, to: str, sender: str, body: str) -> bool: ...
-    async def subscribe(self, app: str, sources: list[str]) -> bool: ...
-    async def unsubscribe(self, app: str, sources: list[str]) -> bool: ...
-    async def subscribed_endpoints(self, app: str) -> list[str] | None: ...
-    async def continue_in_dialplan(self, channel: str) -> bool: ...
 
 
 class AioAriPort:
@@ -173,68 +143,3 @@ class AioAriPort:
     async def continue_in_dialplan(self, channel: str) -> bool:
         ok, _ = await self._run("continue", lambda: self._client.channels.continueInDialplan(channelId=channel))
         return ok
-
-
-class NoAri:
-    """Stands in for ARI while disconnected: every operation fails at once."""
-
-    async def set_var(self, channel: str, name: str, value: str) -> bool:
-        return False
-
-    async def hangup(self, channel: str, cause: int | None = None) -> bool:
-        return False
-
-    async def ring(self, channel: str) -> bool:
-        return False
-
-    async def answer(self, channel: str) -> bool:
-        return False
-
-    async def originate(
-        self,
-        endpoint: str,
-        *,
-        channel_id: str,
-        app: str,
-        app_args: str,
-        caller_id: str,
-        ring_timeout_s: int,
-        originator: str,
-    ) -> bool:
-        return False
-
-    async def create_bridge(self, bridge_id: str) -> bool:
-        return False
-
-    async def add_to_bridge(self, bridge_id: str, channels: list[str]) -> bool:
-        return False
-
-    async def destroy_bridge(self, bridge_id: str) -> bool:
-        return False
-
-    async def play(self, channel: str, media: str, playback_id: str | None = None) -> bool:
-        return False
-
-    async def get_var(self, channel: str, name: str) -> str | None:
-        return None
-
-    async def channels(self) -> list[dict[str, Any]] | None:
-        return None
-
-    async def bridges(self) -> list[dict[str, Any]] | None:
-        return None
-
-    async def send_message(self, to: str, sender: str, body: str) -> bool:
-        return False
-
-    async def subscribe(self, app: str, sources: list[str]) -> bool:
-        return False
-
-    async def unsubscribe(self, app: str, sources: list[str]) -> bool:
-        return False
-
-    async def subscribed_endpoints(self, app: str) -> list[str] | None:
-        return None
-
-    async def continue_in_dialplan(self, channel: str) -> bool:
-        return False
