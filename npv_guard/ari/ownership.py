@@ -66,7 +66,13 @@ class Ownership:
         first_seen: int | None = None
         waited_from = time.monotonic()
         while True:
-            ok, entry = await self.registry.register("standby" if self.standby else "disconnected", 0, claim=True)
+            try:
+                ok, entry = await self.registry.register("standby" if self.standby else "disconnected", 0, claim=True)
+            except StoreUnavailable as error:
+                # Redis down: the guard starts anyway and fails closed call by call (STATE_UNAVAILABLE);
+                # its first renewal once Redis is back stops it if another guard holds the app.
+                log.warning("guard registry unreachable (%s): starting without checking app %r", error, self.app)
+                return
             if ok:
                 self._renewed_at = time.monotonic()
                 log.info("registered as the guard of app %r (%s)", self.app, self.registry.instance)
@@ -180,7 +186,7 @@ class Ownership:
         peer = self.peers.get(app)
         if not mine and (peer is None or (peer.alive and peer.state != "draining")):
             return False  # another app's guard is alive, or the app is no guard's
-        if (mine and scan) or (peer is not None and peer.alive):
+        if (mine and scan) or (not mine and peer is not None and peer.alive):
             # Only a lease that was offered or has run out makes the call takeable.
             try:
                 lease = await self.registry.lease(dialer)
