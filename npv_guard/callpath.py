@@ -186,12 +186,12 @@ class CallPath:
         call_id: str,
         professional: str | None,
         error: str,
-        counted: bool = True,
         **audit_extra: Any,
     ) -> None:
         """A refusal the entry point could not even ask to record (no pair to record it for): the
-        audit line says why; `counted` in the refusals metric as lost. The entry point logs it."""
-        if counted and self.metrics is not None:
+        audit line says why, and it counts as lost: whoever refused is not blocked (an AGI refusal
+        on a call `check` never saw is one the call centre lost). The entry point logs it."""
+        if self.metrics is not None:
             self.metrics.refusal(mode, source, "lost")
         self.audit.refusal(
             call_id=call_id, mode=mode, source=source, professional=_shown(professional), consumer_ref=None,

@@ -40,6 +40,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from npv_guard.core.model import (
@@ -82,6 +86,10 @@ class StoreUnavailable(Exception):
     and verdict reasons, and redis-py's texts carry the server's address (and a script error the
     key names). The full text goes to the debug log.
     """
+
+
+class NotReplicated(RedisError):
+    """The master took a write that fewer replicas than `redis.wait_replicas` acknowledged."""
 
 
 def _failure(what: str, error: BaseException, how: str = "failed") -> str:
@@ -206,6 +214,30 @@ elseif redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return added
 """
+
+
+def sentinel_manager(
+    url: str, sentinels: Sequence[tuple[str, int]], *, password: str = "", timeout: float = 0.2
+) -> Sentinel:
+    """A redis-py Sentinel for `sentinels`; the data nodes get `url`'s credentials, database and TLS.
+
+    Its `master_for` client asks the sentinels for the master at every new connection, and a
+    connection that meets a READONLY answer (the old master demoted) or an error is dropped, so a
+    failover is followed without a restart; until it is over, exchanges fail (the guard rejects).
+    """
+    node: dict[str, Any] = dict(parse_url(url))
+    node.pop("host", None)
+    node.pop("port", None)
+    # The sentinel pool picks its own connection class (SentinelManaged[SSL]Connection).
+    if node.pop("connection_class", None) is SSLConnection:
+        node["ssl"] = True
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    # One try per sentinel and discovery: the list is the retry. redis-py's default retries with
+    # backoff would spend the whole exchange's timeout on the first sentinel that is down.
+    sentinel_kwargs: dict[str, Any] = {**options, "retry": Retry(NoBackoff(), 0)}
+    if password:
+        sentinel_kwargs["password"] = password
+    return Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs, **options, **node)  # type: ignore[no-untyped-call]
 
 
 def _ms(instant: datetime) -> int:
@@ -384,8 +416,12 @@ class Store:
         clock: Callable[[], datetime] | None = None,
         consent_proof_days: int = DEFAULT_CONSENT_PROOF_DAYS,
         consent_max_age_days: int = DEFAULT_CONSENT_MAX_AGE_DAYS,
+        wait_replicas: int = 0,
     ) -> None:
         self._client = client
+        # Replicas that must hold a refusal before Redis acknowledges it (WAIT), so that a
+        # failover to one of them cannot lose it; 0: the master's word is enough.
+        self._wait_replicas = wait_replicas
         # The guard's clock: a fact's TTL runs from its own instant as that clock sees it.
         self._now = clock or (lambda: datetime.now(UTC))
         self._consent_proof = timedelta(days=consent_proof_days)
@@ -406,6 +442,8 @@ class Store:
         self.on_error: Callable[[], None] | None = None
         # Only a Cluster client has slots to discover first (an isinstance on it is not free: once here).
         self._initialised = not isinstance(client, RedisCluster)
+        # Behind Sentinel: the sentinels' own connections, closed with the store.
+        self._sentinel: Sentinel | None = None
 
     @classmethod
     def connect(
@@ -419,14 +457,23 @@ class Store:
         clock: Callable[[], datetime] | None = None,
         consent_proof_days: int = DEFAULT_CONSENT_PROOF_DAYS,
         consent_max_age_days: int = DEFAULT_CONSENT_MAX_AGE_DAYS,
+        sentinels: Sequence[tuple[str, int]] = (),
+        sentinel_master: str = "",
+        sentinel_password: str = "",
+        wait_replicas: int = 0,
     ) -> Store:
-        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        sentinel: Sentinel | None = None
         client: aioredis.Redis | RedisCluster
-        if cluster:
-            client = RedisCluster.from_url(url, **options)
+        if sentinels:
+            sentinel = sentinel_manager(url, sentinels, password=sentinel_password, timeout=timeout)
+            client = sentinel.master_for(sentinel_master, health_check_interval=10)
+        elif cluster:
+            client = RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         else:
-            client = aioredis.Redis.from_url(url, health_check_interval=10, **options)
-        return cls(
+            client = aioredis.Redis.from_url(
+                url, health_check_interval=10, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        store = cls(
             client,
             hasher,
             prefix=prefix,
@@ -434,7 +481,10 @@ class Store:
             clock=clock,
             consent_proof_days=consent_proof_days,
             consent_max_age_days=consent_max_age_days,
+            wait_replicas=wait_replicas,
         )
+        store._sentinel = sentinel
+        return store
 
     @classmethod
     def from_settings(
@@ -454,6 +504,10 @@ class Store:
             redis.url,
             hasher,
             cluster=redis.cluster,
+            sentinels=redis.sentinel_addresses(),
+            sentinel_master=redis.sentinel_master,
+            sentinel_password=redis.sentinel_password,
+            wait_replicas=redis.wait_replicas,
             prefix=redis.key_prefix,
             timeout=max(redis.timeout_ms / 1000, min_timeout_s),
             clock=clock,
@@ -467,6 +521,8 @@ class Store:
 
     async def close(self) -> None:
         await self._client.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     def keys(self, professional: str, consumer: str) -> PairKeys:
         return PairKeys(self._prefix, professional, self._hasher.digest(consumer))
@@ -651,10 +707,23 @@ class Store:
             _ms_span(REFUSALS_TTL),
             self._ttl(refusal.at, self._consent_proof),
         ]
-        await self._call(
-            "record refusal",
-            lambda: self._record_refusal(keys=[keys.refusals, keys.consents, keys.version], args=args),
-        )
+        refusal_keys = [keys.refusals, keys.consents, keys.version]
+        if not self._wait_replicas:
+            await self._call("record refusal", lambda: self._record_refusal(keys=refusal_keys, args=args))
+            return
+
+        async def replicated() -> None:
+            # One connection for the write and its WAIT: WAIT counts the replicas that hold this
+            # connection's writes. Short of them, the refusal is not acknowledged from Redis (a
+            # failover could lose it) and the caller journals it; the replay stores it once.
+            pipe = self._client.pipeline(transaction=False)
+            await self._record_refusal(keys=refusal_keys, args=args, client=pipe)  # type: ignore[arg-type]
+            pipe.execute_command("WAIT", self._wait_replicas, max(1, int(self._timeout * 500)))
+            acks = (await pipe.execute())[-1]
+            if int(acks) < self._wait_replicas:
+                raise NotReplicated(f"{acks} of {self._wait_replicas} replicas acknowledged")
+
+        await self._call("record refusal", replicated)
 
     async def record_message(self, professional: str, consumer: str, message: SentMessage) -> None:
         """Note a relayed SMS for the history; the version is left alone, since no rule reads it."""

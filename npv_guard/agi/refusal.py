@@ -41,7 +41,7 @@ async def refusal(session: AgiSession, ctx: AgiContext) -> None:
         log.error("AGI refusal on %s: no %s/%s (was check run?)", call_id, channel.PROFESSIONAL, channel.CALLEE)
         ctx.path.refusal_lost(
             mode="agi", source=source.value, call_id=call_id, professional=professional,
-            error="the call was not checked by npv-guard", counted=False, campaign=campaign, lead=lead,
+            error="the call was not checked by npv-guard", campaign=campaign, lead=lead,
         )  # fmt: skip
         await _failed(session, "NOT_CHECKED")
         return

@@ -82,6 +82,18 @@ def test_a_refusal_neither_stored_nor_journaled_is_counted_lost_and_audited() ->
     assert found[("npv_guard_refusals_total", lost)] == found[("npv_guard_dtmf_refusals_total", lost)] == 1
 
 
+@pytest.mark.parametrize(("mode", "source"), [("agi", "agent"), ("sms", "sms")])
+def test_a_refusal_with_no_pair_to_record_it_for_counts_as_lost(mode: str, source: str) -> None:
+    """An AGI refusal on a call `check` never saw (NOT_CHECKED), a STOP from an unplaceable number:
+    nobody is blocked, so the alert on lost refusals must see it."""
+    path, out, metrics = _path()
+    path.refusal_lost(mode=mode, source=source, call_id="c1", professional="acme", error="not checked")
+    (line,) = _lines(out)
+    assert (line["event"], line["recorded"], line["error"]) == ("refusal", False, "not checked")
+    lost = (("mode", mode), ("outcome", "lost"), ("source", source))
+    assert samples(metrics)[("npv_guard_refusals_total", lost)] == 1
+
+
 def test_input_the_guard_refuses_is_lost_without_a_consumer_or_propagates() -> None:
     path, out, _ = _path()
     ask = dict(
