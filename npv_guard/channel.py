@@ -24,10 +24,12 @@ CDR_CAMPAIGN = "CDR(npv_campaign)"
 CDR_LEAD = "CDR(npv_lead)"
 REFUSED = "NPV_GUARD_REFUSED"  # AGI: "1" once the call's refusal is recorded
 REFUSAL_ERROR = "NPV_GUARD_REFUSAL_ERROR"  # AGI: why a refusal could not be recorded
+REFUSAL = "NPV_GUARD_REFUSAL"  # ARI: the source once the call's refusal is recorded (read by an adopting guard)
+HANDBACK = "NPV_GUARD_HANDBACK"  # ARI failover include: "1" from a stopping guard, try the next one
 
 WRITTEN = (
     VERDICT, REASONS, CAUSE, RETRY_AFTER, PROFESSIONAL, CALLEE, CAMPAIGN, LEAD, CDR_CAMPAIGN, CDR_LEAD, REFUSED,
-    REFUSAL_ERROR,
+    REFUSAL_ERROR, REFUSAL, HANDBACK,
 )  # fmt: skip
 
 # Set by the dialplan (the includes in dialplan/ or the integrator), never by the guard.
@@ -39,8 +41,23 @@ AGI_SPREAD = "NPV_GUARD_AGI_SPREAD"  # 1: each call starts at a random one of th
 AGI_SECRET = "NPV_GUARD_AGI_SECRET"  # agi.path_secret, in [globals]
 CONSUMER_KEY = "NPV_GUARD_CONSUMER_KEY"  # FreePBX: "no" leaves the trunk leg without the refusal key
 FREEPBX_NUMBER = "NPV_GUARD_FREEPBX_NUMBER"  # FreePBX: the number the verdict on the channel is for
+APPS = "NPV_GUARD_APPS"  # ARI failover include: the guards' app names, "a&b"
 
-DIALPLAN = (SECTOR, CONSUMER_POSTCODE, FAIL_CAUSE, AGI_SERVER, AGI_SPREAD, AGI_SECRET, CONSUMER_KEY, FREEPBX_NUMBER)
+# The failover include's own bookkeeping (the global turn, the app being tried).
+HA_STATE = ("NPV_GUARD_HA_TURN", "NPV_GUARD_HA_COUNT", "NPV_GUARD_HA_FIRST", "NPV_GUARD_HA_TRIED", "NPV_GUARD_HA_APP")
+
+DIALPLAN = (
+    SECTOR,
+    CONSUMER_POSTCODE,
+    FAIL_CAUSE,
+    AGI_SERVER,
+    AGI_SPREAD,
+    AGI_SECRET,
+    CONSUMER_KEY,
+    FREEPBX_NUMBER,
+    APPS,
+    *HA_STATE,
+)
 
 # The tones of the agent's leg (Asterisk indications syntax): refusal recorded, refusal lost.
 ACK_TONE = "!1400/120,!0/80,!1400/120"

@@ -270,6 +270,13 @@ class AriSettings(_Section):
     carrier: str = "PJSIP/{number}@carrier"
     ring_timeout_s: int = 60
     reconnect_max_s: float = 30.0
+    # Redundant guards (docs/redundancy.md): a guard proves it is alive by renewing its entry in
+    # the guards' registry in Redis; another guard takes its calls over once the entry is older
+    # than this. A guard whose own renewal fails for this long stops acting on its calls.
+    guard_lease_s: float = 3.0
+    # Started as the standby of the guard serving the same app: wait until that guard is gone,
+    # then take the app (and its calls) over, instead of refusing to start.
+    standby: bool = False
 
     SECRET_FIELDS = ("password",)
     URL_FIELDS = ("url",)
@@ -282,6 +289,10 @@ class AriSettings(_Section):
         if not 1 <= self.ring_timeout_s <= 3600:
             raise ConfigError(f"ari.ring_timeout_s: expected 1-3600 seconds, got {self.ring_timeout_s}")
         _seconds("ari.reconnect_max_s", self.reconnect_max_s, 3600)
+        if not (math.isfinite(self.guard_lease_s) and 1 <= self.guard_lease_s <= 60):
+            raise ConfigError(f"ari.guard_lease_s: expected 1-60 seconds, got {self.guard_lease_s}")
+        if not self.app or not all(c.isalnum() or c in "-_." for c in self.app):
+            raise ConfigError(f"ari.app: expected letters, digits, '-', '_' or '.', got {self.app!r}")
 
 
 @dataclass(frozen=True)

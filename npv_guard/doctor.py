@@ -30,6 +30,7 @@ from npv_guard.config import ConfigError, Settings, file_warnings, is_loopback, 
 from npv_guard.core.calendar import national_holidays
 from npv_guard.core.territories import ALL
 from npv_guard.journal import RefusalJournal
+from npv_guard.leases import Registry
 from npv_guard.store import ConsumerHasher, Store, StoreUnavailable, sentinel_manager
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -118,6 +119,7 @@ class Doctor:
         try:
             await store.ping()
             self.note(OK, "redis", f"reachable at {settings.redis.where()}")
+            await self._guards(store)
         except StoreUnavailable as error:
             self.note(FAIL, "redis", f"{error}: calls will be rejected with STATE_UNAVAILABLE")
             return
@@ -132,6 +134,27 @@ class Doctor:
             sentinel_password=settings.redis.sentinel_password,
         ):
             self.note(level, "redis", text)
+
+    async def _guards(self, store: Store) -> None:
+        """The ARI guards registered in this Redis (docs/redundancy.md): app, state, calls."""
+        ari = self.settings.ari
+        entries = await Registry(store, ari.app, "doctor", ari.guard_lease_s).guards()
+        for entry in entries:
+            if entry.alive:
+                self.note(
+                    OK,
+                    "guards",
+                    f"app {entry.app!r}: {entry.state}, {entry.calls} call(s), {entry.instance}",
+                )
+            else:
+                ago = max(0, entry.now_ms - entry.seen_ms) / 1000
+                # A stopped guard said goodbye; any other silent one died (its calls were taken over).
+                level = OK if entry.state == "stopped" else WARN
+                self.note(
+                    level, "guards", f"app {entry.app!r}: not connected ({entry.state}, last seen {ago:.0f} s ago)"
+                )
+        if self.mode in ("ari", "auto") and entries and not any(e.alive for e in entries):
+            self.note(WARN, "guards", "no live guard registered: ARI calls are rejected (GUARD_UNAVAILABLE)")
 
     def _journal(self) -> None:
         path = Path(self.settings.journal_path)

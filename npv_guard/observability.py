@@ -91,6 +91,9 @@ class Metrics:
             ["mode", "source", "outcome"], registry=self.registry,
         )  # fmt: skip
         self.ari_reconnects = Counter("npv_guard_ari_reconnects", "ARI reconnections", registry=self.registry)
+        self.calls_taken_over = Counter(
+            "npv_guard_calls_taken_over", "calls taken over from another guard (ARI)", registry=self.registry
+        )
         self._ari_connected: Gauge | None = None
         self.agi_sessions = Counter("npv_guard_agi_sessions", "FastAGI sessions", ["outcome"], registry=self.registry)
         self.messages = Counter(

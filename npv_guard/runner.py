@@ -22,6 +22,7 @@ from npv_guard.api.auth import TokenBook
 from npv_guard.api.openapi import document
 from npv_guard.ari.app import AriSupervisor
 from npv_guard.ari.calls import CallService
+from npv_guard.ari.ownership import Ownership
 from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
 from npv_guard.config import ConfigError, Settings, file_warnings
@@ -108,24 +109,54 @@ async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
     if settings.sms.enabled:
         sms = SmsService(port, wiring.guard, settings.sms, wiring.audit, wiring.clock.now, wiring.metrics)
         consumers["TextMessageReceived"] = sms
-    supervisor = AriSupervisor(settings, service, port, consumers)
+    ownership = Ownership(settings, service, wiring.store)
     stop = asyncio.Event()
     install_signal_handlers(stop)
+    # Before Asterisk sees this app: a live guard serving it is never silently replaced.
+    claim = asyncio.create_task(ownership.claim_app(lambda text: log.info("%s", text)))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({claim, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not claim.done():
+        claim.cancel()
+        await wiring.store.close()
+        return 0
+    stopped.cancel()
+    try:
+        claim.result()
+    except BaseException:
+        await wiring.store.close()
+        raise
+    supervisor = AriSupervisor(settings, service, port, consumers, ownership)
     http, probe = await wiring.start_http(settings, supervisor.connected.is_set, service.active_calls)
+    beats = asyncio.Event()
     tasks = [
         asyncio.create_task(supervisor.run(), name="ari"),
+        asyncio.create_task(ownership.heartbeat(beats), name="registry"),
+        asyncio.create_task(_stop_on(ownership.lost_app, stop), name="lost-app"),
         wiring.start_journal_replay(stop),
         probe,
         wiring.start_durability_check(settings),
     ]
     log.info("npv-guard started (app %r, redis %s)", settings.ari.app, settings.redis.where())
     await stop.wait()
-    log.info("stopping: no new calls, letting decisions in flight finish (at most %.0f s)", drain_s)
-    service.draining = True
-    await service.wait_idle_decisions(time.monotonic() + drain_s)
+    deadline = time.monotonic() + drain_s
+    if ownership.others_alive():
+        # Redundant guards: new calls go back to the failover include, which tries the next guard;
+        # the calls in flight finish here, the bridged ones are handed over.
+        log.info("stopping: new calls handed back, calls in flight handed over (at most %.0f s)", drain_s)
+        service.handing_back = True
+        ownership.state = "draining"
+        await ownership.beat()
+        await ownership.hand_over(deadline)
+    else:
+        log.info("stopping: no new calls, letting decisions in flight finish (at most %.0f s)", drain_s)
+        service.draining = True
+        await service.wait_idle_decisions(deadline)
     await supervisor.release_messages()
     supervisor.stopping.set()
+    beats.set()
     await _cancel(tasks)
+    await ownership.unregister()
     await stop_http(http)
     await service.close()
     if sms is not None:
@@ -230,6 +261,11 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+
+
+async def _stop_on(event: asyncio.Event, stop: asyncio.Event) -> None:
+    await event.wait()
+    stop.set()
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

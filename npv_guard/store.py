@@ -842,6 +842,19 @@ class Store:
             return bool(await self._call("ping", lambda: lane.call(_PING), idempotent=True))
         return bool(await self._call("ping", self._client.ping, idempotent=True))
 
+    # For the guards' registry and the call leases (npv_guard/leases.py): same client, same prefix,
+    # same timeout and failure accounting.
+    @property
+    def redis(self) -> aioredis.Redis | RedisCluster:
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    async def exchange(self, what: str, action: Callable[[], Awaitable[T]], *, idempotent: bool = False) -> T:
+        return await self._call(what, action, idempotent=idempotent)
+
     async def snapshot(self, professional: str, consumer: str, at: datetime) -> Snapshot:
         """The pair's state as seen at instant `at` (later facts are not read)."""
         keys = self.keys(professional, consumer)

@@ -39,6 +39,7 @@ class AriPort(Protocol):
     async def subscribe(self, app: str, sources: list[str]) -> bool: ...
     async def unsubscribe(self, app: str, sources: list[str]) -> bool: ...
     async def subscribed_endpoints(self, app: str) -> list[str] | None: ...
+    async def continue_in_dialplan(self, channel: str) -> bool: ...
 
 
 class EventConsumer(Protocol):
@@ -118,6 +119,9 @@ class NoAri:
     async def subscribed_endpoints(self, app: str) -> list[str] | None:
         return None
 
+    async def continue_in_dialplan(self, channel: str) -> bool:
+        return False
+
 
 class PortHolder:
     """An `AriPort` that forwards to the port of the current connection (`NoAri` while none)."""
@@ -196,3 +200,6 @@ class PortHolder:
 
     async def subscribed_endpoints(self, app: str) -> list[str] | None:
         return await self.current.subscribed_endpoints(app)
+
+    async def continue_in_dialplan(self, channel: str) -> bool:
+        return await self.current.continue_in_dialplan(channel)

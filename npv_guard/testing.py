@@ -142,6 +142,9 @@ class RecordingPort:
     async def subscribed_endpoints(self, app: str) -> list[str] | None:
         return self.subscriptions if self._note("subscribed_endpoints", app) else None
 
+    async def continue_in_dialplan(self, channel: str) -> bool:
+        return self._note("continue_in_dialplan", channel)
+
 
 # ---------------------------------------------------------------------- the store
 

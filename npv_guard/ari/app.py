@@ -17,7 +17,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioari
 from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
@@ -26,6 +26,9 @@ from npv_guard.ari.calls import CallService
 from npv_guard.ari.port import AioAriPort
 from npv_guard.config import Settings, redact_url
 from npv_guard.telephony import AriPort, EventConsumer, PortHolder
+
+if TYPE_CHECKING:
+    from npv_guard.ari.ownership import Ownership
 
 log = logging.getLogger("npv_guard.ari")
 
@@ -44,9 +47,11 @@ class AriSupervisor:
         service: CallService,
         port: PortHolder,
         consumers: Mapping[str, EventConsumer] | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
+        self.ownership = ownership  # redundant guards (npv_guard/ari/ownership.py)
         self.port = port
         self.consumers = dict(consumers or {})
         # The consumers whose endpoint subscription failed on this connection (retried at every heartbeat).
@@ -95,6 +100,7 @@ class AriSupervisor:
     async def run(self) -> None:
         ari = self.settings.ari
         delay = 0.5
+        scans: asyncio.Task[None] | None = None
         while not self.stopping.is_set():
             client = None
             try:
@@ -111,14 +117,27 @@ class AriSupervisor:
                 self.service.metrics.ari_connected(True)
                 log.info("ARI connected to %s as app %r", redact_url(ari.url), ari.app)
                 delay = 0.5
-                await self.service.reconcile()
+                if self.ownership is not None:
+                    self.ownership.state = "draining" if self.service.handing_back else "connected"
+                    await self.ownership.beat()  # the peers known before anything is adopted
+                    await self.service.reconcile(self.ownership)
+                    scans = asyncio.create_task(self._scan(run_task), name="takeover-scan")
+                else:
+                    await self.service.reconcile()
                 await self._watch(run_task)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 log.warning("ARI unavailable (%s: %s)", type(error).__name__, str(error)[:200])
             finally:
+                if scans is not None:
+                    scans.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await scans
+                    scans = None
                 self.connected.clear()
+                if self.ownership is not None and self.ownership.state == "connected":
+                    self.ownership.state = "disconnected"
                 self.service.metrics.ari_connected(False)
                 self.port.detach()
                 self._client = None
@@ -192,6 +211,19 @@ class AriSupervisor:
             if await self.ping(within=1.0):
                 return True
         return False
+
+    async def _scan(self, run_task: asyncio.Task[None]) -> None:
+        """Redundant guards: look for the calls of a dead or stopping guard every half lease, on
+        a task of its own (a heartbeat waiting for a slow event never delays a takeover)."""
+        ownership = self.ownership
+        if ownership is None:
+            return
+        while not run_task.done() and not self.stopping.is_set():
+            await asyncio.sleep(ownership.lease_s / 2)
+            try:
+                await self.service.reconcile(ownership, scan=True)
+            except Exception:
+                log.exception("takeover scan failed")
 
     async def _watch(self, run_task: asyncio.Task[None]) -> None:
         """Until the websocket closes, the heartbeat fails or the guard stops."""

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from npv_guard import channel as variables
 from npv_guard.audit import AuditLog
@@ -37,6 +37,9 @@ from npv_guard.logs import CALL_ID
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard, call_labels
 from npv_guard.telephony import AriPort
+
+if TYPE_CHECKING:
+    from npv_guard.ari.ownership import Ownership
 
 log = logging.getLogger("npv_guard.ari")
 
@@ -94,6 +97,13 @@ class CallService:
         self.now = now
         self.calls: dict[str, Call] = {}  # by dialer and by carrier channel id
         self.draining = False
+        # Redundant guards (npv_guard/ari/ownership.py): told of every call the service drops, and
+        # asked before a refusal is recorded whether this guard may still act on the call.
+        self.on_forget: Callable[[Call], None] | None = None
+        self.fence: Callable[[Call], Awaitable[bool]] | None = None
+        # Stopping with other guards alive: new calls sent by the failover include ("ha") are given
+        # back to it undecided, and it tries the next guard.
+        self.handing_back = False
 
     # ------------------------------------------------------------------ routing
 
@@ -123,6 +133,9 @@ class CallService:
             case "outbound":
                 if channel_id in self.calls:
                     return
+                if self.handing_back and len(args) > 6 and args[6] == "ha":
+                    asyncio.get_running_loop().create_task(self._hand_back(channel_id))
+                    return
                 dialplan = channel.get("dialplan") or {}
                 caller = (channel.get("caller") or {}).get("number", "")
                 call = Call(channel_id, args, caller=str(caller), callee=str(dialplan.get("exten", "")))
@@ -137,6 +150,12 @@ class CallService:
             case _:
                 log.warning("channel %s entered Stasis with unknown verb %r: rejecting", channel_id, verb)
                 asyncio.get_running_loop().create_task(self.port.hangup(channel_id, self.policy.reject_cause))
+
+    async def _hand_back(self, channel_id: str) -> None:
+        if not await self.port.set_var(channel_id, variables.HANDBACK, "1"):
+            return
+        if not await self.port.continue_in_dialplan(channel_id):
+            await self.port.hangup(channel_id, DEFAULT_FAIL_CAUSE)
 
     def _start(self, call: Call) -> None:
         call.queue.put_nowait({"type": "Decide"})
@@ -172,6 +191,15 @@ class CallService:
         for key in (call.dialer, call.carrier):
             if key and self.calls.get(key) is call:
                 del self.calls[key]
+        if self.on_forget is not None:
+            self.on_forget(call)
+
+    def abandon(self, call: Call) -> None:
+        """Stop acting on a call without touching it: another guard owns it now."""
+        if call.task is not None:
+            call.task.cancel()
+        else:
+            self._forget(call)
 
     # ------------------------------------------------------------------ events of one call
 
@@ -340,6 +368,9 @@ class CallService:
             return
         if not call.professional or not call.consumer:
             return
+        if self.fence is not None and not await self.fence(call):
+            log.warning("call %s: refusal left to the guard that owns the call now", call.dialer)
+            return
         signalled = await self.path.record_refusal(
             mode="ari", source=source, professional=call.professional, callee=call.consumer, at=self.now(),
             call_id=call.dialer, campaign=call.campaign, lead=call.lead,
@@ -348,16 +379,23 @@ class CallService:
             await self.port.play(call.dialer, ERROR_TONE)
             return
         call.refusal_recorded = True
-        await self.port.play(call.dialer, ACK_TONE)
+        # Read back by a guard that adopts the call later: the refusal is recorded once per call.
+        await asyncio.gather(
+            self.port.set_var(call.dialer, variables.REFUSAL, source.value), self.port.play(call.dialer, ACK_TONE)
+        )
         if self.policy.hangup_on_refusal:
             await self._finish(call, cause=16)
 
     # ------------------------------------------------------------------ reconciliation
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, ownership: Ownership | None = None, *, scan: bool = False) -> None:
         """Adopt what Asterisk holds for this app and that the guard does not know (after a restart
         or a lost websocket): bridged calls keep running, ringing carrier legs keep their dialer,
-        calls that never got a decision get one, and half-calls are hung up."""
+        calls that never got a decision get one, and half-calls are hung up.
+
+        With redundant guards (`ownership`) the calls of every guard's app are looked at, and only
+        those this guard wins the lease of are touched: its own after a restart, a dead or stopping
+        guard's (`scan`: the periodic takeover scan)."""
         port = self.port
         app = self.settings.app
         channels = await port.channels()
@@ -365,15 +403,28 @@ class CallService:
         if channels is None or bridges is None:
             return
         by_id = {channel["id"]: channel for channel in channels}
+        apps = ownership.guard_apps() if ownership is not None else {app}
         in_app = {
             cid: channel
             for cid, channel in by_id.items()
-            if (
-                (channel.get("dialplan") or {}).get("app_name") == "Stasis"
-                and str((channel.get("dialplan") or {}).get("app_data", "")).startswith(app + ",")
-            )
-            or cid.endswith(CARRIER_SUFFIX)
+            if _stasis_app(channel) in apps or cid.endswith(CARRIER_SUFFIX)
         }
+        bridge_of = {
+            str(b["id"])[len(BRIDGE_PREFIX) :]: str(b["id"])
+            for b in bridges
+            if str(b.get("id", "")).startswith(BRIDGE_PREFIX)
+        }
+
+        async def ours(dialer: str) -> bool:
+            if ownership is None:
+                return True
+            sources = [f"channel:{dialer}"]
+            if dialer + CARRIER_SUFFIX in by_id:
+                sources.append(f"channel:{dialer}{CARRIER_SUFFIX}")
+            if dialer in bridge_of:
+                sources.append(f"bridge:{bridge_of[dialer]}")
+            return await ownership.claim(dialer, _stasis_app(by_id.get(dialer)), sources, scan=scan)
+
         bridged: set[str] = set()
         for bridge in bridges:
             if not str(bridge.get("id", "")).startswith(BRIDGE_PREFIX):
@@ -382,7 +433,7 @@ class CallService:
             bridged.update(members)
             dialer = str(bridge["id"])[len(BRIDGE_PREFIX) :]
             carrier = dialer + CARRIER_SUFFIX
-            if dialer in self.calls:
+            if dialer in self.calls or not await ours(dialer):
                 continue
             if set(members) == {dialer, carrier}:
                 call = await self._adopt(by_id[dialer], carrier)
@@ -398,6 +449,8 @@ class CallService:
             if cid.endswith(CARRIER_SUFFIX):
                 if cid.removesuffix(CARRIER_SUFFIX) not in in_app:
                     await port.hangup(cid)  # its dialer is gone
+                continue
+            if not await ours(cid):
                 continue
             carrier = cid + CARRIER_SUFFIX
             if carrier in by_id:
@@ -425,6 +478,7 @@ class CallService:
         # Set by the decision, so a refusal after the restart still names the call's campaign.
         call.campaign = await self.port.get_var(channel["id"], variables.CAMPAIGN) or None
         call.lead = await self.port.get_var(channel["id"], variables.LEAD) or None
+        call.refusal_recorded = bool(await self.port.get_var(channel["id"], variables.REFUSAL))
         self.adopt(call)
         return call
 
@@ -447,3 +501,11 @@ class CallService:
                 call.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await call.task
+
+
+def _stasis_app(channel: dict[str, Any] | None) -> str | None:
+    """The Stasis app a channel is in (the first of its app_data), None when not in Stasis."""
+    dialplan = (channel or {}).get("dialplan") or {}
+    if dialplan.get("app_name") != "Stasis":
+        return None
+    return str(dialplan.get("app_data", "")).split(",", 1)[0]

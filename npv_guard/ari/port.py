@@ -139,3 +139,7 @@ class AioAriPort:
         data = getattr(result, "json", result) if ok else None
         endpoints = data.get("endpoint_ids") if isinstance(data, dict) else None
         return [str(e) for e in endpoints] if isinstance(endpoints, list) else None
+
+    async def continue_in_dialplan(self, channel: str) -> bool:
+        ok, _ = await self._run("continue", lambda: self._client.channels.continueInDialplan(channelId=channel))
+        return ok
