@@ -173,6 +173,25 @@ async def test_the_supervisor_subscribes_each_consumer_and_gives_the_subscriptio
     assert port.calls("unsubscribe")[-1] == ("npv-guard", ("endpoint:PJSIP/platform",))
 
 
+async def test_reconciliation_leaves_the_calls_of_another_app_alone() -> None:
+    """Two independent guards (apps) on one Asterisk: a guard reconnecting must neither adopt the
+    other's bridged call nor hang up the carrier leg ringing for the other's live dialer."""
+    port = RecordingPort()
+    service, _ = _service(port)
+    other = {"app_name": "Stasis", "app_data": "npv-guard-other,outbound,,,", "exten": "0612345678"}
+    port.channel_list = [
+        {"id": "o1", "caller": {"number": "0162000001"}, "dialplan": other, "state": "Up"},
+        {"id": "o1-carrier", "dialplan": {}, "state": "Up"},
+        {"id": "o2", "caller": {"number": "0162000001"}, "dialplan": other, "state": "Ring"},
+        {"id": "o2-carrier", "dialplan": {}, "state": "Ringing"},
+    ]
+    port.bridge_list = [{"id": "npv-o1", "channels": ["o1", "o1-carrier"]}]
+    await service.reconcile()
+    assert service.calls == {}
+    assert not [op for op in port.ops if op[0] in ("hangup", "destroy_bridge", "originate")]
+    await service.close()
+
+
 async def test_reconciliation_adopts_a_bridged_call_and_hangs_up_half_calls() -> None:
     port = RecordingPort()
     service, _ = _service(port)
