@@ -91,6 +91,10 @@ class Metrics:
             ["mode", "source", "outcome"], registry=self.registry,
         )  # fmt: skip
         self.ari_reconnects = Counter("npv_guard_ari_reconnects", "ARI reconnections", registry=self.registry)
+        self.ari_requests = Counter(
+            "npv_guard_ari_requests", "ARI REST requests by operation and outcome (ok, failed)",
+            ["operation", "outcome"], registry=self.registry,
+        )  # fmt: skip
         self._ari_connected: Gauge | None = None
         self.agi_sessions = Counter("npv_guard_agi_sessions", "FastAGI sessions", ["outcome"], registry=self.registry)
         self.messages = Counter(

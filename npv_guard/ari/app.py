@@ -93,7 +93,7 @@ class AriSupervisor:
                 run_task = asyncio.create_task(client.run(apps=ari.app))
                 if not await self._wait_registered(run_task):
                     raise ConnectionError("app did not receive its own events")
-                self.service.port = AioAriPort(client)
+                self.service.port = AioAriPort(client, self.service.metrics)
                 await self._drop_stale_subscriptions(self.service.port)
                 if self.sms is not None:
                     self._messages_subscribed = await self._subscribe_messages(self.sms, self.service.port)

@@ -10,6 +10,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from npv_guard.observability import Metrics
+
 log = logging.getLogger("npv_guard.ari")
 
 
@@ -45,15 +47,19 @@ class AriPort(Protocol):
 class AioAriPort:
     """`AriPort` on an initialised `aioari` client."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, metrics: Metrics | None = None) -> None:
         self._client = client
+        self._requests = (metrics or Metrics()).ari_requests
 
     async def _run(self, what: str, operation: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
         try:
-            return True, await operation()
+            result = await operation()
         except Exception as error:  # aioari surfaces HTTP errors as assorted exception types
+            self._requests.labels(what, "failed").inc()
             log.debug("ARI %s failed: %s: %s", what, type(error).__name__, error)
             return False, None
+        self._requests.labels(what, "ok").inc()
+        return True, result
 
     async def set_var(self, channel: str, name: str, value: str) -> bool:
         ok, _ = await self._run(
