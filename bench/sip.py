@@ -194,6 +194,7 @@ def run_sip(quick: bool, step_s: int | None = None, ramp: list[float] | None = N
     step_s = step_s or (10 if quick else 60)
     ramp = ramp or ([50.0, 100.0] if quick else [50.0, 75.0, 100.0, 150.0])
     rows: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
     highest: dict[str, float] = {}
     with SipBench(quick) as bench:
         for rate, calls in rates:
@@ -202,10 +203,11 @@ def run_sip(quick: bool, step_s: int | None = None, ramp: list[float] | None = N
         for way in WAYS:
             for rate in ramp:
                 row = bench.run(way, rate, int(rate * step_s))
+                steps.append(row)
                 if row["failed"] or row["successful"] < row["calls"]:
                     break
                 highest[way] = rate
-    return {"rows": rows, "highest_clean_rate": highest, "ramp_step_s": step_s}
+    return {"rows": rows, "ramp": steps, "highest_clean_rate": highest, "ramp_step_s": step_s}
 
 
 def _added(row: dict[str, Any], floor: dict[str, Any] | None, key: str) -> dict[str, float] | None:
@@ -252,6 +254,14 @@ def render_sip(sip: dict[str, Any]) -> list[str]:
             f"ring p50 {ring.get('p50', '-')} p99 {ring.get('p99', '-')}  answer p50 {answer.get('p50', '-')} "
             f"p99 {answer.get('p99', '-')}{added}{_cost(row)}"
         )
+    for way in WAYS:
+        steps = [
+            f"{row['rate']:.0f}/s {row['failed'] + row['calls'] - row['successful']} failed{_cost(row)}"
+            for row in sip.get("ramp", [])
+            if row["way"] == way
+        ]
+        if steps:
+            lines.append(f"    ramp {way:<9} " + "; ".join(steps))
     clean = ", ".join(f"{way} {rate:.0f}/s" for way, rate in sip["highest_clean_rate"].items())
     lines.append(f"    highest rate with 0 failed calls over {sip['ramp_step_s']} s: {clean or 'none of the ramp'}")
     for name, met in sip_targets(sip).items():
