@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
+import time
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Protocol
-
-import aiohttp
 
 from npv_guard.observability import Metrics
 
@@ -23,6 +23,9 @@ log = logging.getLogger("npv_guard.ari")
 REQUEST_TIMEOUT_S = 10.0
 # Asterisk serves each HTTP connection on its own thread, within http.conf's sessionlimit (100).
 MAX_CONNECTIONS = 32
+IDLE_S = 10.0  # below Asterisk's http.conf session_keep_alive (15 s by default)
+MAX_HEADER_LINES = 64
+MAX_BODY_BYTES = 16 * 1024 * 1024  # GET /channels of a busy PBX; api-docs/channels.json is ~100 KB
 
 
 class AriPort(Protocol):
@@ -55,21 +58,16 @@ class AriPort(Protocol):
 
 
 class AioAriPort:
-    """`AriPort` as a lean ARI REST client: one keep-alive aiohttp session, ARI's JSON as it comes.
+    """`AriPort` as a lean ARI REST client: keep-alive HTTP/1.1, ARI's JSON as it comes.
 
     A swagger client (aioari over aioswagger11) validated every request and wrapped every reply in
-    model objects: most of the guard's CPU per call. The paths and parameters here are ARI's own
-    (Asterisk's rest-api/*.json); `connect()` reads which optional operations the server has.
+    model objects, and even aiohttp's client costs several times the few lines ARI needs: most of
+    the guard's CPU per call went there. The paths and parameters here are ARI's own (Asterisk's
+    rest-api/*.json); `connect()` reads which optional operations the server has.
     """
 
     def __init__(self, url: str, username: str, password: str, metrics: Metrics | None = None) -> None:
-        self._base = url.rstrip("/") + "/ari"
-        credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-        self._session = aiohttp.ClientSession(
-            headers={"Authorization": f"Basic {credentials}"},
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
-        )
+        self._http = _Http(url, username, password)
         self._requests = (metrics or Metrics()).ari_requests
         # Asterisk 20.20, 22.10 and 23.4 set several variables in one request; older ones do not.
         self.multi_set = False
@@ -86,15 +84,13 @@ class AioAriPort:
         return True
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._http.close()
 
     async def _request(
         self, what: str, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None
     ) -> tuple[bool, Any]:
         try:
-            async with self._session.request(method, self._base + path, params=params, json=body) as response:
-                payload = await response.read()  # read to the end: the connection goes back to the pool
-                status = response.status
+            status, payload = await self._http.request(method, path, params, body)
             data = json.loads(payload) if payload else None
         except Exception as error:  # refused, reset, timed out, not JSON: the operation failed
             self._requests.labels(what, "failed").inc()
@@ -231,6 +227,149 @@ class AioAriPort:
         body = {"allowed": [{"type": kind} for kind in types], "disallowed": []}
         ok, _ = await self._request("eventFilter", "PUT", f"/applications/{_segment(app)}/eventFilter", body=body)
         return ok
+
+
+class HttpError(Exception):
+    """The server's answer is not HTTP/1.1 as Asterisk writes it."""
+
+
+class _Http:
+    """HTTP/1.1 with keep-alive, as much of it as Asterisk's HTTP server speaks (every answer
+    carries a Content-Length: ast_http_send), and chunked answers. A pool of connections, each one
+    request at a time; a connection idle longer than Asterisk keeps it (http.conf
+    session_keep_alive, 15 s by default) is not reused."""
+
+    def __init__(self, url: str, username: str, password: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self._tls = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if self._tls else 80)
+        self._prefix = parts.path.rstrip("/") + "/ari"
+        credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        netloc = f"[{self._host}]" if ":" in self._host else self._host
+        self._headers = f"Host: {netloc}:{self._port}\r\nAuthorization: Basic {credentials}\r\n".encode()
+        self._idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def request(self, method: str, path: str, params: dict[str, Any] | None, body: Any) -> tuple[int, bytes]:
+        query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote) if params else ""
+        target = self._prefix + path + ("?" + query if query else "")
+        content = b"" if body is None else json.dumps(body).encode()
+        kind = b"" if body is None else b"Content-Type: application/json\r\n"
+        message = b"%s %s HTTP/1.1\r\n%s%sContent-Length: %d\r\n\r\n%s" % (
+            method.encode(),
+            target.encode("ascii"),
+            self._headers,
+            kind,
+            len(content),
+            content,
+        )
+        async with self._slots, asyncio.timeout(REQUEST_TIMEOUT_S):
+            reused = self._take()
+            if reused is not None:
+                try:
+                    return await self._exchange(*reused, message)
+                except _Closed:
+                    pass  # closed by the server while idle, before reading the request: send it again
+            return await self._exchange(*await self._connect(), message)
+
+    def _take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        now = time.monotonic()
+        while self._idle:
+            since, reader, writer = self._idle.pop()
+            if now - since < IDLE_S and not writer.is_closing():
+                return reader, writer
+            self._discard(writer)
+        return None
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._tls or None)
+        self._open.add(writer)
+        return reader, writer
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: bytes
+    ) -> tuple[int, bytes]:
+        keep = False
+        try:
+            try:
+                writer.write(message)
+                status_line = await reader.readline()
+            except ConnectionError:
+                raise _Closed() from None
+            if not status_line:
+                raise _Closed()
+            version, _, rest = status_line.partition(b" ")
+            if not version.startswith(b"HTTP/1."):
+                raise HttpError(f"not an HTTP status line: {status_line[:40]!r}")
+            status = int(rest[:3])
+            length: int | None = None
+            chunked = False
+            keep = version == b"HTTP/1.1"
+            for _ in range(MAX_HEADER_LINES):
+                line = await reader.readline()
+                if line in (b"\r\n", b"\n"):
+                    break
+                if not line:
+                    raise HttpError("connection closed in the response headers")
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection":
+                    keep = value.strip().lower() == b"keep-alive" or (keep and value.strip().lower() != b"close")
+                elif name == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
+            else:
+                raise HttpError(f"more than {MAX_HEADER_LINES} response header lines")
+            if chunked:  # not Asterisk's own, but a proxy in front of it may re-encode
+                payload = await _read_chunked(reader)
+            elif length is None:  # only a 204 or 304 may omit it; otherwise the body runs to the close
+                keep = keep and status in (204, 304)
+                payload = b"" if keep else await reader.read(MAX_BODY_BYTES)
+            else:
+                if length > MAX_BODY_BYTES:
+                    raise HttpError(f"answer larger than {MAX_BODY_BYTES} bytes")
+                payload = await reader.readexactly(length)
+        except BaseException:
+            keep = False
+            raise
+        finally:
+            if keep:
+                self._idle.append((time.monotonic(), reader, writer))
+            else:
+                self._discard(writer)
+        return status, payload
+
+    def _discard(self, writer: asyncio.StreamWriter) -> None:
+        self._open.discard(writer)
+        writer.close()
+
+    async def close(self) -> None:
+        self._idle.clear()
+        for writer in list(self._open):
+            self._discard(writer)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size = int((await reader.readline()).split(b";", 1)[0].strip() or b"x", 16)
+        if size == 0:
+            while (await reader.readline()).strip():  # trailers, up to the empty line
+                pass
+            return bytes(body)
+        if len(body) + size > MAX_BODY_BYTES:
+            raise HttpError(f"answer larger than {MAX_BODY_BYTES} bytes")
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)  # the chunk's CRLF
+
+
+class _Closed(Exception):
+    """The server closed a kept-alive connection before answering."""
 
 
 def _segment(value: str) -> str:
