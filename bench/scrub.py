@@ -14,6 +14,11 @@ Both instants are before the opt-in regime (2026-08-11), so a lead without conse
 for that reason alone. Reports leads/s and seconds for each, spot-checks a sample of the output
 against Guard.check(record=False), and writes bench/results/scrub.json. The machine is shared:
 the load average before and after each run is recorded with it.
+
+Just before each scrub, the floor: the same snapshot reads the scrub needs (one EXISTS per pair,
+the snapshot script for the pairs that have keys) pipelined raw with redis-py in batches of the
+scrub's size, on keys computed beforehand, with no reply decoded and no decision. The target
+(issue #20): 1 million leads in under 60 s, or at least 0.5x the floor's rate in the same run.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import redis.asyncio as aioredis
+
 from bench import workload
 from npv_guard.core.model import Attempt, Basis, CallRequest, ConsentEvent, Policy, Professional, RefusalSource
 from npv_guard.core.numbering import parse as parse_number
+from npv_guard.scrub import BATCH
 from npv_guard.service import Guard
 from npv_guard.store import ConsumerHasher, Store
 from tests.support.redis_servers import RedisServer
@@ -55,6 +63,8 @@ INSTANTS = {
 }
 STATE_SHARE = 0.05
 SEED = 20260602
+TARGET_SECONDS_PER_MILLION = 60.0
+TARGET_FLOOR_RATIO = 0.5
 
 _FIRST = ("Émilie", "Jean", "Zoé", "François", "Anaïs", "Loïc", "Hélène", "Noël", "Mathéo", "Inès")
 _LAST = ("Dupont", "Müller", "Lefèvre", "N'Diaye", "Gauthier", "Bérénice", "O'Neil", "Da Silva", "Kœnig")
@@ -225,6 +235,58 @@ async def spot_check(url: str, prefix: str, out: Path, at: datetime, leads: int,
     return {"sampled": len(picked), "mismatches": mismatches}
 
 
+def _pair_keys(url: str, prefix: str, leads: Path) -> list[tuple[str, ...]]:
+    """The snapshot script's keys for each lead of the file that has a pair (not timed)."""
+    store = Store.connect(url, ConsumerHasher(SECRET), prefix=prefix, timeout=5.0)
+    keys: list[tuple[str, ...]] = []
+    with leads.open(encoding="utf-8-sig", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter=";"):
+            e164 = parse_number(row["téléphone"]).e164
+            if e164 is not None:
+                pair = store.keys("acme", e164)
+                # The snapshot script's KEYS, in its order (store._snapshot_keys).
+                keys.append((pair.attempts, pair.refusals, pair.consents, pair.version))
+    return keys
+
+
+async def floor(url: str, prefix: str, leads: Path, rows: int, at: datetime) -> dict[str, Any]:
+    """The bare Redis reads of a scrub at `at`: see the module's docstring."""
+    from npv_guard.store import _SNAPSHOT, _snapshot_args  # noqa: PLC0415 - no public handle on the script
+
+    keys = _pair_keys(url, prefix, leads)
+    client = aioredis.Redis.from_url(url)
+    try:
+        sha = await client.script_load(_SNAPSHOT)
+        args = _snapshot_args(at)
+        stored = 0
+        started = time.monotonic()
+        cpu = time.process_time()
+        for start in range(0, len(keys), BATCH):
+            batch = keys[start : start + BATCH]
+            pipe = client.pipeline(transaction=False)
+            for pair in batch:
+                pipe.execute_command("EXISTS", *pair)
+            found = await pipe.execute()
+            with_keys = [pair for pair, count in zip(batch, found, strict=True) if count]
+            if with_keys:
+                pipe = client.pipeline(transaction=False)
+                for pair in with_keys:
+                    pipe.execute_command("EVALSHA", sha, len(pair), *pair, *args)
+                await pipe.execute()
+                stored += len(with_keys)
+        seconds = time.monotonic() - started
+        cpu = time.process_time() - cpu
+    finally:
+        await client.aclose()
+    return {
+        "pairs": len(keys),
+        "pairs_with_keys": stored,
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 2),
+        "leads_per_s": round(rows / seconds),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scrub", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="leads in the file (default 1,000,000)")
@@ -260,14 +322,28 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             out = work / f"scrubbed-{name}.csv"
             profile = RESULTS / f"profile-scrub-{name}.txt" if args.profile else None
-            print(f"{name}: npv-guard scrub at {at.isoformat()} ...", flush=True)
+            bare = asyncio.run(floor(server.url, prefix, leads.path, args.rows, at))
+            print(f"{name}: floor (bare pipelined reads) {bare['leads_per_s']:,} leads/s; "
+                  f"npv-guard scrub at {at.isoformat()} ...", flush=True)  # fmt: skip
             run = scrub(env, leads.path, out, at, profile, pid)
+            run["floor"] = bare
+            run["ratio_to_floor"] = round(run["leads_per_s"] / bare["leads_per_s"], 3)
+            run["seconds_per_million"] = round(1_000_000 / run["leads_per_s"], 1)
+            run["target_met"] = (
+                run["seconds_per_million"] < TARGET_SECONDS_PER_MILLION or run["ratio_to_floor"] >= TARGET_FLOOR_RATIO
+            )
             run["spot_check"] = asyncio.run(spot_check(server.url, prefix, out, at, run["leads"], 2000))
             results["runs"][name] = run
-            print(f"  {run['leads']:,} leads in {run['seconds_wall']} s: {run['leads_per_s']:,}/s "
-                  f"(now {run['callable_now']:,}, later {run['callable_later']:,}, never {run['never']:,}); "
-                  f"spot check {run['spot_check']}; load {run['load_average_before']} -> "
-                  f"{run['load_average_after']}", flush=True)  # fmt: skip
+            print(
+                f"  {run['leads']:,} leads in {run['seconds_wall']} s: {run['leads_per_s']:,}/s "
+                f"(now {run['callable_now']:,}, later {run['callable_later']:,}, never {run['never']:,}); "
+                f"spot check {run['spot_check']}; load {run['load_average_before']} -> "
+                f"{run['load_average_after']}",
+                flush=True,
+            )
+            print(f"  {run['ratio_to_floor']}x the floor, {run['seconds_per_million']} s per million leads: "
+                  f"target (< {TARGET_SECONDS_PER_MILLION:g} s per million or >= {TARGET_FLOOR_RATIO}x the floor) "
+                  f"{'met' if run['target_met'] else 'NOT met'}", flush=True)  # fmt: skip
     finally:
         server.cleanup()
         shutil.rmtree(work, ignore_errors=True)

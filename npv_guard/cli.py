@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TextIO
 from npv_guard import __version__, bundled, report, scrub
 from npv_guard import audit as audit_trail
 from npv_guard.audit import AuditLog, consent_fields
+from npv_guard.callpath import CallPath
 from npv_guard.clock import Clock, parse_instant, parse_slot
 from npv_guard.config import ConfigError, Settings, load_settings
 from npv_guard.core.decide import Verdict, grant_event, place_consumer
@@ -241,18 +242,7 @@ class Context:
         return ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
 
     def store(self) -> Store:
-        settings = self.settings
-        hasher = ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
-        return Store.connect(
-            settings.redis.url,
-            hasher,
-            cluster=settings.redis.cluster,
-            prefix=settings.redis.key_prefix,
-            timeout=settings.redis.timeout_ms / 1000,
-            clock=self.clock.now,
-            consent_proof_days=settings.rules.consent_proof_days,
-            consent_max_age_days=settings.rules.consent_max_age_days,
-        )
+        return Store.from_settings(self.settings.redis, self.hasher(), rules=self.settings.rules, clock=self.clock.now)
 
     def guard(self, store: Store | None, journal: RefusalJournal | None = None) -> Guard:
         """The service on the guard's clock: writes of facts are bounded by it."""
@@ -287,16 +277,17 @@ async def _check(ctx: Context, out: TextIO, err: TextIO) -> int:
     # Opened before the write: an audit file this user cannot append to fails the command first.
     audit = ctx.audit(err) if args.record else None
     call_id = uuid.uuid4().hex if args.record else ""
+    path = CallPath(guard, audit)
     try:
-        verdict = await guard.check(request, record=args.record, offline=args.offline, call_id=call_id)
+        decision = await path.decide_call(
+            request, mode="cli", call_id=call_id, record=args.record, offline=args.offline, audited=False
+        )
     finally:
         if store:
             await store.close()
+    verdict = decision.verdict
     if audit is not None:  # a write: audited like the call path's (a query is not)
-        audit.decision(
-            verdict, call_id=call_id, consumer_ref=guard.consumer_ref(verdict.prepared.consumer), mode="cli",
-            record=True, recorded=verdict.allowed,
-        )  # fmt: skip
+        path.audit_decision(decision, record=True, recorded=verdict.allowed)
     if args.json:
         _print_json(check_payload(verdict, record=args.record), out)
     else:
@@ -327,23 +318,20 @@ async def _refusal(ctx: Context, out: TextIO, err: TextIO) -> int:
     campaign, lead = _label_args(args)
     store = ctx.store()
     guard = ctx.guard(store)
-    call_id = uuid.uuid4().hex
-    audit = partial(
-        ctx.audit(err).refusal, call_id=call_id, mode="cli", source=args.source, professional=args.professional,
-        campaign=campaign, lead=lead,
-    )  # fmt: skip
+    path = CallPath(guard, ctx.audit(err))  # opened before the write: an audit file it cannot append to fails first
     try:
-        outcome = await guard.record_refusal(
-            args.professional, args.callee, ctx.at(), RefusalSource(args.source), call_id
-        )
-    except StoreUnavailable as error:
         # Lost, as in the call path: the trail says so (the operator is told to retry).
-        audit(consumer_ref=guard.consumer_ref(place_consumer(args.callee)[0]), error=str(error))
-        raise
+        signalled = await path.record_refusal(
+            mode="cli", source=RefusalSource(args.source), professional=args.professional, callee=args.callee,
+            at=ctx.at(), call_id=uuid.uuid4().hex, lost_on=(StoreUnavailable,), describe=str, campaign=campaign,
+            lead=lead,
+        )  # fmt: skip
     finally:
         await store.close()
-    consumer, _ = place_consumer(args.callee)  # placed already by record_refusal
-    audit(consumer_ref=guard.consumer_ref(consumer), outcome=outcome)
+    if signalled.error is not None:
+        raise signalled.error
+    assert signalled.outcome is not None
+    outcome = signalled.outcome
     payload = refusal_payload(args.professional, outcome)
     if args.json:
         _print_json(payload, out)
@@ -358,24 +346,26 @@ async def _consent(ctx: Context, out: TextIO, err: TextIO) -> int:
     audit = ctx.audit(err)
     store = ctx.store()
     guard = ctx.guard(store)
+    path = CallPath(guard, audit)
     try:
         if args.action == "grant":
             slot, until = _grant_options(args)
             try:
-                event = await guard.grant_consent(
-                    args.professional, args.callee, ctx.at(), Basis(args.basis), args.proof, args.outside_hours,
-                    until=until, slot=slot,
+                event = await path.grant_consent(
+                    mode="cli", professional=args.professional, callee=args.callee, at=ctx.at(),
+                    basis=Basis(args.basis), proof=args.proof, outside_hours=args.outside_hours, until=until,
+                    slot=slot,
                 )  # fmt: skip
             except InputError:
                 raise
             except ValueError as error:
                 raise UsageError(str(error)) from None
         else:
-            event = await guard.withdraw_consent(args.professional, args.callee, ctx.at(), args.proof)
+            event = await path.withdraw_consent(
+                mode="cli", professional=args.professional, callee=args.callee, at=ctx.at(), proof=args.proof
+            )
     finally:
         await store.close()
-    consumer, _ = place_consumer(args.callee)
-    audit.consent(mode="cli", professional=args.professional, consumer_ref=guard.consumer_ref(consumer), event=event)
     payload = consent_payload(args.professional, event)
     if args.json:
         _print_json(payload, out)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, get_args, get_origin, get_type_hints
 
 from npv_guard.clock import parse_instant
 from npv_guard.core.calendar import Window
@@ -29,9 +29,9 @@ from npv_guard.core.model import (
     DEFAULT_CONSENT_EXEMPT_SECTORS,
     DEFAULT_CONSENT_MAX_AGE_DAYS,
     DEFAULT_CONSENT_PROOF_DAYS,
-    PROFESSIONAL_ID,
     Policy,
     Professional,
+    professional_problem,
     valid_label,
 )
 from npv_guard.core.numbering import NumberKind
@@ -81,8 +81,22 @@ def _ban_table(bans: Mapping[str, SectorBan]) -> dict[str, dict[str, str]]:
     }
 
 
+class _Section:
+    """What every settings section declares about its own fields, beside `validate`."""
+
+    # Never quoted in an error; a config file holding one must not be readable by others.
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # Quoted without their credentials.
+    URL_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # URLs that are a secret in the config file when they carry credentials (user:password@).
+    CREDENTIAL_URL_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self) -> None:
+        """The section's own checks, with its keys' full names in the errors."""
+
+
 @dataclass(frozen=True)
-class RulesSettings:
+class RulesSettings(_Section):
     """The readings of the law an operator may change; each is explained in docs/rules.md."""
 
     local_holidays: bool = True
@@ -138,12 +152,15 @@ class RulesSettings:
 
 
 @dataclass(frozen=True)
-class RedisSettings:
+class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     timeout_ms: int = 200
     fail_open: bool = False
     cluster: bool = False
     key_prefix: str = "npv"
+
+    URL_FIELDS = ("url",)
+    CREDENTIAL_URL_FIELDS = ("url",)
 
     def validate(self) -> None:
         if not 1 <= self.timeout_ms <= 60000:
@@ -158,7 +175,7 @@ class RedisSettings:
 
 
 @dataclass(frozen=True)
-class CallsSettings:
+class CallsSettings(_Section):
     """What the call path does with a verdict and with refusals, in both ARI and AGI modes."""
 
     reject_cause: int = 21  # Q.850 "call rejected": SIP 403 on PJSIP
@@ -198,7 +215,7 @@ class CallsSettings:
 
 
 @dataclass(frozen=True)
-class AriSettings:
+class AriSettings(_Section):
     url: str = "http://127.0.0.1:8088"
     username: str = "npvguard"
     password: str = ""
@@ -207,6 +224,9 @@ class AriSettings:
     carrier: str = "PJSIP/{number}@carrier"
     ring_timeout_s: int = 60
     reconnect_max_s: float = 30.0
+
+    SECRET_FIELDS = ("password",)
+    URL_FIELDS = ("url",)
 
     def validate(self) -> None:
         if "{number}" not in self.carrier:
@@ -219,7 +239,7 @@ class AriSettings:
 
 
 @dataclass(frozen=True)
-class AgiSettings:
+class AgiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 4573
     max_sessions: int = 500
@@ -228,6 +248,8 @@ class AgiSettings:
     # When set, Asterisk must call agi://HOST:PORT/<path_secret>/check (and .../refusal): any
     # other local process that does not know it is refused. Empty: no secret in the path.
     path_secret: str = ""
+
+    SECRET_FIELDS = ("path_secret",)
 
     def validate(self) -> None:
         if not self.host:
@@ -248,7 +270,7 @@ class AgiSettings:
 
 
 @dataclass(frozen=True)
-class AmiSettings:
+class AmiSettings(_Section):
     """AMI, used only by `npv-guard doctor` to read the loaded dialplan and features."""
 
     host: str = "127.0.0.1"
@@ -256,12 +278,14 @@ class AmiSettings:
     username: str = "npvguard"
     secret: str = ""
 
+    SECRET_FIELDS = ("secret",)
+
     def validate(self) -> None:
         _port("ami.port", self.port)
 
 
 @dataclass(frozen=True)
-class HttpSettings:
+class HttpSettings(_Section):
     # /healthz and /metrics of `run` and `agi`; empty switches the listener off.
     listen: str = "127.0.0.1:9464"
 
@@ -271,7 +295,7 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
-class ApiSettings:
+class ApiSettings(_Section):
     """`npv-guard serve`: the HTTP pre-check API for dialers."""
 
     listen: str = "127.0.0.1:8470"  # HOST:PORT; loopback unless a reverse proxy fronts it
@@ -296,7 +320,7 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
-class SmsSettings:
+class SmsSettings(_Section):
     """Text messages through the ARI application (`npv-guard run`), see docs/sms.md."""
 
     enabled: bool = False
@@ -333,7 +357,7 @@ class SmsSettings:
 
 
 @dataclass(frozen=True)
-class MetricsSettings:
+class MetricsSettings(_Section):
     """What /metrics may name. A label takes only configured values: Prometheus keeps one series
     per value, so free-form campaign ids from dialers would grow it without bound."""
 
@@ -351,7 +375,7 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
-class LogSettings:
+class LogSettings(_Section):
     level: str = "info"
     audit_file: str = ""  # empty: audit lines go to standard output
 
@@ -423,7 +447,7 @@ class Settings:
         return self.hash_secret
 
 
-_SECTIONS = {
+_SECTIONS: dict[str, type[_Section]] = {
     "rules": RulesSettings,
     "redis": RedisSettings,
     "calls": CallsSettings,
@@ -552,21 +576,28 @@ def _coerce(key: str, kind: Any, raw: Any, *, from_env: bool) -> Any:
 
 
 # Keys whose value is a secret or may hold one: an error names the key and the expected type,
-# never the value (URLs are shown without their credentials).
-SECRET_KEYS = frozenset({"hash_secret", "previous_hash_secrets", "ari.password", "ami.secret", "agi.path_secret"})
-URL_KEYS = frozenset({"redis.url", "ari.url"})
+# never the value (URLs are shown without their credentials). Each section names its own.
+_TOP_SECRETS = ("hash_secret", "previous_hash_secrets")
+SECRET_KEYS = frozenset(
+    [*_TOP_SECRETS, *(f"{name}.{key}" for name, cls in _SECTIONS.items() for key in cls.SECRET_FIELDS)]
+)
+URL_KEYS = frozenset(f"{name}.{key}" for name, cls in _SECTIONS.items() for key in cls.URL_FIELDS)
 
 
 def _shown(key: str, raw: Any) -> str:
     """A configured value as an error message may quote it."""
     if key in SECRET_KEYS:
-        return f"{_json_kind(raw)} (value not shown)"
+        return f"{json_kind(raw, toml=True)} (value not shown)"
     if key in URL_KEYS:
-        return repr(redact_url(raw)) if isinstance(raw, str) else _json_kind(raw)
+        return repr(redact_url(raw)) if isinstance(raw, str) else json_kind(raw, toml=True)
     return repr(raw)
 
 
-def _json_kind(raw: Any) -> str:
+def json_kind(raw: Any, *, toml: bool = False) -> str:
+    """What kind of value a client or a config file gave, for an error that must not quote the
+    value itself: in JSON's words (an array, an object), or TOML's (a list, a table)."""
+    if raw is None:
+        return "null"
     if isinstance(raw, bool):
         return "a boolean"
     if isinstance(raw, int | float):
@@ -574,9 +605,9 @@ def _json_kind(raw: Any) -> str:
     if isinstance(raw, str):
         return "a string"
     if isinstance(raw, list | tuple):
-        return "a list"
+        return "a list" if toml else "an array"
     if isinstance(raw, dict):
-        return "a table"
+        return "a table" if toml else "an object"
     return type(raw).__name__
 
 
@@ -623,8 +654,9 @@ def _professionals(raw: Any, env: Mapping[str, str]) -> tuple[Professional, ...]
         if unknown:
             raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
         ident = entry.get("id")
-        if not isinstance(ident, str) or not PROFESSIONAL_ID.match(ident):
-            raise ConfigError(f"{where}.id: expected 1-64 letters, digits or _.+- , got {ident!r}")
+        problem = professional_problem(ident)
+        if problem or not isinstance(ident, str):
+            raise ConfigError(f"{where}.id: {problem} , got {ident!r}")
         if any(p.id == ident for p in result):
             raise ConfigError(f"{where}.id: {ident!r} is defined twice")
         name = entry.get("name", "")
@@ -729,8 +761,10 @@ def _secret(key: str, value: str) -> None:
 
 
 # Keys whose value is a secret: a file holding one must not be readable by others.
-_SECRET_KEYS = (("hash_secret",), ("previous_hash_secrets",), ("ari", "password"), ("ami", "secret"),
-                ("agi", "path_secret"), ("redis", "url"))  # fmt: skip
+_SECRET_KEYS = (
+    *((key,) for key in _TOP_SECRETS),
+    *((name, key) for name, cls in _SECTIONS.items() for key in (*cls.SECRET_FIELDS, *cls.CREDENTIAL_URL_FIELDS)),
+)
 
 
 def file_warnings(settings: Settings) -> list[str]:
@@ -751,8 +785,8 @@ def file_warnings(settings: Settings) -> list[str]:
         value: Any = document
         for part in key:
             value = value.get(part) if isinstance(value, dict) else None
-        if key == ("redis", "url") and not (isinstance(value, str) and "@" in value):
-            continue  # a Redis URL holds a secret only with credentials
+        if key[-1] in _credential_urls(key) and not (isinstance(value, str) and "@" in value):
+            continue  # such a URL holds a secret only with credentials
         if value:
             held.append(".".join(key))
     if not held:
@@ -761,6 +795,11 @@ def file_warnings(settings: Settings) -> list[str]:
         f"config file {path} holds {', '.join(held)} and is readable by group or others "
         f"(mode {stat.S_IMODE(mode):04o}): chmod 600 it, or pass the secrets as NPV_GUARD_*_FILE"
     ]
+
+
+def _credential_urls(key: tuple[str, ...]) -> tuple[str, ...]:
+    section = _SECTIONS.get(key[0]) if len(key) == 2 else None
+    return section.CREDENTIAL_URL_FIELDS if section is not None else ()
 
 
 def is_loopback(host: str) -> bool:

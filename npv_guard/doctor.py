@@ -113,13 +113,7 @@ class Doctor:
             secret = settings.require_hash_secret()
         except ConfigError:
             secret = "doctor-placeholder-secret"
-        store = Store.connect(
-            settings.redis.url,
-            ConsumerHasher(secret),
-            cluster=settings.redis.cluster,
-            prefix=settings.redis.key_prefix,
-            timeout=max(settings.redis.timeout_ms / 1000, 1.0),
-        )
+        store = Store.from_settings(settings.redis, ConsumerHasher(secret), min_timeout_s=1.0)
         try:
             await store.ping()
             self.note(OK, "redis", f"reachable at {redact_url(settings.redis.url)}")

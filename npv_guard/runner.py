@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +20,8 @@ from npv_guard.agi.server import FastAgiServer
 from npv_guard.api.app import ApiContext, SafeAccessLogger, build_app
 from npv_guard.api.auth import TokenBook
 from npv_guard.api.openapi import document
-from npv_guard.ari.app import AriSupervisor, install_signal_handlers
+from npv_guard.ari.app import AriSupervisor
 from npv_guard.ari.calls import CallService
-from npv_guard.ari.port import NoAri
 from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
 from npv_guard.config import ConfigError, Settings, file_warnings, redact_url
@@ -32,6 +32,7 @@ from npv_guard.observability import Health, Metrics, serve_http, stop_http
 from npv_guard.service import Guard
 from npv_guard.sms.service import SmsService
 from npv_guard.store import ConsumerHasher, Store
+from npv_guard.telephony import EventConsumer, PortHolder
 
 log = logging.getLogger("npv_guard")
 
@@ -61,16 +62,7 @@ class Wiring:
         except JournalBusy as error:
             raise ConfigError(f"journal_path: {error}") from None
         hasher = ConsumerHasher(settings.require_hash_secret(), settings.previous_hash_secrets)
-        store = Store.connect(
-            settings.redis.url,
-            hasher,
-            cluster=settings.redis.cluster,
-            prefix=settings.redis.key_prefix,
-            timeout=settings.redis.timeout_ms / 1000,
-            clock=clock.now,
-            consent_proof_days=settings.rules.consent_proof_days,
-            consent_max_age_days=settings.rules.consent_max_age_days,
-        )
+        store = Store.from_settings(settings.redis, hasher, rules=settings.rules, clock=clock.now)
         skew = timedelta(seconds=settings.rules.max_write_skew_s)
         guard = Guard(settings.policy(), store, journal, clock=clock.now, max_write_skew=skew)
         for warning in file_warnings(settings):
@@ -106,13 +98,17 @@ class Wiring:
 
 async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
     wiring = Wiring.build(settings)
+    # One port for both services: the supervisor attaches each new connection to it.
+    port = PortHolder()
     service = CallService(
-        NoAri(), wiring.guard, settings.ari, settings.calls, wiring.audit, wiring.clock.now, wiring.metrics
+        port, wiring.guard, settings.ari, settings.calls, wiring.audit, wiring.clock.now, wiring.metrics
     )
     sms = None
+    consumers: dict[str, EventConsumer] = {}
     if settings.sms.enabled:
-        sms = SmsService(NoAri(), wiring.guard, settings.sms, wiring.audit, wiring.clock.now, wiring.metrics)
-    supervisor = AriSupervisor(settings, service, sms)
+        sms = SmsService(port, wiring.guard, settings.sms, wiring.audit, wiring.clock.now, wiring.metrics)
+        consumers["TextMessageReceived"] = sms
+    supervisor = AriSupervisor(settings, service, port, consumers)
     stop = asyncio.Event()
     install_signal_handlers(stop)
     http, probe = await wiring.start_http(settings, supervisor.connected.is_set, service.active_calls)
@@ -226,6 +222,14 @@ async def run_api(settings: Settings, *, drain_s: float = 10.0) -> int:
     await wiring.store.close()
     log.info("stopped")
     return 0
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT start the drain of whichever server this process runs."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

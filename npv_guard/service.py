@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -20,7 +20,6 @@ from npv_guard.core.decide import (
     refusal_withdrawal,
 )
 from npv_guard.core.model import (
-    PROFESSIONAL_ID,
     Attempt,
     Basis,
     CallRequest,
@@ -32,11 +31,12 @@ from npv_guard.core.model import (
     Slot,
     StateUnavailable,
     label_problem,
+    professional_problem,
 )
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
 from npv_guard.journal import JournalEntry, RefusalJournal
-from npv_guard.store import PairHistory, SentMessage, Snapshot, Store, StoreUnavailable
+from npv_guard.store import PairHistory, PairStore, SentMessage, Snapshot, StoreUnavailable
 
 log = logging.getLogger("npv_guard.service")
 
@@ -117,7 +117,7 @@ class Guard:
     def __init__(
         self,
         policy: Policy,
-        store: Store | None,
+        store: PairStore | None,
         journal: RefusalJournal | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
@@ -132,8 +132,9 @@ class Guard:
     def professional_id(self, professional: str) -> str:
         """The id itself when it may be written under: well formed, and configured when a
         directory of professionals is. A fact stored under any other id would block nothing."""
-        if not PROFESSIONAL_ID.match(professional):
-            raise ProfessionalError(f"professional {professional[:64]!r}: expected 1-64 letters, digits or _.+-")
+        problem = professional_problem(professional)
+        if problem:
+            raise ProfessionalError(f"professional {professional[:64]!r}: {problem}")
         if self.policy.professionals and self.policy.professional(professional) is None:
             raise ProfessionalError(
                 f"professional {professional[:64]!r} is not one of the configured [[professionals]]"
@@ -163,6 +164,9 @@ class Guard:
         if record:
             self.write_instant(request.at, "at")
         prepared = prepare(request, self.policy)
+        if not record and not offline:
+            ((verdict, state),) = await self.decide_many([prepared])
+            return self.with_next_allowed(verdict, state)
         pair = prepared.pair
         if offline or pair is None:
             verdict = decide(prepared, None, self.policy)
@@ -198,8 +202,6 @@ class Guard:
             verdict = decide(prepared, state, self.policy)
             if not verdict.allowed:
                 return replace(verdict, next_allowed_at=next_allowed_at(verdict, state, self.policy))
-            if not record:
-                return verdict
             try:
                 if await self.store.record_attempt(
                     professional,
@@ -213,23 +215,73 @@ class Guard:
                 return self._unavailable(prepared, str(error), allow_fail_open=False)
         return self._unavailable(prepared, f"pair kept changing for {MAX_RECORD_ROUNDS} rounds", allow_fail_open=False)
 
+    async def decide_many(
+        self, calls: Sequence[Prepared], *, strict: bool = False
+    ) -> list[tuple[Verdict, PairState | None]]:
+        """Read-only decisions (`check` without `record`), each with the state it was made on
+        (None: no pair to read, or the state was unavailable). The pairs' snapshots are read in
+        one pipelined batch per professional and instant; journaled refusals count as stored; an
+        unavailable state is decided fail-closed as in `check`. A refused verdict carries no
+        `next_allowed_at` yet: `with_next_allowed` adds it (a lead-list scrubber memoises it).
+
+        `strict`: raise StoreUnavailable instead (a lead list is stopped, not decided on nothing).
+        """
+        decided: list[tuple[Verdict, PairState | None] | None] = [None] * len(calls)
+        groups: dict[tuple[str, datetime], list[int]] = {}
+        for index, prepared in enumerate(calls):
+            pair = prepared.pair
+            if pair is None:
+                decided[index] = (decide(prepared, None, self.policy), None)
+            elif self.store is None:
+                if strict:
+                    raise StoreUnavailable("no store configured")
+                decided[index] = (decide(prepared, StateUnavailable("no store configured"), self.policy), None)
+            else:
+                groups.setdefault((pair[0], prepared.request.at), []).append(index)
+        store = self.store
+        for (professional, at), indexes in groups.items():
+            assert store is not None
+            consumers = [calls[i].pair[1] for i in indexes]  # type: ignore[index]
+            journaled = [self._journaled(professional, consumer) for consumer in consumers]
+            try:
+                if len(consumers) == 1:  # one script run: no EXISTS round trip first
+                    snapshots = [await store.snapshot(professional, consumers[0], at)]
+                else:
+                    snapshots = await store.snapshots(professional, consumers, at)
+            except StoreUnavailable as error:
+                if strict:
+                    raise
+                # A refusal waiting in a journal of this host must block even an operator who chose
+                # fail-open, and so must a peer journal this process cannot read.
+                blind = self.journal is not None and self.journal.blind
+                for index, entries in zip(indexes, journaled, strict=True):
+                    verdict = self._unavailable(calls[index], str(error), allow_fail_open=not entries and not blind)
+                    decided[index] = (verdict, None)
+                continue
+            for index, snapshot, entries in zip(indexes, snapshots, journaled, strict=True):
+                state = _with_journal(snapshot, entries).state
+                decided[index] = (decide(calls[index], state, self.policy), state)
+        return decided  # type: ignore[return-value]
+
+    def with_next_allowed(self, verdict: Verdict, state: PairState | None) -> Verdict:
+        """A refused verdict of `decide_many` with its `next_allowed_at`, as `check` answers it:
+        none without a state to count from (no pair, state unavailable)."""
+        if verdict.allowed or state is None:
+            return verdict
+        return replace(verdict, next_allowed_at=next_allowed_at(verdict, state, self.policy))
+
     def _journaled(self, professional: str, consumer: str) -> list[JournalEntry]:
         """The pair's refusals still waiting for Redis in this guard's journal or a peer's."""
         if self.journal is None or self.store is None or not self.journal.has_pending():
             return []  # the usual case: no digest to compute
         return self.journal.pending_for(professional, self.store.digest(consumer))
 
-    def pair_state(self, professional: str, consumer: str, snapshot: Snapshot) -> PairState:
-        """The state `check` decides on from a snapshot: journaled refusals count as stored. For
-        adapters that read snapshots in batches (lead-list scrubbing)."""
-        return _with_journal(snapshot, self._journaled(professional, consumer)).state
-
     def _unavailable(self, prepared: Prepared, detail: str, *, allow_fail_open: bool = True) -> Verdict:
         log.warning("state unavailable: %s", detail)
         policy = self.policy if allow_fail_open else replace(self.policy, fail_open=False)
         return decide(prepared, StateUnavailable(detail), policy)
 
-    def _store(self) -> Store:
+    def _store(self) -> PairStore:
         if self.store is None:
             raise StoreUnavailable("no store configured")
         return self.store
@@ -303,7 +355,7 @@ class Guard:
         return replayed
 
     async def _replay(
-        self, journal: RefusalJournal, store: Store, replayed_one: Callable[[JournalEntry], None] | None
+        self, journal: RefusalJournal, store: PairStore, replayed_one: Callable[[JournalEntry], None] | None
     ) -> tuple[int, bool]:
         replayed = 0
         for entry in sorted(journal.pending(), key=lambda e: e.refusal.at):
@@ -320,7 +372,7 @@ class Guard:
         return replayed, True
 
     async def _adopt_orphans(
-        self, journal: RefusalJournal, store: Store, replayed_one: Callable[[JournalEntry], None] | None
+        self, journal: RefusalJournal, store: PairStore, replayed_one: Callable[[JournalEntry], None] | None
     ) -> int:
         orphans = journal.orphans()
         if not orphans:

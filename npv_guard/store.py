@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -53,6 +53,9 @@ from npv_guard.core.model import (
     RefusalSource,
     Slot,
 )
+
+if TYPE_CHECKING:
+    from npv_guard.config import RedisSettings, RulesSettings
 
 ATTEMPTS_TTL = timedelta(days=31)
 REFUSALS_TTL = timedelta(days=62)
@@ -342,6 +345,32 @@ def _decode_snapshot(raw: Sequence[Any]) -> tuple[str, PairState, datetime | Non
     return _text(version), state, _instant(newest_ms) if newest_ms else None
 
 
+class PairStore(Protocol):
+    """What the guard needs of a store. `Store` (Redis) is the one in production;
+    `npv_guard.testing.MemoryStore` has the same semantics in memory, for tests.
+
+    A failed exchange raises `StoreUnavailable`. `snapshot` reads the pair as it stood at an
+    instant with a version; `record_attempt` counts an attempt only if the version is still the
+    snapshot's and no later attempt is stored; `record_refusal` stores a refusal once per id.
+    """
+
+    def digest(self, consumer: str) -> str: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+    async def snapshot(self, professional: str, consumer: str, at: datetime) -> Snapshot: ...
+    async def snapshots(self, professional: str, consumers: Sequence[str], at: datetime) -> list[Snapshot]: ...
+    async def record_attempt(
+        self, professional: str, consumer: str, attempt: Attempt, expected_version: str
+    ) -> bool: ...
+    async def record_refusal(
+        self, professional: str, digest: str, refusal: Refusal, withdrawal: ConsentEvent | None, refusal_id: str
+    ) -> None: ...
+    async def record_message(self, professional: str, consumer: str, message: SentMessage) -> None: ...
+    async def record_consent(self, professional: str, consumer: str, event: ConsentEvent) -> None: ...
+    async def record_consents(self, professional: str, rows: Iterable[tuple[str, ConsentEvent]]) -> int: ...
+    async def history(self, professional: str, consumer: str) -> PairHistory: ...
+
+
 class Store:
     """The pair histories in Redis (single server, Sentinel-fronted or Cluster)."""
 
@@ -405,6 +434,31 @@ class Store:
             clock=clock,
             consent_proof_days=consent_proof_days,
             consent_max_age_days=consent_max_age_days,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        redis: RedisSettings,
+        hasher: ConsumerHasher,
+        *,
+        rules: RulesSettings | None = None,
+        clock: Callable[[], datetime] | None = None,
+        min_timeout_s: float = 0.0,
+    ) -> Store:
+        """The store as every part of the guard builds it from its settings (the servers, the
+        CLI, the doctor): one place, so that a connection option is never set in one and not
+        the others. `rules` gives the consent retention; `min_timeout_s` a floor for a
+        diagnostic that must not fail on a tight call-path timeout."""
+        return cls.connect(
+            redis.url,
+            hasher,
+            cluster=redis.cluster,
+            prefix=redis.key_prefix,
+            timeout=max(redis.timeout_ms / 1000, min_timeout_s),
+            clock=clock,
+            consent_proof_days=rules.consent_proof_days if rules else DEFAULT_CONSENT_PROOF_DAYS,
+            consent_max_age_days=rules.consent_max_age_days if rules else DEFAULT_CONSENT_MAX_AGE_DAYS,
         )
 
     def _ttl(self, at: datetime, retention: timedelta) -> int:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from npv_guard.audit import AuditLog
+from npv_guard.callpath import CallPath
 from npv_guard.config import CallsSettings
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard
-
-ACK_TONE = "!1400/120,!0/80,!1400/120"
-ERROR_TONE = "!480/400,!0/100,!480/400"
 
 
 @dataclass(frozen=True)
@@ -22,3 +21,7 @@ class AgiContext:
     audit: AuditLog
     now: Callable[[], datetime]
     metrics: Metrics
+
+    @cached_property
+    def path(self) -> CallPath:
+        return CallPath(self.guard, self.audit, self.metrics)

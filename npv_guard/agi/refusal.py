@@ -10,11 +10,11 @@ BAD_ARGUMENT, UNKNOWN_PROFESSIONAL, INVALID_NUMBER or NOT_RECORDED.
 from __future__ import annotations
 
 import logging
-from functools import partial
 
-from npv_guard.agi.context import ACK_TONE, ERROR_TONE, AgiContext
+from npv_guard import channel
+from npv_guard.agi.context import AgiContext
 from npv_guard.agi.server import AgiSession
-from npv_guard.core.model import PROFESSIONAL_ID, RefusalSource
+from npv_guard.core.model import RefusalSource
 from npv_guard.logs import failure_text
 from npv_guard.service import InputError
 
@@ -30,55 +30,43 @@ async def refusal(session: AgiSession, ctx: AgiContext) -> None:
         await _failed(session, "BAD_ARGUMENT")
         return
     source = RefusalSource.CONSUMER if named == "consumer" else RefusalSource.AGENT
-    if await session.get_var("NPV_GUARD_REFUSED") == "1":
-        await _tone(session, ACK_TONE)  # once per call; a repeated code is only acknowledged
+    if await session.get_var(channel.REFUSED) == "1":
+        await _tone(session, channel.ACK_TONE)  # once per call; a repeated code is only acknowledged
         return
-    professional = await session.get_var("NPV_GUARD_PROFESSIONAL")
-    callee = await session.get_var("NPV_GUARD_CALLEE")
-    # Only a well-formed id goes to the audit line: these variables may have been set by anyone.
-    shown = professional if professional and PROFESSIONAL_ID.match(professional) else None
-    audit = partial(
-        ctx.audit.refusal,
-        call_id=call_id,
-        mode="agi",
-        source=source.value,
-        professional=shown,
-        campaign=await session.get_var("NPV_GUARD_CAMPAIGN") or None,
-        lead=await session.get_var("NPV_GUARD_LEAD") or None,
-    )
+    professional = await session.get_var(channel.PROFESSIONAL)
+    callee = await session.get_var(channel.CALLEE)
+    campaign = await session.get_var(channel.CAMPAIGN) or None
+    lead = await session.get_var(channel.LEAD) or None
     if not professional or not callee:
-        log.error("AGI refusal on %s: no NPV_GUARD_PROFESSIONAL/NPV_GUARD_CALLEE (was check run?)", call_id)
-        audit(consumer_ref=None, error="the call was not checked by npv-guard")
+        log.error("AGI refusal on %s: no %s/%s (was check run?)", call_id, channel.PROFESSIONAL, channel.CALLEE)
+        ctx.path.refusal_lost(
+            mode="agi", source=source.value, call_id=call_id, professional=professional,
+            error="the call was not checked by npv-guard", campaign=campaign, lead=lead,
+        )  # fmt: skip
         await _failed(session, "NOT_CHECKED")
         return
-    consumer_ref = ctx.guard.consumer_ref(callee)
-    try:
-        outcome = await ctx.guard.record_refusal(professional, callee, ctx.now(), source, call_id)
-    except InputError as error:
-        # Not what `check` leaves on a channel: someone else set these variables. The code, not
-        # the message: the message may quote the number.
-        ctx.metrics.refusals.labels("agi", source.value, "lost").inc()
-        log.error("AGI refusal on %s: REFUSAL NOT RECORDED: %s", call_id, error.code)
-        audit(consumer_ref=None, error=error.code)
-        await _failed(session, error.code)
+    signalled = await ctx.path.record_refusal(
+        mode="agi", source=source, professional=professional, callee=callee, at=ctx.now(), call_id=call_id,
+        describe=_describe, campaign=campaign, lead=lead,
+    )  # fmt: skip
+    if signalled.error is not None:
+        await _failed(session, signalled.error.code if isinstance(signalled.error, InputError) else "NOT_RECORDED")
         return
-    except Exception as error:
-        ctx.metrics.refusal("agi", source.value, "lost")
-        log.error("AGI refusal on %s: REFUSAL NOT RECORDED (%s)", call_id, failure_text(error))
-        audit(consumer_ref=consumer_ref, error=failure_text(error))
-        await _failed(session, "NOT_RECORDED")
-        return
-    ctx.metrics.refusal("agi", source.value, "journaled" if outcome.journaled else "recorded")
-    await session.set_var("NPV_GUARD_REFUSED", "1")
-    audit(consumer_ref=consumer_ref, outcome=outcome)
-    await _tone(session, ACK_TONE)
+    await session.set_var(channel.REFUSED, "1")
+    await _tone(session, channel.ACK_TONE)
     if ctx.calls.hangup_on_refusal:
         await session.command("HANGUP")
 
 
+def _describe(error: Exception) -> str:
+    # An input error means someone other than `check` set these variables: its code, not its
+    # message, which may quote the number.
+    return error.code if isinstance(error, InputError) else failure_text(error)
+
+
 async def _failed(session: AgiSession, code: str) -> None:
-    await session.set_var("NPV_GUARD_REFUSAL_ERROR", code)
-    await _tone(session, ERROR_TONE)
+    await session.set_var(channel.REFUSAL_ERROR, code)
+    await _tone(session, channel.ERROR_TONE)
 
 
 async def _tone(session: AgiSession, tone: str) -> None:

@@ -12,12 +12,12 @@ import asyncio
 import json
 import logging
 import re
-import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from aiohttp import web
@@ -27,9 +27,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from npv_guard.api.auth import TokenBook
 from npv_guard.audit import AuditLog
+from npv_guard.callpath import CallPath
 from npv_guard.clock import parse_instant, parse_slot
-from npv_guard.core.model import Basis, CallRequest, ConsentEvent, RefusalSource, Slot, label_problem
-from npv_guard.core.numbering import parse as parse_number
+from npv_guard.config import json_kind
+from npv_guard.core.model import Basis, CallRequest, RefusalSource, Slot, label_problem
 from npv_guard.httpserver import HTTP_CODES
 from npv_guard.observability import Health, Metrics
 from npv_guard.service import Guard, InputError, PairError
@@ -95,6 +96,10 @@ class ApiContext:
     openapi: dict[str, Any]
     max_body_bytes: int
 
+    @cached_property
+    def path(self) -> CallPath:
+        return CallPath(self.guard, self.audit, self.metrics)
+
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("npv_guard_api", ApiContext)
 PROFESSIONAL: str = "npv_guard_professional"  # request key: the professional the token acts for
@@ -121,7 +126,7 @@ class Fields:
                 raise ApiError("BAD_REQUEST", f"{name}: required")
             return None
         if not isinstance(value, str):
-            raise ApiError("BAD_REQUEST", f"{name}: expected a string, got {_json_type(value)}")
+            raise ApiError("BAD_REQUEST", f"{name}: expected a string, got {json_kind(value)}")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -137,7 +142,7 @@ class Fields:
     def flag(self, name: str) -> bool:
         value = self._values.get(name, False)
         if not isinstance(value, bool):
-            raise ApiError("BAD_REQUEST", f"{name}: expected true or false, got {_json_type(value)}")
+            raise ApiError("BAD_REQUEST", f"{name}: expected true or false, got {json_kind(value)}")
         return value
 
     def choice(self, name: str, choices: list[str], default: str) -> str:
@@ -169,20 +174,6 @@ def _shown_name(name: str) -> str:
     return repr(name) if _NAME.fullmatch(name) else "(a name that is not a field name)"
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 async def read_json(request: web.Request, allowed: frozenset[str]) -> Fields:
     if request.content_type != "application/json":
         raise ApiError("UNSUPPORTED_MEDIA_TYPE", "send the body as Content-Type: application/json")
@@ -192,7 +183,7 @@ async def read_json(request: web.Request, allowed: frozenset[str]) -> Fields:
     except (ValueError, RecursionError):
         raise ApiError("INVALID_JSON", "the body is not valid JSON (UTF-8)") from None
     if not isinstance(body, dict):
-        raise ApiError("BAD_REQUEST", f"the body must be a JSON object, got {_json_type(body)}")
+        raise ApiError("BAD_REQUEST", f"the body must be a JSON object, got {json_kind(body)}")
     return Fields(body, allowed, "body")
 
 
@@ -224,10 +215,6 @@ def _label(fields: Fields, name: str, callee: str) -> str | None:
     return value
 
 
-def _consumer_ref(guard: Guard, callee: str) -> str | None:
-    return guard.consumer_ref(parse_number(callee).e164)
-
-
 # --- handlers ------------------------------------------------------------------------------------
 
 
@@ -250,20 +237,11 @@ async def check(request: web.Request) -> web.Response:
         lead=_label(fields, "lead", fields.required("callee")),
     )
     call_id = uuid.uuid4().hex
-    started = time.perf_counter()
-    verdict = await ctx.guard.check(call_request, record=record, offline=offline, call_id=call_id)
-    elapsed = time.perf_counter() - started
-    ctx.metrics.decision("api", verdict, elapsed)
-    ctx.audit.decision(
-        verdict,
-        call_id=call_id,
-        consumer_ref=ctx.guard.consumer_ref(verdict.prepared.consumer),
-        mode="api",
-        record=record,
-        offline=offline,
-        latency_ms=round(elapsed * 1000, 3),
-    )
-    return web.json_response(check_payload(verdict, record=record), headers={"X-Call-Id": call_id})
+    decision = await ctx.path.decide_call(
+        call_request, mode="api", call_id=call_id, record=record, offline=offline,
+        audit_fields={"record": record, "offline": offline},
+    )  # fmt: skip
+    return web.json_response(check_payload(decision.verdict, record=record), headers={"X-Call-Id": call_id})
 
 
 async def record_refusal(request: web.Request) -> web.Response:
@@ -273,22 +251,14 @@ async def record_refusal(request: web.Request) -> web.Response:
     callee = fields.required("callee")
     at = fields.instant("at", ctx.now)
     source = RefusalSource(fields.choice("source", [s.value for s in RefusalSource], RefusalSource.OPERATOR.value))
-    call_id = uuid.uuid4().hex
-    try:
-        outcome = await ctx.guard.record_refusal(professional, callee, at, source, call_id)
-    except (StoreUnavailable, OSError) as error:
-        # Neither Redis nor the journal took it: say so, the caller must retry.
-        ctx.metrics.refusal("api", source.value, "lost")
-        ctx.audit.refusal(
-            call_id=call_id, mode="api", source=source.value, professional=professional,
-            consumer_ref=_consumer_ref(ctx.guard, callee), error=type(error).__name__,
-        )  # fmt: skip
-        raise ApiError("STATE_UNAVAILABLE", "the refusal could not be stored nor journaled: retry") from None
-    ctx.metrics.refusal("api", source.value, "journaled" if outcome.journaled else "recorded")
-    ctx.audit.refusal(
-        call_id=call_id, mode="api", source=source.value, professional=professional,
-        consumer_ref=_consumer_ref(ctx.guard, callee), outcome=outcome,
+    signalled = await ctx.path.record_refusal(
+        mode="api", source=source, professional=professional, callee=callee, at=at, call_id=uuid.uuid4().hex,
+        lost_on=(StoreUnavailable, OSError), describe=lambda error: type(error).__name__,
     )  # fmt: skip
+    if signalled.outcome is None:
+        # Neither Redis nor the journal took it: say so, the caller must retry.
+        raise ApiError("STATE_UNAVAILABLE", "the refusal could not be stored nor journaled: retry")
+    outcome = signalled.outcome
     payload = refusal_payload(professional, outcome)
     payload["journaled"] = outcome.journaled
     return web.json_response(payload)
@@ -311,14 +281,15 @@ async def grant_consent(request: web.Request) -> web.Response:
     except ValueError as error:
         raise ApiError("BAD_REQUEST", f"slot: {error}") from None
     try:
-        event = await ctx.guard.grant_consent(
-            professional, callee, at, basis, proof, outside_hours, until=until, slot=slot
-        )
+        event = await ctx.path.grant_consent(
+            mode="api", professional=professional, callee=callee, at=at, basis=basis, proof=proof,
+            outside_hours=outside_hours, until=until, slot=slot,
+        )  # fmt: skip
     except InputError:
         raise
     except ValueError as error:
         raise ApiError("BAD_REQUEST", str(error)) from None
-    return _consent_answer(ctx, professional, callee, event)
+    return web.json_response(consent_payload(professional, event))
 
 
 async def withdraw_consent(request: web.Request) -> web.Response:
@@ -327,16 +298,11 @@ async def withdraw_consent(request: web.Request) -> web.Response:
     professional = acting_for(request, fields)
     callee = fields.required("callee")
     at = fields.instant("at", ctx.now)
-    event = await ctx.guard.withdraw_consent(professional, callee, at, fields.text("proof") or "")
-    return _consent_answer(ctx, professional, callee, event)
-
-
-def _consent_answer(ctx: ApiContext, professional: str, callee: str, event: ConsentEvent) -> web.Response:
-    """A grant or a withdrawal, as stored: one audit line, and the answer of `consent --json`."""
-    payload = consent_payload(professional, event)
-    consumer_ref = _consumer_ref(ctx.guard, callee)
-    ctx.audit.consent(mode="api", professional=professional, consumer_ref=consumer_ref, event=event)
-    return web.json_response(payload)
+    event = await ctx.path.withdraw_consent(
+        mode="api", professional=professional, callee=callee, at=at, proof=fields.text("proof") or ""
+    )
+    # The answer of `consent --json`.
+    return web.json_response(consent_payload(professional, event))
 
 
 async def history(request: web.Request) -> web.Response:

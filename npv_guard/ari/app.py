@@ -1,10 +1,10 @@
-"""Wiring of the ARI mode: connection supervision, event routing, reconciliation, drain.
+"""The ARI connection: supervision, heartbeat, event routing, endpoint subscriptions.
 
 `aioari` returns silently when its websocket closes and has no heartbeat, so the connection is
 supervised here: reconnect with exponential backoff and jitter, confirm the app really receives
 events (a user event to itself: Asterisk keeps answering for an app whose socket is gone), and
-after every (re)connection reconcile with GET /channels and /bridges, since Asterisk replays
-no missed event.
+after every (re)connection let the call service reconcile (GET /channels and /bridges), since
+Asterisk replays no missed event.
 """
 
 from __future__ import annotations
@@ -13,28 +13,28 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import time
 import urllib.parse
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import aioari
 from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
 
-from npv_guard.ari.calls import BRIDGE_PREFIX, CARRIER_SUFFIX, Call, CallService
-from npv_guard.ari.port import AioAriPort, AriPort, NoAri
+from npv_guard.ari.calls import CallService
+from npv_guard.ari.port import AioAriPort
 from npv_guard.config import Settings, redact_url
-from npv_guard.sms.service import SmsService
+from npv_guard.telephony import AriPort, EventConsumer, PortHolder
 
 log = logging.getLogger("npv_guard.ari")
 
 HEARTBEAT_S = 10.0
 HEARTBEAT_TIMEOUT_S = 5.0
 PING_EVENT = "npv-guard-ping"
-# Every event type a handler reads (here, CallService.dispatch, SmsService.dispatch). Asterisk
-# sends the app nothing else: a call's dozen other events (dial, bridge, caller id, varset...)
-# would cost Asterisk and the guard a JSON encode, a websocket frame and a decode each.
+# Every event type CallService.dispatch and the heartbeat read; the consumers' own types are
+# added. Asterisk sends the app nothing else: a call's dozen other events (dial, bridge, caller
+# id, varset...) would cost Asterisk and the guard a JSON encode, a websocket frame and a decode each.
 EVENT_TYPES = (
     "StasisStart",
     "StasisEnd",
@@ -44,16 +44,26 @@ EVENT_TYPES = (
     "ChannelDestroyed",
     "PlaybackFinished",
     "ChannelUserevent",
-    "TextMessageReceived",
 )
 
 
 class AriSupervisor:
-    def __init__(self, settings: Settings, service: CallService, sms: SmsService | None = None) -> None:
+    """Owns the connection: attaches each new one to the port holder the services share, routes
+    the events (channel events to the call service, the `consumers`' event types to them)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: CallService,
+        port: PortHolder,
+        consumers: Mapping[str, EventConsumer] | None = None,
+    ) -> None:
         self.settings = settings
         self.service = service
-        self.sms = sms
-        self._messages_subscribed = False
+        self.port = port
+        self.consumers = dict(consumers or {})
+        # The consumers whose endpoint subscription failed on this connection (retried at every heartbeat).
+        self._unsubscribed: list[EventConsumer] = []
         self.connected = asyncio.Event()
         self.stopping = asyncio.Event()
         self._client: Any = None
@@ -67,9 +77,9 @@ class AriSupervisor:
             if waiter and not waiter.done():
                 waiter.set_result(None)
             return
-        if event.get("type") == "TextMessageReceived":
-            if self.sms is not None:
-                self.sms.dispatch(event)
+        consumer = self.consumers.get(str(event.get("type")))
+        if consumer is not None:
+            consumer.dispatch(event)
             return
         self.service.dispatch(event)
 
@@ -111,17 +121,16 @@ class AriSupervisor:
                 run_task = asyncio.create_task(client.run(apps=ari.app))
                 if not await self._wait_registered(run_task):
                     raise ConnectionError("app did not receive its own events")
-                if not await port.filter_events(ari.app, EVENT_TYPES):
+                if not await port.filter_events(ari.app, (*EVENT_TYPES, *self.consumers)):
                     log.warning("ARI: could not filter the app's events; receiving all of them")
-                self.service.port = port
-                await self._drop_stale_subscriptions(self.service.port)
-                if self.sms is not None:
-                    self._messages_subscribed = await self._subscribe_messages(self.sms, self.service.port)
+                self.port.attach(port)
+                await self._drop_stale_subscriptions(self.port)
+                self._unsubscribed = [c for c in self._subscribers() if not await self._subscribe(c, self.port)]
                 self.connected.set()
                 self.service.metrics.ari_connected(True)
                 log.info("ARI connected to %s as app %r", redact_url(ari.url), ari.app)
                 delay = 0.5
-                await reconcile(self.service, ari.app)
+                await self.service.reconcile()
                 await self._watch(run_task)
             except asyncio.CancelledError:
                 raise
@@ -130,9 +139,7 @@ class AriSupervisor:
             finally:
                 self.connected.clear()
                 self.service.metrics.ari_connected(False)
-                self.service.port = NoAri()
-                if self.sms is not None:
-                    self.sms.port = NoAri()
+                self.port.detach()
                 self._client = None
                 if client is not None:
                     with contextlib.suppress(Exception):
@@ -150,23 +157,35 @@ class AriSupervisor:
                 await asyncio.wait_for(self.stopping.wait(), pause)
             delay = min(delay * 2, ari.reconnect_max_s)
 
-    async def _subscribe_messages(self, sms: SmsService, port: AriPort) -> bool:
-        """Ask for the MESSAGEs of the platform and carrier endpoints, again on every connection.
+    def _subscribers(self) -> list[EventConsumer]:
+        """The consumers that need event sources (endpoints) subscribed, once each."""
+        unique: list[EventConsumer] = []
+        for consumer in self.consumers.values():
+            if consumer.sources and all(consumer is not known for known in unique):
+                unique.append(consumer)
+        return unique
+
+    def _wanted_sources(self) -> set[str]:
+        return {source for consumer in self._subscribers() for source in consumer.sources}
+
+    async def _subscribe(self, consumer: EventConsumer, port: AriPort) -> bool:
+        """Ask for a consumer's event sources (the SMS service: the MESSAGEs of the platform and
+        carrier endpoints), again on every connection.
 
         Without the subscription Asterisk has no handler for them and answers 404: nothing is
         relayed, which is the safe failure, and the calls must not suffer from it. A failed
         subscription (an endpoint Asterisk does not know, say) is logged and retried at every
         heartbeat.
         """
-        sms.port = port
-        if not await port.subscribe(self.settings.ari.app, sms.sources):
+        if not await port.subscribe(self.settings.ari.app, consumer.sources):
             log.error(
-                "SMS: could not subscribe to %s (is each endpoint defined in pjsip.conf?): "
+                "%s: could not subscribe to %s (is each endpoint defined in pjsip.conf?): "
                 "no message is relayed until it works; retrying",
-                ", ".join(sms.sources),
+                consumer.name,
+                ", ".join(consumer.sources),
             )
             return False
-        log.info("SMS: subscribed to %s", ", ".join(sms.sources))
+        log.info("%s: subscribed to %s", consumer.name, ", ".join(consumer.sources))
         return True
 
     async def _drop_stale_subscriptions(self, port: AriPort) -> None:
@@ -176,7 +195,7 @@ class AriSupervisor:
         answers 404, or the dialplan takes them."""
         app = self.settings.ari.app
         subscribed = await port.subscribed_endpoints(app)
-        wanted = set(self.sms.sources) if self.sms is not None else set()
+        wanted = self._wanted_sources()
         stale = sorted({f"endpoint:{endpoint}" for endpoint in subscribed or []} - wanted)
         if stale and await port.unsubscribe(app, stale):
             log.warning("ARI: dropped stale subscriptions of app %r to %s", app, ", ".join(stale))
@@ -185,8 +204,9 @@ class AriSupervisor:
         """On a clean stop: give the endpoints' MESSAGEs back, so that Asterisk answers 404 to
         the platform instead of accepting messages nobody will relay (after a crash the
         subscription outlives the guard: accepted, never relayed)."""
-        if self.sms is not None and await self.sms.port.unsubscribe(self.settings.ari.app, self.sms.sources):
-            log.info("SMS: unsubscribed from %s", ", ".join(self.sms.sources))
+        for consumer in self._subscribers():
+            if await self.port.unsubscribe(self.settings.ari.app, consumer.sources):
+                log.info("%s: unsubscribed from %s", consumer.name, ", ".join(consumer.sources))
 
     async def _wait_registered(self, run_task: asyncio.Task[None]) -> bool:
         deadline = time.monotonic() + 10
@@ -206,89 +226,14 @@ class AriSupervisor:
             if not await self.ping():
                 log.warning("ARI heartbeat lost: reconnecting")
                 break
-            if self.sms is not None and not self._messages_subscribed:
-                self._messages_subscribed = await self._subscribe_messages(self.sms, self.service.port)
+            if self._unsubscribed:
+                self._unsubscribed = [c for c in self._unsubscribed if not await self._subscribe(c, self.port)]
         if not run_task.done():
             run_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run_task
         elif not self.stopping.is_set():
             log.warning("ARI websocket closed")
-
-
-async def reconcile(service: CallService, app: str) -> None:
-    """Adopt what Asterisk holds for this app and that the guard does not know (after a restart
-    or a lost websocket): bridged calls keep running, ringing carrier legs keep their dialer,
-    calls that never got a decision get one, and half-calls are hung up."""
-    port: AriPort = service.port
-    channels = await port.channels()
-    bridges = await port.bridges()
-    if channels is None or bridges is None:
-        return
-    by_id = {channel["id"]: channel for channel in channels}
-    in_app = {
-        cid: channel
-        for cid, channel in by_id.items()
-        if (
-            (channel.get("dialplan") or {}).get("app_name") == "Stasis"
-            and str((channel.get("dialplan") or {}).get("app_data", "")).startswith(app + ",")
-        )
-        or cid.endswith(CARRIER_SUFFIX)
-    }
-    bridged: set[str] = set()
-    for bridge in bridges:
-        if not str(bridge.get("id", "")).startswith(BRIDGE_PREFIX):
-            continue
-        members = [cid for cid in bridge.get("channels", []) if cid in by_id]
-        bridged.update(members)
-        dialer = str(bridge["id"])[len(BRIDGE_PREFIX) :]
-        carrier = dialer + CARRIER_SUFFIX
-        if dialer in service.calls:
-            continue
-        if set(members) == {dialer, carrier}:
-            call = await _adopt(service, by_id[dialer], carrier)
-            call.answered, call.bridge = True, str(bridge["id"])
-            log.info("adopted bridged call %s", dialer)
-            continue
-        for cid in members:  # one leg left: the call is over
-            await port.hangup(cid)
-        await port.destroy_bridge(str(bridge["id"]))
-    for cid, channel in in_app.items():
-        if cid in bridged or cid in service.calls:
-            continue
-        if cid.endswith(CARRIER_SUFFIX):
-            if cid.removesuffix(CARRIER_SUFFIX) not in in_app:
-                await port.hangup(cid)  # its dialer is gone
-            continue
-        carrier = cid + CARRIER_SUFFIX
-        if carrier in by_id:
-            call = await _adopt(service, channel, carrier)
-            if by_id[carrier].get("state") == "Up":
-                call.queue.put_nowait({"type": "StasisStart", "channel": by_id[carrier]})
-            log.info("adopted ringing call %s", cid)
-        else:
-            log.info("deciding call %s that entered Stasis while the guard was away", cid)
-            args = str((channel.get("dialplan") or {}).get("app_data", "")).split(",")[1:]
-            service.dispatch({"type": "StasisStart", "args": args, "channel": channel})
-
-
-async def _adopt(service: CallService, channel: dict[str, Any], carrier: str) -> Call:
-    professional = await service.port.get_var(channel["id"], "NPV_GUARD_PROFESSIONAL")
-    dialplan = channel.get("dialplan") or {}
-    call = Call(
-        channel["id"],
-        args=[],
-        caller=str((channel.get("caller") or {}).get("number", "")),
-        callee=str(dialplan.get("exten", "")),
-    )
-    call.carrier = carrier
-    call.professional = professional or None
-    call.consumer = service.consumer_of(call.callee)
-    # Set by the decision, so a refusal after the restart still names the call's campaign.
-    call.campaign = await service.port.get_var(channel["id"], "NPV_GUARD_CAMPAIGN") or None
-    call.lead = await service.port.get_var(channel["id"], "NPV_GUARD_LEAD") or None
-    service.adopt(call)
-    return call
 
 
 async def _connect(url: str, username: str, password: str) -> Any:
@@ -302,10 +247,3 @@ async def _connect(url: str, username: str, password: str) -> Any:
         await http_client.close()
         raise
     return client
-
-
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)

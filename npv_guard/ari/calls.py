@@ -22,25 +22,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from typing import Any
 
-from npv_guard.ari.port import AriPort
+from npv_guard import channel as variables
 from npv_guard.audit import AuditLog
+from npv_guard.callpath import CallPath
+from npv_guard.channel import ACK_TONE as ACK_TONES
+from npv_guard.channel import ERROR_TONE as ERROR_TONES
+from npv_guard.channel import verdict_vars
 from npv_guard.config import AriSettings, CallsSettings
 from npv_guard.core.decide import place_consumer
 from npv_guard.core.model import CallRequest, RefusalSource
-from npv_guard.logs import CALL_ID, failure_text
+from npv_guard.logs import CALL_ID
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard, call_labels
+from npv_guard.telephony import AriPort
 
 log = logging.getLogger("npv_guard.ari")
 
 CARRIER_SUFFIX = "-carrier"
 BRIDGE_PREFIX = "npv-"
 DTMF_CODE_WINDOW_S = 3.0
-ACK_TONE = "tone:!1400/120,!0/80,!1400/120"
-ERROR_TONE = "tone:!480/400,!0/100,!480/400"
+ACK_TONE = "tone:" + ACK_TONES  # the media URI ARI plays
+ERROR_TONE = "tone:" + ERROR_TONES
 # Causes relayed from a failed carrier leg; anything else becomes "normal clearing".
 ANNOUNCEMENT_SUFFIX = "-announcement"
 DEFAULT_FAIL_CAUSE = 34  # no circuit available -> SIP 503: the call could not be placed
@@ -86,6 +90,7 @@ class CallService:
         self.settings = settings
         self.policy = calls
         self.audit = audit
+        self.path = CallPath(guard, audit, self.metrics)
         self.now = now
         self.calls: dict[str, Call] = {}  # by dialer and by carrier channel id
         self.draining = False
@@ -205,35 +210,27 @@ class CallService:
             campaign=call.campaign,
             lead=call.lead,
         )
-        if self.draining:
-            verdict = await self.guard.check(request, record=False, offline=True)
-        else:
-            verdict = await self.guard.check(request, record=True, call_id=call.dialer)
+        decision = await self.path.decide_call(
+            request,
+            mode="ari",
+            call_id=call.dialer,
+            # Draining: no new attempt is counted, the call is turned away whatever the verdict.
+            record=not self.draining,
+            offline=self.draining,
+            started=started,
+            labels_dropped=dropped,
+        )
+        verdict = decision.verdict
         prepared = verdict.prepared
         call.professional, call.consumer = prepared.professional, prepared.consumer
         call.caller_e164 = prepared.caller.e164
-        elapsed = time.perf_counter() - started
-        self.metrics.decision("ari", verdict, elapsed)
-        latency_ms = round(elapsed * 1000, 3)
-        reasons = ",".join(verdict.codes)
-        log.info("decision %s %s in %.1f ms", verdict.verdict.upper(), reasons or "-", latency_ms)
-        self.audit.decision(
-            verdict,
-            call_id=call.dialer,
-            consumer_ref=self.guard.consumer_ref(call.consumer),
-            mode="ari",
-            latency_ms=latency_ms,
-            **({"labels_dropped": dropped} if dropped else {}),
-        )
-        labels = self._label_vars(call)
+        writes = [
+            self.port.set_var(call.dialer, name, value)
+            for name, value in verdict_vars(verdict, mode="ari", draining=self.draining)
+        ]
         if not verdict.allowed or self.draining:
             cause = self.policy.cause_for(verdict.codes) if not verdict.allowed else DEFAULT_FAIL_CAUSE
-            await asyncio.gather(
-                *labels,
-                self.port.set_var(call.dialer, "NPV_GUARD_VERDICT", "REJECT"),
-                self.port.set_var(call.dialer, "NPV_GUARD_REASONS", reasons or "GUARD_DRAINING"),
-                self.port.set_var(call.dialer, "NPV_GUARD_RETRY_AFTER", verdict.retry_after),
-            )
+            await asyncio.gather(*writes)
             if self.policy.reject_announcement and not verdict.allowed:
                 await self._announce(call, cause)
                 return
@@ -243,11 +240,7 @@ class CallService:
         self.calls[call.carrier] = call
         endpoint = self.settings.carrier.replace("{number}", call.consumer or "")
         *_, originated = await asyncio.gather(
-            *labels,
-            self.port.set_var(call.dialer, "NPV_GUARD_VERDICT", "ALLOW"),
-            self.port.set_var(call.dialer, "NPV_GUARD_REASONS", ""),
-            # Read back by reconciliation if the guard restarts while the call is up.
-            self.port.set_var(call.dialer, "NPV_GUARD_PROFESSIONAL", call.professional or ""),
+            *writes,
             self.port.originate(
                 endpoint,
                 channel_id=call.carrier,
@@ -262,16 +255,6 @@ class CallService:
             log.error("call %s: carrier leg could not be originated to %s", call.dialer, endpoint)
             call.carrier = None
             await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
-
-    def _label_vars(self, call: Call) -> list[Any]:
-        """The validated labels on the dialer's channel, and in its CDR's own variables (cdr_custom
-        and cdr_adaptive_odbc can write ${CDR(npv_campaign)}); none when the call carries none."""
-        writes = []
-        for name, value in (("campaign", call.campaign), ("lead", call.lead)):
-            if value:
-                writes.append(self.port.set_var(call.dialer, f"NPV_GUARD_{name.upper()}", value))
-                writes.append(self.port.set_var(call.dialer, f"CDR(npv_{name})", value))
-        return writes
 
     async def _connect(self, call: Call) -> None:
         if call.answered or call.carrier is None:
@@ -357,30 +340,93 @@ class CallService:
             return
         if not call.professional or not call.consumer:
             return
-        audit = partial(
-            self.audit.refusal,
-            call_id=call.dialer,
-            mode="ari",
-            source=source.value,
-            professional=call.professional,
-            consumer_ref=self.guard.consumer_ref(call.consumer),
-            campaign=call.campaign,
-            lead=call.lead,
-        )
-        try:
-            outcome = await self.guard.record_refusal(call.professional, call.consumer, self.now(), source, call.dialer)
-        except Exception as error:
-            self.metrics.refusal("ari", source.value, "lost")
-            log.error("call %s: REFUSAL NOT RECORDED (%s)", call.dialer, failure_text(error))
-            audit(error=failure_text(error))
+        signalled = await self.path.record_refusal(
+            mode="ari", source=source, professional=call.professional, callee=call.consumer, at=self.now(),
+            call_id=call.dialer, campaign=call.campaign, lead=call.lead,
+        )  # fmt: skip
+        if not signalled.recorded:
             await self.port.play(call.dialer, ERROR_TONE)
             return
         call.refusal_recorded = True
-        self.metrics.refusal("ari", source.value, "journaled" if outcome.journaled else "recorded")
-        audit(outcome=outcome)
         await self.port.play(call.dialer, ACK_TONE)
         if self.policy.hangup_on_refusal:
             await self._finish(call, cause=16)
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def reconcile(self) -> None:
+        """Adopt what Asterisk holds for this app and that the guard does not know (after a restart
+        or a lost websocket): bridged calls keep running, ringing carrier legs keep their dialer,
+        calls that never got a decision get one, and half-calls are hung up."""
+        port = self.port
+        app = self.settings.app
+        channels = await port.channels()
+        bridges = await port.bridges()
+        if channels is None or bridges is None:
+            return
+        by_id = {channel["id"]: channel for channel in channels}
+        in_app = {
+            cid: channel
+            for cid, channel in by_id.items()
+            if (
+                (channel.get("dialplan") or {}).get("app_name") == "Stasis"
+                and str((channel.get("dialplan") or {}).get("app_data", "")).startswith(app + ",")
+            )
+            or cid.endswith(CARRIER_SUFFIX)
+        }
+        bridged: set[str] = set()
+        for bridge in bridges:
+            if not str(bridge.get("id", "")).startswith(BRIDGE_PREFIX):
+                continue
+            members = [cid for cid in bridge.get("channels", []) if cid in by_id]
+            bridged.update(members)
+            dialer = str(bridge["id"])[len(BRIDGE_PREFIX) :]
+            carrier = dialer + CARRIER_SUFFIX
+            if dialer in self.calls:
+                continue
+            if set(members) == {dialer, carrier}:
+                call = await self._adopt(by_id[dialer], carrier)
+                call.answered, call.bridge = True, str(bridge["id"])
+                log.info("adopted bridged call %s", dialer)
+                continue
+            for cid in members:  # one leg left: the call is over
+                await port.hangup(cid)
+            await port.destroy_bridge(str(bridge["id"]))
+        for cid, channel in in_app.items():
+            if cid in bridged or cid in self.calls:
+                continue
+            if cid.endswith(CARRIER_SUFFIX):
+                if cid.removesuffix(CARRIER_SUFFIX) not in in_app:
+                    await port.hangup(cid)  # its dialer is gone
+                continue
+            carrier = cid + CARRIER_SUFFIX
+            if carrier in by_id:
+                call = await self._adopt(channel, carrier)
+                if by_id[carrier].get("state") == "Up":
+                    call.queue.put_nowait({"type": "StasisStart", "channel": by_id[carrier]})
+                log.info("adopted ringing call %s", cid)
+            else:
+                log.info("deciding call %s that entered Stasis while the guard was away", cid)
+                args = str((channel.get("dialplan") or {}).get("app_data", "")).split(",")[1:]
+                self.dispatch({"type": "StasisStart", "args": args, "channel": channel})
+
+    async def _adopt(self, channel: dict[str, Any], carrier: str) -> Call:
+        professional = await self.port.get_var(channel["id"], variables.PROFESSIONAL)
+        dialplan = channel.get("dialplan") or {}
+        call = Call(
+            channel["id"],
+            args=[],
+            caller=str((channel.get("caller") or {}).get("number", "")),
+            callee=str(dialplan.get("exten", "")),
+        )
+        call.carrier = carrier
+        call.professional = professional or None
+        call.consumer = self.consumer_of(call.callee)
+        # Set by the decision, so a refusal after the restart still names the call's campaign.
+        call.campaign = await self.port.get_var(channel["id"], variables.CAMPAIGN) or None
+        call.lead = await self.port.get_var(channel["id"], variables.LEAD) or None
+        self.adopt(call)
+        return call
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -14,7 +14,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from npv_guard.observability import Metrics
 
@@ -26,35 +26,6 @@ MAX_CONNECTIONS = 32
 IDLE_S = 10.0  # below Asterisk's http.conf session_keep_alive (15 s by default)
 MAX_HEADER_LINES = 64
 MAX_BODY_BYTES = 16 * 1024 * 1024  # GET /channels of a busy PBX; api-docs/channels.json is ~100 KB
-
-
-class AriPort(Protocol):
-    async def set_var(self, channel: str, name: str, value: str) -> bool: ...
-    async def hangup(self, channel: str, cause: int | None = None) -> bool: ...
-    async def ring(self, channel: str) -> bool: ...
-    async def answer(self, channel: str) -> bool: ...
-    async def originate(
-        self,
-        endpoint: str,
-        *,
-        channel_id: str,
-        app: str,
-        app_args: str,
-        caller_id: str,
-        ring_timeout_s: int,
-        originator: str,
-    ) -> bool: ...
-    async def create_bridge(self, bridge_id: str) -> bool: ...
-    async def add_to_bridge(self, bridge_id: str, channels: list[str]) -> bool: ...
-    async def destroy_bridge(self, bridge_id: str) -> bool: ...
-    async def play(self, channel: str, media: str, playback_id: str | None = None) -> bool: ...
-    async def get_var(self, channel: str, name: str) -> str | None: ...
-    async def channels(self) -> list[dict[str, Any]] | None: ...
-    async def bridges(self) -> list[dict[str, Any]] | None: ...
-    async def send_message(self, to: str, sender: str, body: str) -> bool: ...
-    async def subscribe(self, app: str, sources: list[str]) -> bool: ...
-    async def unsubscribe(self, app: str, sources: list[str]) -> bool: ...
-    async def subscribed_endpoints(self, app: str) -> list[str] | None: ...
 
 
 class AioAriPort:
@@ -375,65 +346,3 @@ class _Closed(Exception):
 def _segment(value: str) -> str:
     """One path segment: an id can never reach another resource."""
     return urllib.parse.quote(value, safe="")
-
-
-class NoAri:
-    """Stands in for ARI while disconnected: every operation fails at once."""
-
-    async def set_var(self, channel: str, name: str, value: str) -> bool:
-        return False
-
-    async def hangup(self, channel: str, cause: int | None = None) -> bool:
-        return False
-
-    async def ring(self, channel: str) -> bool:
-        return False
-
-    async def answer(self, channel: str) -> bool:
-        return False
-
-    async def originate(
-        self,
-        endpoint: str,
-        *,
-        channel_id: str,
-        app: str,
-        app_args: str,
-        caller_id: str,
-        ring_timeout_s: int,
-        originator: str,
-    ) -> bool:
-        return False
-
-    async def create_bridge(self, bridge_id: str) -> bool:
-        return False
-
-    async def add_to_bridge(self, bridge_id: str, channels: list[str]) -> bool:
-        return False
-
-    async def destroy_bridge(self, bridge_id: str) -> bool:
-        return False
-
-    async def play(self, channel: str, media: str, playback_id: str | None = None) -> bool:
-        return False
-
-    async def get_var(self, channel: str, name: str) -> str | None:
-        return None
-
-    async def channels(self) -> list[dict[str, Any]] | None:
-        return None
-
-    async def bridges(self) -> list[dict[str, Any]] | None:
-        return None
-
-    async def send_message(self, to: str, sender: str, body: str) -> bool:
-        return False
-
-    async def subscribe(self, app: str, sources: list[str]) -> bool:
-        return False
-
-    async def unsubscribe(self, app: str, sources: list[str]) -> bool:
-        return False
-
-    async def subscribed_endpoints(self, app: str) -> list[str] | None:
-        return None

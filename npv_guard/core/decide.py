@@ -1,20 +1,21 @@
 """`prepare` then `decide`: the one place where a call becomes a verdict.
 
-`prepare` needs no stored state: it normalises the numbers, resolves the professional, places the
-consumer and applies the caller, consumer and calendar rules. Its result names the pair whose
-state the adapters fetch; `decide` then applies the stateful rules to that snapshot. Every
-failing rule is reported, never just the first.
+The rules are rows of `RULES` (end of this file; core/rules.py says what a row holds), each a
+small function of the facts its stage knows. `prepare` needs no stored state: it normalises the
+numbers, resolves the professional, places the consumer and walks the caller, consumer and
+calendar rules. Its result names the pair whose state the adapters fetch; `decide` then walks
+the stateful rules over that snapshot. Every failing rule is reported, never just the first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 
 from npv_guard.core import regimes
 from npv_guard.core.calendar import Window, holiday_name, local_issues, local_midnight, utc_iso
+from npv_guard.core.message import MessageFacts, body_problem
 from npv_guard.core.model import (
-    PROFESSIONAL_ID,
     Basis,
     CallRequest,
     ConsentEvent,
@@ -25,18 +26,17 @@ from npv_guard.core.model import (
     RefusalSource,
     Slot,
     StateUnavailable,
+    professional_problem,
 )
 from npv_guard.core.numbering import NumberKind, PhoneNumber, parse
 from npv_guard.core.reasons import Reason, ReasonCode
+from npv_guard.core.rules import Rule, Stage, always, from_d223_9, from_opt_in_or_recorded
 from npv_guard.core.territories import METROPOLE, Place, PostcodeError, place_of, place_of_postcode
 
 MAX_ATTEMPTS = 4
 ATTEMPT_WINDOW_DAYS = 30  # consumer-local days D-29 ... D
 REFUSAL_BLOCK_DAYS = 60  # refused on day R: blocked until 00:00 of R+61, consumer time
 
-STATEFUL_RULES = ("frequency_cap", "refusal_block", "consent")
-# A text message is not a call: no attempt cap (D. 223-9 counts calls), but refusals and consent.
-SMS_STATEFUL_RULES = ("refusal_block", "consent")
 
 _CALLER_KIND_TEXT = {
     NumberKind.MOBILE: "a mobile number, reserved to persons",
@@ -131,6 +131,21 @@ class Verdict:
         return {"utc": self.retry_after, "local": self.next_allowed_at.astimezone(zone).isoformat()}
 
 
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    """What the stateless rules read: the request placed and resolved, before any stored state."""
+
+    request: CallRequest
+    policy: Policy
+    regime: regimes.Regime
+    caller: PhoneNumber
+    places: tuple[Place, ...]
+    professional: str | None
+    professional_problem: Reason | None
+    consumer_problem: Reason | None
+    windows: tuple[Window, ...]
+
+
 def prepare(request: CallRequest, policy: Policy, numbers: tuple[PhoneNumber, PhoneNumber] | None = None) -> Prepared:
     """`numbers`: the caller and callee already parsed for this same request (a re-decision at
     another instant), so they are not parsed again."""
@@ -138,17 +153,21 @@ def prepare(request: CallRequest, policy: Policy, numbers: tuple[PhoneNumber, Ph
         raise ValueError("the instant of a call must carry its offset")
     caller, callee = numbers or (parse(request.caller), parse(request.callee))
     places, consumer_problem = locate_consumer(callee, request.consumer_postcode)
-    reasons: list[Reason] = []
     local_day = request.at.astimezone((places[0].territory if places else METROPOLE).zone).date()
     regime = regimes.Regime(local_day)
-    if request.medium is Medium.SMS:
-        _check_sender(caller, reasons)
-    else:
-        _check_caller(caller, regime, reasons)
-    professional = _resolve_professional(caller, request.professional, policy, reasons, request.medium)
-    if consumer_problem:
-        reasons.append(consumer_problem)
-    windows = policy.windows_for(request.medium, professional)
+    professional, professional_problem = _resolve_professional(caller, request.professional, policy, request.medium)
+    facts = CallFacts(
+        request,
+        policy,
+        regime,
+        caller,
+        places,
+        professional,
+        professional_problem,
+        consumer_problem,
+        policy.windows_for(request.medium, professional),
+    )
+    rules = CALL_RULES[request.medium]
     return Prepared(
         request=request,
         caller=caller,
@@ -156,35 +175,37 @@ def prepare(request: CallRequest, policy: Policy, numbers: tuple[PhoneNumber, Ph
         professional=professional,
         places=places,
         regime=regime,
-        reasons=tuple(reasons),
-        calendar_reasons=_calendar_reasons(places, request.at, regime, policy, windows, request.medium),
+        reasons=tuple(reason for rule in rules if rule.applies(regime, request) for reason in rule.check(facts)),
+        calendar_reasons=tuple(CALENDAR.check(facts)) if CALENDAR.applies(regime, request) else (),
     )
 
 
-def _check_caller(caller: PhoneNumber, regime: regimes.Regime, reasons: list[Reason]) -> None:
+def _check_caller(facts: CallFacts) -> list[Reason]:
+    caller = facts.caller
     if caller.kind is NumberKind.MASKED:
-        reasons.append(
-            Reason(ReasonCode.CALLER_MISSING, f"caller ID is {caller.problem}: telemarketing must show a number")
-        )
-    elif caller.kind is NumberKind.INVALID:
-        reasons.append(
+        return [Reason(ReasonCode.CALLER_MISSING, f"caller ID is {caller.problem}: telemarketing must show a number")]
+    if caller.kind is NumberKind.INVALID:
+        return [
             Reason(ReasonCode.CALLER_INVALID, f"caller ID {caller.raw[:40]!r} is not a phone number: {caller.problem}")
+        ]
+    # A premium-rate or short number was never a lawful caller ID, before the NPV plan too.
+    if caller.is_npv or not (facts.regime.npv or caller.kind is NumberKind.PREMIUM_OR_SHORT):
+        return []
+    shown = caller.e164 or caller.national or caller.raw
+    return [
+        Reason(
+            ReasonCode.CALLER_NOT_NPV,
+            f"caller ID {shown} is {_CALLER_KIND_TEXT.get(caller.kind, caller.kind.value)}, "
+            "not a verified polyvalent number (NPV)",
         )
-    elif not caller.is_npv and (regime.npv or caller.kind is NumberKind.PREMIUM_OR_SHORT):
-        shown = caller.e164 or caller.national or caller.raw
-        reasons.append(
-            Reason(
-                ReasonCode.CALLER_NOT_NPV,
-                f"caller ID {shown} is {_CALLER_KIND_TEXT.get(caller.kind, caller.kind.value)}, "
-                "not a verified polyvalent number (NPV)",
-            )
-        )
+    ]
 
 
-def _check_sender(sender: PhoneNumber, reasons: list[Reason]) -> None:
+def _check_sender(facts: CallFacts) -> list[Reason]:
     """A text message through a technical platform must come from a 0937-0939 number."""
+    sender = facts.caller
     if sender.kind is NumberKind.PLATFORM:
-        return
+        return []
     if sender.kind in (NumberKind.MASKED, NumberKind.INVALID):
         shown = f"is {sender.problem}" if sender.kind is NumberKind.MASKED else f"{sender.raw[:40]!r} is not a number"
     else:
@@ -192,45 +213,44 @@ def _check_sender(sender: PhoneNumber, reasons: list[Reason]) -> None:
         shown = f"{number} is {_CALLER_KIND_TEXT.get(sender.kind, sender.kind.value)}"
         if sender.is_npv:
             shown = f"{number} is a voice NPV"
-    reasons.append(
+    return [
         Reason(
             ReasonCode.SENDER_NOT_PLATFORM_NUMBER,
             f"SMS sender {shown}: messages through a platform must come from a 0937-0939 number",
         )
-    )
+    ]
 
 
 def _resolve_professional(
-    caller: PhoneNumber, requested: str | None, policy: Policy, reasons: list[Reason], medium: Medium = Medium.VOICE
-) -> str | None:
-    """The professional the call (or message) is made for: the pair's first half."""
+    caller: PhoneNumber, requested: str | None, policy: Policy, medium: Medium
+) -> tuple[str | None, Reason | None]:
+    """The professional the call (or message) is made for, the pair's first half, and why the
+    caller cannot call for it (the professional rule's reason)."""
     # The numbers a professional is assigned: NPVs for calls, 0937-0939 senders for messages.
     assignable = caller.kind is NumberKind.PLATFORM if medium is Medium.SMS else caller.is_npv
     what = "platform number" if medium is Medium.SMS else "NPV"
     requested = (requested or "").strip() or None
-    if requested is not None and not PROFESSIONAL_ID.match(requested):
-        reasons.append(Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"professional id {requested[:64]!r} is malformed"))
-        return None
+    if requested is not None and professional_problem(requested):
+        return None, Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"professional id {requested[:64]!r} is malformed")
     if not policy.professionals:
         # Without a directory the caller number stands for the professional.
-        return requested or caller.e164
+        return requested or caller.e164, None
     owner = policy.owner_of(caller.national) if caller.national else None
     if requested is None:
         if owner is None and assignable:
-            reasons.append(
-                Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"{what} {caller.e164} is assigned to no known professional")
+            return None, Reason(
+                ReasonCode.CALLER_NOT_ASSIGNED, f"{what} {caller.e164} is assigned to no known professional"
             )
-        return owner.id if owner and assignable else None
+        return owner.id if owner and assignable else None, None
     professional = policy.professional(requested)
     if professional is None:
-        reasons.append(Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"professional {requested!r} is not configured"))
-        return None
+        return None, Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"professional {requested!r} is not configured")
     if assignable and owner is not professional:
         whose = f"assigned to {owner.id!r}" if owner else "assigned to no known professional"
-        reasons.append(
-            Reason(ReasonCode.CALLER_NOT_ASSIGNED, f"{what} {caller.e164} is {whose}, not to {professional.id!r}")
+        return professional.id, Reason(
+            ReasonCode.CALLER_NOT_ASSIGNED, f"{what} {caller.e164} is {whose}, not to {professional.id!r}"
         )
-    return professional.id
+    return professional.id, None
 
 
 def locate_consumer(callee: PhoneNumber, postcode: str | None) -> tuple[tuple[Place, ...], Reason | None]:
@@ -269,17 +289,11 @@ def place_consumer(raw: str | None) -> tuple[str, tuple[Place, ...]]:
     return number.e164, places
 
 
-def _calendar_reasons(
-    places: tuple[Place, ...],
-    at: datetime,
-    regime: regimes.Regime,
-    policy: Policy,
-    windows: tuple[Window, ...],
-    medium: Medium,
-) -> tuple[Reason, ...]:
-    # SMS hours are the operator's policy (same days, their own windows), whatever the date.
-    if not regime.calendar and medium is Medium.VOICE:
-        return ()
+def _check_calendar(facts: CallFacts) -> tuple[Reason, ...]:
+    # SMS hours are the operator's policy (same days, their own windows), whatever the date: the
+    # rule is in force for messages always (RULES).
+    places, at, policy, windows = facts.places, facts.request.at, facts.policy, facts.windows
+    medium = facts.request.medium
     contacts = "messages" if medium is Medium.SMS else "calls"
     found: dict[ReasonCode, Reason] = {}
     for place in places:
@@ -306,72 +320,111 @@ def _calendar_reasons(
     return tuple(found[code] for code in order if code in found)
 
 
+@dataclass(frozen=True, slots=True)
+class StateFacts:
+    """What the stateful rules read: the prepared call and the pair's snapshot (None: unknown)."""
+
+    prepared: Prepared
+    policy: Policy
+    state: PairState | None
+    standing: ConsentStanding
+
+
 def decide(prepared: Prepared, state: PairState | StateUnavailable | None, policy: Policy) -> Verdict:
     """Apply the stateful rules to the pair's snapshot. `state` None means "offline": not evaluated."""
     request, regime = prepared.request, prepared.regime
-    sms = request.medium is Medium.SMS
-    stateful = SMS_STATEFUL_RULES if sms else STATEFUL_RULES
-    reasons = list(prepared.reasons)
-    calendar = list(prepared.calendar_reasons)
-    ban_from = policy.sector_ban_from(request.sector, request.medium)
-    banned = (
-        ban_from is not None
-        and bool(prepared.places)
-        and request.at.astimezone(prepared.places[0].territory.zone).date() >= ban_from
-    )
+    rules = [rule for rule in STATE_RULES[request.medium] if rule.applies(regime, request)]
+    skipped = NOT_EVALUATED_OFFLINE[request.medium]
+    reasons = prepared.reasons
+    calendar = prepared.calendar_reasons
 
-    if state is None or prepared.pair is None:
-        # Offline, or no pair to look up (a caller or consumer rule already rejects): without
-        # proof of a contract or a callback request, a banned sector stays banned.
-        if banned:
-            reasons.append(_sector_reason(request, ban_from))
-        skipped = stateful if prepared.places else ("calendar", *stateful)
-        return Verdict(prepared, tuple(reasons + calendar), skipped)
-    if isinstance(state, StateUnavailable):
-        if policy.fail_open and not sms:
-            return Verdict(prepared, tuple(reasons + calendar), stateful)
-        detail = f" ({state.detail})" if state.detail else ""
-        unavailable = Reason(ReasonCode.STATE_UNAVAILABLE, f"attempts, refusals and consents could not be read{detail}")
-        if banned:
-            reasons.append(_sector_reason(request, ban_from))
-        return Verdict(prepared, (*reasons, *calendar, unavailable), stateful)
+    if state is None or prepared.pair is None or isinstance(state, StateUnavailable):
+        facts = StateFacts(prepared, policy, None, _NO_STANDING)
+        if isinstance(state, StateUnavailable) and prepared.pair is not None:
+            if policy.fail_open and request.medium is Medium.VOICE:
+                # The operator's choice (calls only): an unreadable state counts as one that
+                # lifts every stateful rule, the sector ban's contract included.
+                return Verdict(prepared, reasons + calendar, skipped)
+            detail = f" ({state.detail})" if state.detail else ""
+            unavailable = Reason(
+                ReasonCode.STATE_UNAVAILABLE, f"attempts, refusals and consents could not be read{detail}"
+            )
+            return Verdict(prepared, (*reasons, *_without_state(rules, facts), *calendar, unavailable), skipped)
+        # Offline, or no pair to look up (a caller or consumer rule already rejects): the rules
+        # that can answer without the pair's state do (a banned sector stays banned).
+        if not prepared.places:
+            skipped = (CALENDAR.name, *skipped)
+        return Verdict(prepared, (*reasons, *_without_state(rules, facts), *calendar), skipped)
 
     standing = consent_standing(prepared, state, policy)
     if calendar:
-        calendar = _calendar_after_consent(prepared, standing, calendar, policy)
-    reasons.extend(calendar)
-    if regime.calendar and not sms:
-        reasons.extend(_frequency_reasons(prepared, state))
-    if regime.calendar or sms:
-        reasons.extend(_refusal_reasons(prepared, state))
-    exempt = request.sector in policy.consent_exempt_sectors and not sms and not request.automated
-    if regime.opt_in or request.automated or sms:
-        if sms:
-            why = "a commercial text message (CPCE L. 34-5)"
-        elif request.automated and not regime.opt_in:
-            why = "a recorded-message call (CPCE L. 34-5)"
-        else:
-            why = "opt-in"
-        if standing.active:
-            pass
-        elif standing.withdrawal is not None and not standing.after_withdrawal:
-            # A withdrawal binds even the press (L. 221-16: no new contact after a refusal).
-            reasons.append(
-                Reason(
-                    ReasonCode.CONSENT_WITHDRAWN,
-                    f"consent withdrawn or refused at {utc_iso(standing.withdrawal.at)}; a new consent is needed",
-                )
+        calendar = tuple(_calendar_after_consent(prepared, standing, list(calendar), policy))
+    facts = StateFacts(prepared, policy, state, standing)
+    return Verdict(prepared, (*reasons, *calendar, *(reason for rule in rules for reason in rule.check(facts))))
+
+
+def _without_state(rules: list[Rule[StateFacts]], facts: StateFacts) -> list[Reason]:
+    return [reason for rule in rules if rule.without_state for reason in rule.without_state(facts)]
+
+
+def _check_frequency(facts: StateFacts) -> list[Reason]:
+    assert facts.state is not None  # checked only with a snapshot
+    return _frequency_reasons(facts.prepared, facts.state)
+
+
+def _check_refusals(facts: StateFacts) -> list[Reason]:
+    assert facts.state is not None
+    return _refusal_reasons(facts.prepared, facts.state)
+
+
+def _check_consent(facts: StateFacts) -> list[Reason]:
+    request, standing, policy = facts.prepared.request, facts.standing, facts.policy
+    if standing.active:
+        return []
+    if standing.withdrawal is not None and not standing.after_withdrawal:
+        # A withdrawal binds even the press (L. 221-16: no new contact after a refusal).
+        return [
+            Reason(
+                ReasonCode.CONSENT_WITHDRAWN,
+                f"consent withdrawn or refused at {utc_iso(standing.withdrawal.at)}; a new consent is needed",
             )
-        elif exempt:
-            pass  # L. 223-5: the press needs no prior consent
-        elif standing.lapsed is not None:
-            grant, ended = standing.lapsed
-            reasons.append(Reason(ReasonCode.NO_CONSENT, _lapse_text(grant, ended, policy)))
-        else:
-            reasons.append(Reason(ReasonCode.NO_CONSENT, f"no consent or contract on record for this consumer ({why})"))
-    if banned and not any(grant.basis in SECTOR_BAN_LIFTED_BY for grant in standing.active):
-        reasons.append(_sector_reason(request, ban_from))
-    return Verdict(prepared, tuple(reasons))
+        ]
+    sms = request.medium is Medium.SMS
+    if request.sector in policy.consent_exempt_sectors and not sms and not request.automated:
+        return []  # L. 223-5: the press needs no prior consent
+    if standing.lapsed is not None:
+        grant, ended = standing.lapsed
+        return [Reason(ReasonCode.NO_CONSENT, _lapse_text(grant, ended, policy))]
+    if sms:
+        why = "a commercial text message (CPCE L. 34-5)"
+    elif request.automated and not facts.prepared.regime.opt_in:
+        why = "a recorded-message call (CPCE L. 34-5)"
+    else:
+        why = "opt-in"
+    return [Reason(ReasonCode.NO_CONSENT, f"no consent or contract on record for this consumer ({why})")]
+
+
+def _banned_since(facts: StateFacts) -> date | None:
+    """The day the request's sector has been banned on its medium, when the consumer's day is past it."""
+    prepared = facts.prepared
+    request = prepared.request
+    ban_from = facts.policy.sector_ban_from(request.sector, request.medium)
+    if ban_from is None or not prepared.places:
+        return None
+    return ban_from if request.at.astimezone(prepared.places[0].territory.zone).date() >= ban_from else None
+
+
+def _check_sector(facts: StateFacts) -> list[Reason]:
+    since = _banned_since(facts)
+    if since is None or any(grant.basis in SECTOR_BAN_LIFTED_BY for grant in facts.standing.active):
+        return []
+    return [_sector_reason(facts.prepared.request, since)]
+
+
+def _check_sector_without_state(facts: StateFacts) -> list[Reason]:
+    # Without proof of a contract or a callback request, a banned sector stays banned.
+    since = _banned_since(facts)
+    return [] if since is None else [_sector_reason(facts.prepared.request, since)]
 
 
 # A contract in progress (L. 223-1) and a callback the consumer asked for (R. 223-4) are the
@@ -596,3 +649,114 @@ def _sector_reason(request: CallRequest, since: object) -> Reason:
         f"sector {request.sector!r} may not be canvassed {how} since {since} "
         "outside a contract in progress or a callback the consumer asked for",
     )
+
+
+def _check_professional(facts: CallFacts) -> tuple[Reason, ...]:
+    return (facts.professional_problem,) if facts.professional_problem else ()
+
+
+def _check_consumer(facts: CallFacts) -> tuple[Reason, ...]:
+    return (facts.consumer_problem,) if facts.consumer_problem else ()
+
+
+def _check_body(facts: MessageFacts) -> tuple[Reason, ...]:
+    problem = body_problem(facts.body, facts.max_bytes)
+    return (Reason(ReasonCode.MESSAGE_INVALID, problem),) if problem else ()
+
+
+def message_verdict(request: CallRequest, body: object, max_bytes: int, policy: Policy) -> Verdict | None:
+    """The rejection of a message whose own text cannot go, whatever the pair's history (so no
+    stored state is read for it), or None when the message rules pass."""
+    facts = MessageFacts(body, max_bytes)
+    regime = regimes.Regime(request.at.date())  # the message rules are in force on every day
+    found = [reason for rule in MESSAGE_RULES if rule.applies(regime, request) for reason in rule.check(facts)]
+    if not found:
+        return None
+    offline = decide(prepare(request, policy), None, policy)
+    return replace(offline, reasons=(*found, *offline.reasons))
+
+
+VOICE, SMS = Medium.VOICE, Medium.SMS
+
+# Every rule, once, in the order a verdict reports their reasons (calendar reasons come before the
+# stateful rules' ones; offline, after the stateless answers of the stateful rules).
+MESSAGE_BODY: Rule[MessageFacts] = Rule(
+    "message_body", Stage.MESSAGE, (ReasonCode.MESSAGE_INVALID,), {SMS: always}, _check_body
+)
+CALLER_ID: Rule[CallFacts] = Rule(
+    "caller_id",
+    Stage.CALL,
+    (ReasonCode.CALLER_MISSING, ReasonCode.CALLER_INVALID, ReasonCode.CALLER_NOT_NPV),
+    {VOICE: always},  # the NPV requirement itself from 2023-01-01 (regime.npv, read by the rule)
+    _check_caller,
+)
+SMS_SENDER: Rule[CallFacts] = Rule(
+    "sms_sender", Stage.CALL, (ReasonCode.SENDER_NOT_PLATFORM_NUMBER,), {SMS: always}, _check_sender
+)
+PROFESSIONAL: Rule[CallFacts] = Rule(
+    "professional", Stage.CALL, (ReasonCode.CALLER_NOT_ASSIGNED,), {VOICE: always, SMS: always}, _check_professional
+)
+CONSUMER: Rule[CallFacts] = Rule(
+    "consumer", Stage.CALL, (ReasonCode.CONSUMER_INVALID,), {VOICE: always, SMS: always}, _check_consumer
+)
+CALENDAR: Rule[CallFacts] = Rule(
+    "calendar",
+    Stage.CALENDAR,
+    (ReasonCode.OUTSIDE_HOURS, ReasonCode.WEEKEND, ReasonCode.PUBLIC_HOLIDAY),
+    {VOICE: from_d223_9, SMS: always},
+    _check_calendar,
+)
+FREQUENCY_CAP: Rule[StateFacts] = Rule(
+    # A text message is not a call: D. 223-9 counts calls.
+    "frequency_cap",
+    Stage.STATE,
+    (ReasonCode.FREQUENCY_CAP,),
+    {VOICE: from_d223_9},
+    _check_frequency,
+)
+REFUSAL_BLOCK: Rule[StateFacts] = Rule(
+    "refusal_block", Stage.STATE, (ReasonCode.REFUSAL_BLOCK,), {VOICE: from_d223_9, SMS: always}, _check_refusals
+)
+CONSENT: Rule[StateFacts] = Rule(
+    "consent",
+    Stage.STATE,
+    (ReasonCode.CONSENT_WITHDRAWN, ReasonCode.NO_CONSENT),
+    {VOICE: from_opt_in_or_recorded, SMS: always},  # a commercial text message needs consent (CPCE L. 34-5)
+    _check_consent,
+)
+SECTOR_BAN: Rule[StateFacts] = Rule(
+    "sector_ban",
+    Stage.STATE,
+    (ReasonCode.SECTOR_BANNED,),
+    {VOICE: always, SMS: always},  # from each sector's own dates (Policy.sector_bans)
+    _check_sector,
+    without_state=_check_sector_without_state,
+)
+RULES: tuple[Rule[MessageFacts] | Rule[CallFacts] | Rule[StateFacts], ...] = (
+    MESSAGE_BODY,
+    CALLER_ID,
+    SMS_SENDER,
+    PROFESSIONAL,
+    CONSUMER,
+    CALENDAR,
+    FREQUENCY_CAP,
+    REFUSAL_BLOCK,
+    CONSENT,
+    SECTOR_BAN,
+)
+
+# The walks, per medium: precomputed once, so a decision only asks each rule whether it is in force.
+MESSAGE_RULES = (MESSAGE_BODY,)
+CALL_RULES = {
+    medium: tuple(r for r in (CALLER_ID, SMS_SENDER, PROFESSIONAL, CONSUMER) if medium in r.in_force)
+    for medium in Medium
+}
+STATE_RULES = {
+    medium: tuple(r for r in (FREQUENCY_CAP, REFUSAL_BLOCK, CONSENT, SECTOR_BAN) if medium in r.in_force)
+    for medium in Medium
+}
+# What an offline decision (or a failed read) lists as not evaluated: the stateful rules of the
+# medium that cannot answer without the pair's state.
+NOT_EVALUATED_OFFLINE = {
+    medium: tuple(rule.name for rule in STATE_RULES[medium] if rule.without_state is None) for medium in Medium
+}

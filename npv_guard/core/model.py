@@ -8,15 +8,26 @@ from datetime import date, datetime
 from enum import StrEnum
 
 from npv_guard.core.calendar import CALL_WINDOWS, Window
-from npv_guard.core.regimes import DEFAULT_SECTOR_BANS, FALLBACK_SECTOR_BAN, SectorBan
+from npv_guard.core.regimes import DEFAULT_SECTOR_BANS, FALLBACK_SECTOR_BAN, SECTORS, SectorBan
 
+# The pattern itself is for schemas (api/openapi.py); code checks an id with `professional_problem`.
 PROFESSIONAL_ID = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
+PROFESSIONAL_ID_SHAPE = "1-64 letters, digits or _.+-"
+
+
+def professional_problem(value: object) -> str | None:
+    """Why `value` cannot be a professional id, or None: the one check of that shape, used by the
+    rules, the Guard, the config and every adapter (an id is written in Redis keys and audit lines).
+    `fullmatch`: the pattern's `$` also matches before a final newline."""
+    if isinstance(value, str) and PROFESSIONAL_ID.fullmatch(value):
+        return None
+    return f"expected {PROFESSIONAL_ID_SHAPE}"
 
 
 def valid_label(value: str | None) -> bool:
     """A campaign or lead id: the same shape as a professional id (never read by a rule, but
     written in Redis members, audit lines and channel variables, so it must stay inert)."""
-    return value is not None and PROFESSIONAL_ID.match(value) is not None
+    return value is not None and professional_problem(value) is None
 
 
 def label_problem(value: str, callee: str | None) -> str | None:
@@ -24,7 +35,7 @@ def label_problem(value: str, callee: str | None) -> str | None:
     the consumer's number as the lead id would put that number in the trail, Redis and the CDR,
     where a consumer appears only as a keyed hash; its last nine digits are enough to tell."""
     if not valid_label(value):
-        return "expected 1-64 letters, digits or _.+-"
+        return f"expected {PROFESSIONAL_ID_SHAPE}"
     digits = "".join(c for c in callee or "" if c.isdigit())
     if len(digits) >= 9 and digits[-9:] in value:
         return "it holds the consumer's number"
@@ -32,11 +43,9 @@ def label_problem(value: str, callee: str | None) -> str | None:
 
 
 # Sectors that may not be canvassed whatever the consent, outside a contract in progress
-# (L. 223-1): energy-saving housing works, renewable energy, adaptation to ageing or disability.
-# Each has its own dates per medium (core/regimes.py DEFAULT_SECTOR_BANS).
+# (L. 223-1), and those that need no prior consent (L. 223-5): rows of core/regimes.py SECTORS.
 DEFAULT_BANNED_SECTORS = frozenset(DEFAULT_SECTOR_BANS)
-# L. 223-5: canvassing for newspapers, periodicals and magazines needs no prior consent.
-DEFAULT_CONSENT_EXEMPT_SECTORS = frozenset({"press"})
+DEFAULT_CONSENT_EXEMPT_SECTORS = frozenset(sector.name for sector in SECTORS if sector.consent_exempt)
 DEFAULT_CONSENT_MAX_AGE_DAYS = 365  # R. 223-1: one year at most, no tacit renewal
 DEFAULT_CONSENT_PROOF_DAYS = 1096  # R. 223-2: three years, whatever leap day they hold
 DEFAULT_CALLBACK_WORKING_DAYS = 5  # R. 223-4

@@ -39,48 +39,18 @@ class NumberKind(StrEnum):
 
 
 # National-digit prefixes of the NPV ranges (ARCEP 2022-1583), with the territory of the
-# overseas ones.
-NPV_METROPOLITAN_PREFIXES = (
-    "0162", "0163", "0270", "0271", "0377", "0378",
-    "0424", "0425", "0568", "0569", "0948", "0949",
-)  # fmt: skip
-NPV_OVERSEAS_PREFIXES: dict[str, tuple[t.Territory, ...]] = {
-    "09475": t.ANTILLES_NORTH,
-    "09476": (t.GUYANE,),
-    "09477": (t.MARTINIQUE,),
-    "09478": (t.MAYOTTE,),
-    "09479": (t.REUNION,),
-}
+# overseas ones; the territory rows (core/territories.py) hold them.
+NPV_METROPOLITAN_PREFIXES = t.METROPOLE.npv_prefixes
+NPV_OVERSEAS_PREFIXES = t.NPV_OVERSEAS_PREFIXES
 PLATFORM_PREFIXES = ("0937", "0938", "0939")
 
-# Overseas national prefixes (docs/rules.md, "The consumer and where they are"). Longest match wins.
+# Overseas national prefixes, from the territory rows. Longest match wins.
 _OVERSEAS_PREFIXES: dict[str, tuple[tuple[t.Territory, ...], NumberKind]] = {
-    "059027": ((t.SAINT_BARTHELEMY,), NumberKind.GEOGRAPHIC),
-    "059087": ((t.SAINT_MARTIN,), NumberKind.GEOGRAPHIC),
-    "0590": ((t.GUADELOUPE,), NumberKind.GEOGRAPHIC),
-    "0690": (t.ANTILLES_NORTH, NumberKind.MOBILE),
-    "0691": (t.ANTILLES_NORTH, NumberKind.MOBILE),
-    "0594": ((t.GUYANE,), NumberKind.GEOGRAPHIC),
-    "0694": ((t.GUYANE,), NumberKind.MOBILE),
-    "0596": ((t.MARTINIQUE,), NumberKind.GEOGRAPHIC),
-    "0696": ((t.MARTINIQUE,), NumberKind.MOBILE),
-    "0697": ((t.MARTINIQUE,), NumberKind.MOBILE),
-    "0262": ((t.REUNION,), NumberKind.GEOGRAPHIC),
-    "0263": ((t.REUNION,), NumberKind.GEOGRAPHIC),
-    "0692": ((t.REUNION,), NumberKind.MOBILE),
-    "0693": ((t.REUNION,), NumberKind.MOBILE),
-    "0269": ((t.MAYOTTE,), NumberKind.GEOGRAPHIC),
-    "0639": ((t.MAYOTTE,), NumberKind.MOBILE),
+    prefix: (places, NumberKind(line.value)) for prefix, (places, line) in t.OVERSEAS_PREFIXES.items()
 }
 # Prefix lookups by length, longest first: a dict probe per length instead of a scan of every prefix.
 _OVERSEAS_LENGTHS = tuple(sorted({len(p) for p in _OVERSEAS_PREFIXES}, reverse=True))
 _NPV_OVERSEAS_LENGTHS = tuple(sorted({len(p) for p in NPV_OVERSEAS_PREFIXES}, reverse=True))
-
-# The country code each territory's numbers are written with in E.164.
-_E164_COUNTRY_CODE = {
-    "FR": 33, "GP": 590, "BL": 590, "MF": 590, "GF": 594, "MQ": 596, "RE": 262, "YT": 262,
-    "PM": 508,
-}  # fmt: skip
 
 _MASKED_WORDS = frozenset(
     {
@@ -146,9 +116,7 @@ def parse(raw: str | None) -> PhoneNumber:
         if len(digits) == 10 and digits[0] == "0":
             return _national(source, digits, None)
         # Carriers often send E.164 without the plus in SIP user parts.
-        if (len(digits) == 11 and digits.startswith("33")) or (
-            len(digits) == 12 and digits[:3] in ("590", "594", "596", "262")
-        ):
+        if _french_country_code(digits) is not None:
             international = True
         elif 2 <= len(digits) <= 6:
             return PhoneNumber(source, NumberKind.PREMIUM_OR_SHORT, national=digits, territories=(t.METROPOLE,))
@@ -166,11 +134,17 @@ def _international(source: str, digits: str) -> PhoneNumber:
     # The common case, a French country code and nine national digits not starting with 0, splits
     # exactly as phonenumbers splits it (no national prefix to strip, no leading zero to keep), at a
     # fraction of the cost of its general parser. Everything else goes to the library.
+    cc = _french_country_code(digits)
+    if cc is not None and digits[len(str(cc))] != "0":
+        return _national(source, "0" + digits[len(str(cc)) :], t.COUNTRY_CODES[cc])
+    return _international_by_library(source, digits)
+
+
+def _french_country_code(digits: str) -> int | None:
+    """The French country code `digits` opens with, when nine national digits follow it."""
     code = digits[:2] if digits.startswith("33") else digits[:3]
     cc = _FRENCH_COUNTRY_CODES.get(code)
-    if cc is not None and len(digits) == len(code) + 9 and digits[len(code)] != "0":
-        return _national(source, "0" + digits[len(code) :], t.COUNTRY_CODES[cc])
-    return _international_by_library(source, digits)
+    return cc if cc is not None and len(digits) == len(code) + 9 else None
 
 
 def _international_by_library(source: str, digits: str) -> PhoneNumber:
@@ -185,10 +159,10 @@ def _international_by_library(source: str, digits: str) -> PhoneNumber:
         if len(nsn) != 9:
             return PhoneNumber(source, NumberKind.INVALID, problem="wrong length for a French number")
         return _national(source, "0" + nsn, t.COUNTRY_CODES[cc])
-    if cc == 508:
+    if cc == t.SAINT_PIERRE.country_code:  # its own six-digit plan
         if len(nsn) != 6 or not phonenumbers.is_valid_number(parsed):
             return PhoneNumber(source, NumberKind.INVALID, problem="not a Saint-Pierre-et-Miquelon number")
-        return PhoneNumber(source, NumberKind.GEOGRAPHIC, e164="+508" + nsn, territories=(t.SAINT_PIERRE,))
+        return PhoneNumber(source, NumberKind.GEOGRAPHIC, e164=f"+{cc}{nsn}", territories=(t.SAINT_PIERRE,))
     if not phonenumbers.is_valid_number(parsed):
         return PhoneNumber(source, NumberKind.INVALID, problem="not a valid number in its country")
     return PhoneNumber(source, NumberKind.FOREIGN, e164=f"+{cc}{nsn}")
@@ -224,5 +198,5 @@ def _national(source: str, national: str, by_country_code: tuple[t.Territory, ..
     # ranges, say) are in that territory, not in metropolitan France.
     if places == (t.METROPOLE,) and by_country_code and t.METROPOLE not in by_country_code:
         places = by_country_code
-    cc = _E164_COUNTRY_CODE[places[0].code]
+    cc = places[0].country_code
     return PhoneNumber(source, kind, e164=f"+{cc}{national[1:]}", national=national, territories=places)

@@ -25,19 +25,31 @@ class SectorBan:
     sms: date | None
 
 
+@dataclass(frozen=True, slots=True)
+class Sector:
+    """One sector a campaign may declare, one row: adding a sector touches `SECTORS` only."""
+
+    name: str
+    ban: SectorBan | None = None  # canvassing banned from these days, outside a contract (L. 223-1)
+    consent_exempt: bool = False  # canvassing needs no prior consent (L. 223-5)
+
+
 # Law 2020-901 (JO of 25 July 2020, in force on the 26th) banned canvassing by phone for
 # energy-saving works and renewable energy; law 2025-594 added housing adaptation by phone from
 # the opt-in date, and every electronic means (SMS) for the three from 2 July 2025.
 ENERGY_BAN = SectorBan(voice=date(2020, 7, 26), sms=date(2025, 7, 2))
-DEFAULT_SECTOR_BANS: dict[str, SectorBan] = {
-    "energy_renovation": ENERGY_BAN,
-    "renewable_energy": ENERGY_BAN,
-    "home_adaptation": SectorBan(voice=date(2026, 8, 11), sms=date(2025, 7, 2)),
-}
+SECTORS = (
+    Sector("energy_renovation", ban=ENERGY_BAN),
+    Sector("renewable_energy", ban=ENERGY_BAN),
+    Sector("home_adaptation", ban=SectorBan(voice=date(2026, 8, 11), sms=date(2025, 7, 2))),
+    Sector("press", consent_exempt=True),  # newspapers, periodicals and magazines
+)
+# The default of rules.sector_bans (and rules.banned_sectors, core/model.py, with the exempt ones).
+DEFAULT_SECTOR_BANS: dict[str, SectorBan] = {sector.name: sector.ban for sector in SECTORS if sector.ban}
 # A sector listed in rules.banned_sectors without its own row in rules.sector_bans.
 FALLBACK_SECTOR_BAN = ENERGY_BAN
 # The first day any default ban applies: the `sector_ban` flag of a verdict's regime.
-SECTOR_BAN_FROM = date(2020, 7, 26)
+SECTOR_BAN_FROM = min(day for ban in DEFAULT_SECTOR_BANS.values() for day in (ban.voice, ban.sms) if day is not None)
 
 
 @dataclass(frozen=True, slots=True)

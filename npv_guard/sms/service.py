@@ -20,22 +20,21 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from npv_guard.ari.port import AriPort, NoAri
 from npv_guard.audit import AuditLog
+from npv_guard.callpath import CallPath
 from npv_guard.config import SmsSettings
-from npv_guard.core.decide import Verdict, decide, place_consumer, prepare
+from npv_guard.core.decide import message_verdict, place_consumer
 from npv_guard.core.model import CallRequest, Medium
 from npv_guard.core.numbering import NumberKind
 from npv_guard.core.numbering import parse as parse_number
-from npv_guard.core.reasons import Reason, ReasonCode
-from npv_guard.logs import CALL_ID, failure_text
+from npv_guard.logs import CALL_ID
 from npv_guard.observability import Metrics
 from npv_guard.service import Guard
-from npv_guard.sms.text import address_number, body_problem, declared_sector, is_stop
+from npv_guard.sms.text import address_number, declared_sector, is_stop
+from npv_guard.telephony import AriPort, NoAri
 
 log = logging.getLogger("npv_guard.sms")
 
@@ -43,6 +42,8 @@ MAX_IN_FLIGHT = 256  # messages decided at once; more wait (Asterisk already ans
 
 
 class SmsService:
+    name = "SMS"  # in the ARI supervisor's log lines
+
     def __init__(
         self,
         port: AriPort,
@@ -58,6 +59,7 @@ class SmsService:
         self.audit = audit
         self.now = now
         self.metrics = metrics
+        self.path = CallPath(guard, audit, metrics)
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
         # One STOP at a time: a repeated STOP sees the first one's record (and is not acknowledged
@@ -112,16 +114,11 @@ class SmsService:
         # The sector, when the platform declares one (X-NPV-Sector), brings the SMS sector bans.
         sector = declared_sector(message.get("variables"))
         request = CallRequest(caller=sender, callee=consumer, at=self.now(), medium=Medium.SMS, sector=sector)
-        problem = body_problem(body, self.settings.max_body_bytes)
-        verdict: Verdict
-        if problem:
-            # Not worth a Redis read: the message cannot go whatever the pair's history.
-            offline = decide(prepare(request, self.guard.policy), None, self.guard.policy)
-            verdict = replace(offline, reasons=(Reason(ReasonCode.MESSAGE_INVALID, problem), *offline.reasons))
-        else:
+        # A text that cannot go whatever the pair's history (the core's message rules) is not worth a Redis read.
+        verdict = message_verdict(request, body, self.settings.max_body_bytes, self.guard.policy)
+        if verdict is None:
             verdict = await self.guard.check(request, record=False, call_id=message_id)
-        elapsed = time.perf_counter() - started
-        self.metrics.decision("sms", verdict, elapsed)
+        decision = self.path.decided(verdict, mode="sms", call_id=message_id, started=started)
         prepared = verdict.prepared
         relayed = False
         if verdict.allowed and prepared.professional and prepared.consumer and isinstance(body, str):
@@ -132,20 +129,10 @@ class SmsService:
                     await self.guard.record_message(prepared.professional, prepared.consumer, request.at, message_id)
         outcome = "relayed" if relayed else ("send_failed" if verdict.allowed else "dropped")
         self.metrics.messages.labels("outbound", outcome).inc()
-        log.info(
-            "sms %s %s%s in %.1f ms",
-            verdict.verdict.upper(),
-            ",".join(verdict.codes) or "-",
-            "" if verdict.allowed else " (dropped)",
-            elapsed * 1000,
-        )
         if verdict.allowed and not relayed:
             log.error("sms allowed but ARI sendMessage failed: not relayed")
-        self.audit.decision(
-            verdict,
-            call_id=message_id,
-            consumer_ref=self.guard.consumer_ref(prepared.consumer),
-            mode="sms",
+        self.path.audit_decision(
+            decision,
             relayed=relayed,
             body_bytes=len(body.encode("utf-8", "surrogatepass")) if isinstance(body, str) else 0,
         )
@@ -180,36 +167,20 @@ class SmsService:
         if owner is None or consumer is None:
             # Without a professional and a French consumer there is no pair to block: say so loudly.
             log.error("STOP %s to %r from an unplaceable sender: NOT RECORDED", message_id, platform_text[:20])
-            self.metrics.refusal("sms", "sms", "lost")
-            self.audit.refusal(
-                call_id=message_id, mode="sms", source="sms", professional=owner.id if owner else None,
-                consumer_ref=None, error="STOP to a number of no known professional, or from an unplaceable number",
+            self.path.refusal_lost(
+                mode="sms", source="sms", call_id=message_id, professional=owner.id if owner else None,
+                error="STOP to a number of no known professional, or from an unplaceable number",
             )  # fmt: skip
             return
-        try:
-            async with self._stop_lock:
-                # Read once the lock is held: a burst of STOPs waits here, and a STOP dated
-                # before that wait could stray past rules.max_write_skew_s and be refused.
-                stop = await self.guard.record_stop(owner.id, consumer, self.now(), message_id)
-        except Exception as error:
-            self.metrics.refusal("sms", "sms", "lost")
-            log.error("STOP %s NOT RECORDED (%s)", message_id, failure_text(error))
-            self.audit.refusal(
-                call_id=message_id, mode="sms", source="sms", professional=owner.id,
-                consumer_ref=self.guard.consumer_ref(consumer), error=failure_text(error),
-            )  # fmt: skip
+        async with self._stop_lock:
+            # Read once the lock is held: a burst of STOPs waits here, and a STOP dated before
+            # that wait could stray past rules.max_write_skew_s and be refused.
+            stop = await self.path.record_stop(
+                mode="sms", professional=owner.id, consumer=consumer, at=self.now(), call_id=message_id
+            )
+        if not stop.recorded:
             return
-        outcome = "journaled" if stop.refusal.journaled else "recorded"
-        self.metrics.refusal("sms", "sms", outcome)
         self.metrics.messages.labels("inbound", "stop").inc()
-        self.audit.refusal(
-            call_id=message_id,
-            mode="sms",
-            source="sms",
-            professional=owner.id,
-            consumer_ref=self.guard.consumer_ref(consumer),
-            outcome=stop.refusal,
-        )
         log.info("STOP %s recorded for professional %s (%s)", message_id, owner.id, "first" if stop.first else "repeat")
         if stop.first and self.settings.stop_ack:
             text = self.settings.stop_ack.replace("{name}", owner.name or owner.id)

@@ -1,4 +1,5 @@
-"""What a text message says, read without I/O: its addresses, whether its body is usable, STOP."""
+"""What a text message says, read without I/O: its addresses, its declared sector, STOP. Whether
+its body can go is a rule of the core (core/message.py)."""
 
 from __future__ import annotations
 
@@ -40,16 +41,6 @@ def declared_sector(variables: object) -> str | None:
         if isinstance(key, str) and key.lower() == SECTOR_HEADER.lower() and isinstance(value, str):
             sector = _SECTOR_CHARS.sub("", value.strip())[:64]
             return sector or None
-    return None
-
-
-def body_problem(body: object, max_bytes: int) -> str | None:
-    """Why a body cannot be relayed, or None. Asterisk delivers an over-long body as empty."""
-    if not isinstance(body, str) or not body.strip():
-        return "empty body (Asterisk also empties a body longer than its 1023-byte MESSAGE limit)"
-    size = len(body.encode("utf-8", "surrogatepass"))
-    if size > max_bytes:
-        return f"body is {size} bytes, more than sms.max_body_bytes ({max_bytes})"
     return None
 
 

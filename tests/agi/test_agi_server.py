@@ -156,6 +156,9 @@ async def test_refusal_without_a_checked_call_is_refused_loudly(agi: GuardProces
     await asterisk.session(headers(script="refusal", args=("agent",)))
     assert agi.wait_audit("refusal")[0]["recorded"] is False
     assert asterisk.variables["NPV_GUARD_REFUSAL_ERROR"] == "NOT_CHECKED"
+    # Nobody is blocked: the alert on lost refusals must see it.
+    _, metrics = agi.http("/metrics")
+    assert 'npv_guard_refusals_total{mode="agi",outcome="lost",source="agent"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("professional", ["ACME", "ac me}|x"])

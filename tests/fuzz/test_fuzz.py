@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from npv_guard.agi.server import MAX_ARG_CHARS, MAX_ARGS, MAX_HEADER_BYTES, SessionError, header_problem, read_headers
 from npv_guard.config import ConfigError, load_settings
 from npv_guard.core.decide import decide, prepare
+from npv_guard.core.message import body_problem
 from npv_guard.core.model import CallRequest, Medium, PairState, Policy
 from npv_guard.core.numbering import NumberKind, parse
-from npv_guard.sms.text import address_number, body_problem, is_stop
+from npv_guard.sms.text import address_number, is_stop
 
 EXAMPLES = int(os.environ.get("NPV_GUARD_FUZZ_EXAMPLES", "4000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

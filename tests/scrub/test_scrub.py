@@ -23,6 +23,8 @@ from npv_guard.config import load_settings
 from npv_guard.core.model import Attempt, Basis, CallRequest, Refusal, RefusalSource
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.journal import RefusalJournal
+from npv_guard.scrub import BATCH
+from npv_guard.scrub.batch import worker_count
 from npv_guard.service import Guard
 from npv_guard.store import ConsumerHasher, Store
 from tests.support.redis_servers import RedisCluster, RedisServer, free_tcp_port
@@ -528,3 +530,46 @@ def test_progress_bar_only_on_a_terminal() -> None:
         progress.done()
     assert "50%" in shown.getvalue() and "50,000 leads" in shown.getvalue() and shown.getvalue().endswith("\n")
     assert hidden.getvalue() == ""
+
+
+@pytest.mark.redis
+def test_worker_processes_give_the_same_file_as_one_process(single: Setup, tmp_path: Path) -> None:
+    # A file past PARALLEL_BYTES is decided on worker processes: the sample, many times over, with
+    # a long comment so that a few batches make the size; each copy's id keeps its kind.
+    asyncio.run(seed(single))
+    journal_a_refusal(single)
+    note = "x" * 480
+    lines = ["id,nom,telephone,code_postal,commentaire"]
+    for copy in range(2 * BATCH // len(SAMPLE) + 1):
+        lines += [f'{lead}#{copy},"Nom, {lead}",{phone},{postcode},{note}' for lead, phone, postcode in SAMPLE]
+    leads = write(tmp_path / "leads.csv", "\n".join(lines) + "\n")
+    if worker_count(leads.stat().st_size) == 0:
+        pytest.skip("one core: no worker processes")
+    one_process = [
+        sys.executable, "-c",
+        "import sys, npv_guard.scrub.batch as b; b.PARALLEL_BYTES = 1 << 62; "
+        "from npv_guard.cli import main; main(sys.argv[1:])",
+    ]  # fmt: skip
+    for at in ("2026-06-02T11:00", "2026-12-01T11:00"):  # the journaled refusal counts; consent counts
+        _same_file_and_verdicts(single, leads, len(lines) - 1, at, one_process)
+
+
+def _same_file_and_verdicts(single: Setup, leads: Path, count: int, at: str, one_process: list[str]) -> None:
+    tmp_path = leads.parent
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NPV_GUARD_")}
+    outputs = {}
+    for name, command in (("workers", [EXE]), ("one", one_process)):
+        out = tmp_path / f"out-{name}.csv"
+        result = subprocess.run(
+            [*command, "scrub", str(leads), "--professional", "acme", "--out", str(out), "--at", at],
+            capture_output=True, text=True, env={**base, **single.env}, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        outputs[name] = out.read_bytes()
+    assert outputs["workers"] == outputs["one"]
+    want = asyncio.run(expected(single, at))
+    rows = rows_of(tmp_path / "out-workers.csv")
+    assert len(rows) == count
+    for row in rows:
+        got = (row["npv_verdict"], row["npv_reasons"], row["npv_next_allowed_at"], row["npv_next_allowed_local"])
+        assert got == want[row["id"].split("#")[0]], row["id"]

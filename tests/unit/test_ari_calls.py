@@ -1,4 +1,4 @@
-"""The ARI call service on a recorded ARI port and an in-memory store (fast unit tests).
+"""The ARI call service on npv_guard.testing's recording port and memory store (fast unit tests).
 
 The real-Asterisk behaviour is proven in tests/e2e; these pin the event logic: routing, the DTMF
 code matcher, relays and teardown.
@@ -9,100 +9,28 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from datetime import datetime
 from typing import Any
 
 from npv_guard.ari.calls import CallService
 from npv_guard.audit import AuditLog
 from npv_guard.clock import parse_instant
 from npv_guard.config import AriSettings, CallsSettings
-from npv_guard.core.model import Attempt, Basis, ConsentEvent, PairState, Policy, Refusal
+from npv_guard.core.model import Basis, ConsentEvent, Policy
 from npv_guard.service import Guard
-from npv_guard.store import Snapshot
+from npv_guard.testing import MemoryStore, RecordingPort
 
 NOW = parse_instant("2026-12-01T10:30:00")
+PROFESSIONAL, CONSUMER = "+33162000001", "+33612345678"
 
 
-class RecordingPort:
-    def __init__(self) -> None:
-        self.ops: list[tuple[Any, ...]] = []
-
-    async def _note(self, *op: Any) -> bool:
-        self.ops.append(op)
-        return True
-
-    async def set_var(self, channel: str, name: str, value: str) -> bool:
-        return await self._note("set_var", channel, name, value)
-
-    async def hangup(self, channel: str, cause: int | None = None) -> bool:
-        return await self._note("hangup", channel, cause)
-
-    async def ring(self, channel: str) -> bool:
-        return await self._note("ring", channel)
-
-    async def answer(self, channel: str) -> bool:
-        return await self._note("answer", channel)
-
-    async def originate(self, endpoint: str, **options: Any) -> bool:
-        return await self._note("originate", endpoint, options["channel_id"], options["caller_id"])
-
-    async def create_bridge(self, bridge_id: str) -> bool:
-        return await self._note("create_bridge", bridge_id)
-
-    async def add_to_bridge(self, bridge_id: str, channels: list[str]) -> bool:
-        return await self._note("add_to_bridge", bridge_id, tuple(channels))
-
-    async def destroy_bridge(self, bridge_id: str) -> bool:
-        return await self._note("destroy_bridge", bridge_id)
-
-    async def play(self, channel: str, media: str, playback_id: str | None = None) -> bool:
-        return await self._note("play", channel, media)
-
-    async def get_var(self, channel: str, name: str) -> str | None:
-        return None
-
-    async def channels(self) -> list[dict[str, Any]] | None:
-        return []
-
-    async def bridges(self) -> list[dict[str, Any]] | None:
-        return []
-
-    def names(self) -> list[str]:
-        return [op[0] for op in self.ops]
-
-
-class MemoryStore:
-    """Just enough of Store for the service: one pair, versioned."""
-
-    def __init__(self) -> None:
-        self.attempts: list[Attempt] = []
-        self.refusals: list[Refusal] = []
-        self.consents = [ConsentEvent(parse_instant("2026-09-01T12:00"), True, Basis.CONSENT, "form")]
-        self.version = 0
-
-    def digest(self, consumer: str) -> str:
-        return "h" + consumer[-4:]
-
-    async def snapshot(self, professional: str, consumer: str, at: datetime) -> Snapshot:
-        state = PairState(tuple(self.attempts), tuple(self.refusals), tuple(self.consents))
-        return Snapshot(state, str(self.version))
-
-    async def record_attempt(self, professional: str, consumer: str, attempt: Attempt, expected: str) -> bool:
-        self.attempts.append(attempt)
-        self.version += 1
-        return True
-
-    async def record_refusal(
-        self, professional: str, digest: str, refusal: Refusal, withdrawal: ConsentEvent | None, refusal_id: str
-    ) -> None:
-        self.refusals.append(refusal)
-        if withdrawal:
-            self.consents.append(withdrawal)
-
-
-def make(calls: CallsSettings | None = None) -> tuple[CallService, RecordingPort, MemoryStore, io.StringIO]:
+async def make(calls: CallsSettings | None = None) -> tuple[CallService, RecordingPort, MemoryStore, io.StringIO]:
     port, store, out = RecordingPort(), MemoryStore(), io.StringIO()
-    guard = Guard(Policy(), store)  # type: ignore[arg-type]
+    # Without a directory the caller number stands for the professional; the consumers consented
+    # (the rejected calls' pair too, so that they are rejected for the caller alone).
+    consent = ConsentEvent(parse_instant("2026-09-01T12:00"), True, Basis.CONSENT, "form")
+    for professional, consumer in ((PROFESSIONAL, CONSUMER), ("+33612345678", "+33612345679")):
+        await store.record_consent(professional, consumer, consent)
+    guard = Guard(Policy(), store)
     service = CallService(port, guard, AriSettings(), calls or CallsSettings(), AuditLog(out), lambda: NOW)
     return service, port, store, out
 
@@ -126,7 +54,7 @@ async def settle() -> None:
 
 
 async def test_rejection_hangs_up_with_the_cause_and_never_originates() -> None:
-    service, port, _, out = make()
+    service, port, _, out = await make()
     service.dispatch(stasis_start("d1", "0612345678", "0612345679", "outbound", "", "", ""))
     await settle()
     assert ("set_var", "d1", "NPV_GUARD_VERDICT", "REJECT") in port.ops
@@ -137,11 +65,13 @@ async def test_rejection_hangs_up_with_the_cause_and_never_originates() -> None:
 
 
 async def test_allowed_call_rings_answers_bridges_and_tears_down() -> None:
-    service, port, store, _ = make()
+    service, port, store, _ = await make()
     service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", ""))
     await settle()
-    assert ("originate", "PJSIP/+33612345678@carrier", "d1-carrier", "+33162000001") in port.ops
-    assert len(store.attempts) == 1
+    assert [(c[0], c[1], c[4]) for c in port.calls("originate")] == [
+        ("PJSIP/+33612345678@carrier", "d1-carrier", "+33162000001")
+    ]
+    assert len(store.recorded_attempts()) == 1
     service.dispatch(event("ChannelStateChange", "d1-carrier", state="Ringing"))
     service.dispatch(stasis_start("d1-carrier", "", "", "carrier", "d1"))
     await settle()
@@ -155,7 +85,7 @@ async def test_allowed_call_rings_answers_bridges_and_tears_down() -> None:
 
 
 async def test_busy_carrier_is_relayed_with_its_cause() -> None:
-    service, port, _, _ = make()
+    service, port, _, _ = await make()
     service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", ""))
     await settle()
     service.dispatch(event("ChannelDestroyed", "d1-carrier", cause=17))
@@ -171,47 +101,49 @@ async def _bridged(service: CallService) -> None:
 
 
 async def test_agent_code_records_one_refusal_and_acknowledges() -> None:
-    service, port, store, out = make()
+    service, port, store, out = await make()
     await _bridged(service)
     for digit in "1*9":
         service.dispatch(event("ChannelDtmfReceived", "d1", digit=digit))
     await settle()
-    assert len(store.refusals) == 1 and store.refusals[0].source.value == "agent"
+    assert len(store.recorded_refusals()) == 1 and store.recorded_refusals()[0].source.value == "agent"
     assert any(op[0] == "play" and op[1] == "d1" for op in port.ops)
     for digit in "*9":  # pressed again: acknowledged, not recorded twice
         service.dispatch(event("ChannelDtmfReceived", "d1", digit=digit))
     await settle()
-    assert len(store.refusals) == 1
+    assert len(store.recorded_refusals()) == 1
     refusal = next(json.loads(line) for line in out.getvalue().splitlines() if '"refusal"' in line)
-    assert refusal["recorded"] is True and refusal["consumer"] == "h5678"
+    assert refusal["recorded"] is True and refusal["consumer"] == store.digest(CONSUMER)
 
 
 async def test_agent_code_on_the_consumer_leg_is_not_a_refusal() -> None:
-    service, _, store, _ = make()
+    service, _, store, _ = await make()
     await _bridged(service)
     for digit in "*9":
         service.dispatch(event("ChannelDtmfReceived", "d1-carrier", digit=digit))
     await settle()
-    assert store.refusals and store.refusals[0].source.value == "consumer"  # "9" is the consumer key
+    assert (
+        store.recorded_refusals() and store.recorded_refusals()[0].source.value == "consumer"
+    )  # "9" is the consumer key
 
 
 async def test_consumer_key_switched_off() -> None:
-    service, _, store, _ = make(CallsSettings(consumer_refusal_key=""))
+    service, _, store, _ = await make(CallsSettings(consumer_refusal_key=""))
     await _bridged(service)
     service.dispatch(event("ChannelDtmfReceived", "d1-carrier", digit="9"))
     await settle()
-    assert store.refusals == []
+    assert store.recorded_refusals() == []
 
 
 async def test_unknown_verb_is_rejected() -> None:
-    service, port, _, _ = make()
+    service, port, _, _ = await make()
     service.dispatch(stasis_start("x1", "0162000001", "0612345678", "mystery"))
     await settle()
     assert ("hangup", "x1", 21) in port.ops
 
 
 async def test_drain_waits_for_decisions_and_close_ends_actors() -> None:
-    service, _, _, _ = make()
+    service, _, _, _ = await make()
     await _bridged(service)
     assert service.active_calls() == 1
     await service.wait_idle_decisions(deadline=0)  # nothing undecided: returns at once
@@ -219,10 +151,10 @@ async def test_drain_waits_for_decisions_and_close_ends_actors() -> None:
 
 
 async def test_announcement_then_hangup_with_the_cause() -> None:
-    service, port, _, _ = make(CallsSettings(reject_announcement="tone:!950/330,!1400/330,!1800/330"))
+    service, port, _, _ = await make(CallsSettings(reject_announcement="tone:!950/330,!1400/330,!1800/330"))
     service.dispatch(stasis_start("d1", "0612345678", "0612345679", "outbound", "", "", ""))
     await settle()
-    assert ("play", "d1", "tone:!950/330,!1400/330,!1800/330") in port.ops
+    assert ("play", "d1", "tone:!950/330,!1400/330,!1800/330", "d1-announcement") in port.ops
     assert ("hangup", "d1", 21) not in port.ops  # not before the announcement ends
     service.dispatch({"type": "PlaybackFinished", "playback": {"id": "d1-announcement", "target_uri": "channel:d1"}})
     await settle()
@@ -231,30 +163,30 @@ async def test_announcement_then_hangup_with_the_cause() -> None:
 
 
 async def test_campaign_and_lead_from_the_stasis_arguments_reach_channel_cdr_attempt_and_audit() -> None:
-    service, port, store, out = make()
+    service, port, store, out = await make()
     service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", "", "spring-26", "L-1"))
     await settle()
     for name, value in (("NPV_GUARD_CAMPAIGN", "spring-26"), ("CDR(npv_campaign)", "spring-26"),
                         ("NPV_GUARD_LEAD", "L-1"), ("CDR(npv_lead)", "L-1")):  # fmt: skip
         assert ("set_var", "d1", name, value) in port.ops
-    assert [(a.campaign, a.lead) for a in store.attempts] == [("spring-26", "L-1")]
+    assert [(a.campaign, a.lead) for a in store.recorded_attempts()] == [("spring-26", "L-1")]
     decision = json.loads(out.getvalue().splitlines()[0])
     assert (decision["campaign"], decision["lead"]) == ("spring-26", "L-1") and "labels_dropped" not in decision
 
 
 async def test_a_malformed_label_is_dropped_and_the_call_still_decided() -> None:
-    service, port, store, out = make()
+    service, port, store, out = await make()
     service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", "", "c" * 65, "L-1"))
     await settle()
     assert not [op for op in port.ops if op[0] == "set_var" and "campaign" in op[2].lower()]
     assert ("set_var", "d1", "NPV_GUARD_VERDICT", "ALLOW") in port.ops
-    assert [(a.campaign, a.lead) for a in store.attempts] == [("", "L-1")]
+    assert [(a.campaign, a.lead) for a in store.recorded_attempts()] == [("", "L-1")]
     decision = json.loads(out.getvalue().splitlines()[0])
     assert decision["campaign"] is None and decision["labels_dropped"] == ["campaign"]
 
 
 async def test_old_stasis_arguments_without_labels_still_work() -> None:
-    service, port, _, out = make()
+    service, port, _, out = await make()
     service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", ""))
     await settle()
     assert ("set_var", "d1", "NPV_GUARD_VERDICT", "ALLOW") in port.ops

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from npv_guard import config
 from npv_guard.config import ConfigError, file_warnings, load_settings
 from npv_guard.core.regimes import SectorBan
 
@@ -310,3 +311,31 @@ def test_sector_bans_from_a_file_and_from_the_environment(tmp_path: Path) -> Non
 def test_bad_law_settings_name_their_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError, match=f"^{key}"):
         load_settings(None, env)
+
+
+def test_each_section_names_its_secret_and_url_keys() -> None:
+    # Declared by the sections (SECRET_FIELDS, URL_FIELDS): the same keys as before they moved.
+    secrets = ["agi.path_secret", "ami.secret", "ari.password", "hash_secret", "previous_hash_secrets"]
+    assert sorted(config.SECRET_KEYS) == secrets
+    assert sorted(config.URL_KEYS) == ["ari.url", "redis.url"]
+    assert sorted(config._SECRET_KEYS) == sorted(
+        [("hash_secret",), ("previous_hash_secrets",), ("ari", "password"), ("ami", "secret"),
+         ("agi", "path_secret"), ("redis", "url")]
+    )  # fmt: skip
+
+
+def test_a_redis_url_is_a_secret_of_the_file_only_with_credentials(tmp_path: Path) -> None:
+    for url, warned in (("redis://:pw@127.0.0.1:6379/0", True), ("redis://127.0.0.1:6379/0", False)):
+        path = tmp_path / "guard.toml"
+        path.write_text(f'[redis]\nurl = "{url}"\n', encoding="utf-8")
+        path.chmod(0o644)
+        warnings = file_warnings(load_settings(str(path), {}))
+        assert bool(warnings) is warned and all("redis.url" in w for w in warnings)
+
+
+def test_one_wording_for_the_kind_of_a_value() -> None:
+    kinds = [None, True, 3, 2.5, "x", [1], {"a": 1}]
+    assert [config.json_kind(v) for v in kinds] == [
+        "null", "a boolean", "a number", "a number", "a string", "an array", "an object"
+    ]  # fmt: skip
+    assert [config.json_kind(v, toml=True) for v in kinds[-2:]] == ["a list", "a table"]

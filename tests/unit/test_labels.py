@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from npv_guard.core.model import label_problem
+from npv_guard.core.model import label_problem, professional_problem
 from npv_guard.service import call_labels
 
 
@@ -36,3 +36,18 @@ def test_the_call_path_drops_what_it_cannot_keep_and_says_which(caplog: pytest.L
     assert call_labels("spring-26", "0612345678", "0612345678") == ("spring-26", None, ["lead"])
     assert call_labels("c" * 65, "L-1", "0612345678") == (None, "L-1", ["campaign"])
     assert "612345678" not in caplog.text  # the warning never repeats the value
+
+
+@pytest.mark.parametrize("value", ["acme", "x" * 64, "A.b_c+d-e", "2026"])
+def test_well_formed_professional_ids_pass_the_one_check(value: str) -> None:
+    assert professional_problem(value) is None
+
+
+@pytest.mark.parametrize("value", ["", "x" * 65, "ac me", "a,b", "acme\n", "é", None, 12, ["acme"]])
+def test_malformed_professional_ids_are_named_by_the_one_check(value: object) -> None:
+    assert professional_problem(value) == "expected 1-64 letters, digits or _.+-"
+
+
+def test_a_label_with_a_trailing_newline_is_not_inert() -> None:
+    # Regression: `PROFESSIONAL_ID.match` let "x\n" through ("$" matches before a final newline).
+    assert label_problem("spring-26\n", "0612345678") == "expected 1-64 letters, digits or _.+-"

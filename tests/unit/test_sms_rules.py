@@ -10,10 +10,12 @@ import pytest
 
 from npv_guard.config import ConfigError, load_settings
 from npv_guard.core.calendar import Window
-from npv_guard.core.decide import Verdict, refusal_withdrawal
+from npv_guard.core.decide import Verdict, message_verdict, refusal_withdrawal
+from npv_guard.core.message import body_problem
 from npv_guard.core.model import (
     Attempt,
     Basis,
+    CallRequest,
     ConsentEvent,
     Medium,
     PairState,
@@ -25,7 +27,7 @@ from npv_guard.core.model import (
 )
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import place_of
-from npv_guard.sms.text import address_number, body_problem, declared_sector, is_stop
+from npv_guard.sms.text import address_number, declared_sector, is_stop
 
 from .helpers import TUESDAY_MORNING, at, codes, verdict
 
@@ -162,6 +164,17 @@ def test_body_problems() -> None:
     assert body_problem("Bonjour 😀", 1023) is None
     assert body_problem("", 1023) and body_problem("   ", 1023) and body_problem(None, 1023)
     assert "1500 bytes" in str(body_problem("é" * 750, 1023))
+
+
+def test_the_message_rules_reject_a_bad_text_before_any_stored_state() -> None:
+    request = CallRequest(SENDER, "0612345678", at(TUESDAY_MORNING), medium=Medium.SMS)
+    assert message_verdict(request, "Bonjour", 1023, POLICY) is None
+    rejected = message_verdict(request, "", 1023, POLICY)
+    assert rejected is not None and rejected.codes == ("MESSAGE_INVALID",)
+    assert rejected.not_evaluated == ("refusal_block", "consent")  # nothing was read
+    bad_sender = CallRequest("0612345678", "0612345678", at(TUESDAY_MORNING), medium=Medium.SMS)
+    both = message_verdict(bad_sender, "é" * 750, 1023, POLICY)
+    assert both is not None and both.codes[:2] == ("MESSAGE_INVALID", "SENDER_NOT_PLATFORM_NUMBER")
 
 
 def test_platform_numbers_and_sms_windows_in_the_config(tmp_path: Path) -> None:
