@@ -39,12 +39,13 @@ WRITTEN = (
 SECTOR = "NPV_GUARD_SECTOR"
 CONSUMER_POSTCODE = "NPV_GUARD_CONSUMER_POSTCODE"
 FAIL_CAUSE = "NPV_GUARD_FAIL_CAUSE"  # the cause when the guard cannot answer
-AGI_SERVER = "NPV_GUARD_AGI"  # host:port of the FastAGI server
+AGI_SERVER = "NPV_GUARD_AGI"  # host:port of the FastAGI server, or several: host:port&host:port
+AGI_SPREAD = "NPV_GUARD_AGI_SPREAD"  # 1: each call starts at a random one of them
 AGI_SECRET = "NPV_GUARD_AGI_SECRET"  # agi.path_secret, in [globals]
 CONSUMER_KEY = "NPV_GUARD_CONSUMER_KEY"  # FreePBX: "no" leaves the trunk leg without the refusal key
 FREEPBX_NUMBER = "NPV_GUARD_FREEPBX_NUMBER"  # FreePBX: the number the verdict on the channel is for
 
-DIALPLAN = (SECTOR, CONSUMER_POSTCODE, FAIL_CAUSE, AGI_SERVER, AGI_SECRET, CONSUMER_KEY, FREEPBX_NUMBER)
+DIALPLAN = (SECTOR, CONSUMER_POSTCODE, FAIL_CAUSE, AGI_SERVER, AGI_SPREAD, AGI_SECRET, CONSUMER_KEY, FREEPBX_NUMBER)
 
 # The tones of the agent's leg (Asterisk indications syntax): refusal recorded, refusal lost.
 ACK_TONE = "!1400/120,!0/80,!1400/120"

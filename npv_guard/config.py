@@ -158,19 +158,65 @@ class RedisSettings(_Section):
     fail_open: bool = False
     cluster: bool = False
     key_prefix: str = "npv"
+    # Redis Sentinel: the sentinels' host:port; the master is asked of them by name, and asked
+    # again after a connection error or a READONLY answer (a failover), without a restart.
+    sentinels: tuple[str, ...] = ()
+    sentinel_master: str = ""
+    # The sentinels' own password (their requirepass); the data nodes' credentials, database and
+    # TLS stay in `url`, whose host:port is then not used.
+    sentinel_password: str = ""
+    # Replicas that must hold a refusal before it counts as stored (else it is journaled).
+    wait_replicas: int = 0
 
+    SECRET_FIELDS = ("sentinel_password",)
     URL_FIELDS = ("url",)
     CREDENTIAL_URL_FIELDS = ("url",)
 
     def validate(self) -> None:
         if not 1 <= self.timeout_ms <= 60000:
             raise ConfigError(f"redis.timeout_ms: expected 1-60000, got {self.timeout_ms}")
+        if not 0 <= self.wait_replicas <= 16:
+            raise ConfigError(f"redis.wait_replicas: expected 0-16, got {self.wait_replicas}")
         if not self.url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"redis.url: expected redis://, rediss:// or unix://, got {redact_url(self.url)!r}")
+        self._validate_sentinels()
         if not self.key_prefix or any(ch in "{}" or ch.isspace() for ch in self.key_prefix):
             # Braces would break the hash tag that keeps a pair's keys in one Cluster slot.
             raise ConfigError(
                 f"redis.key_prefix: expected a non-empty name without braces or spaces, got {self.key_prefix[:64]!r}"
+            )
+
+    def where(self) -> str:
+        """Where the state is, for logs and the doctor (no credentials)."""
+        if self.sentinels:
+            return f"master {self.sentinel_master!r} through the sentinels {', '.join(self.sentinels)}"
+        return redact_url(self.url)
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """`sentinels` as (host, port) pairs (validated at load)."""
+        return [_host_port(entry) for entry in self.sentinels]
+
+    def _validate_sentinels(self) -> None:
+        if not self.sentinels:
+            if self.sentinel_master:
+                raise ConfigError("redis.sentinel_master: set, but redis.sentinels lists no sentinel")
+            return
+        for position, entry in enumerate(self.sentinels):
+            try:
+                _host_port(entry)
+            except ValueError:
+                raise ConfigError(f"redis.sentinels[{position}]: expected host:port, got {entry[:100]!r}") from None
+        if self.cluster:
+            raise ConfigError("redis.sentinels: a Redis Cluster fails over by itself; set either cluster or sentinels")
+        # The shape of an id (a name Sentinel accepts): it is also shown in logs and the doctor.
+        if not valid_label(self.sentinel_master):
+            raise ConfigError(
+                f"redis.sentinel_master: expected the master's name in the sentinels' configuration "
+                f"(1-64 letters, digits or _.+-), got {self.sentinel_master[:64]!r}"
+            )
+        if self.url.startswith("unix://"):
+            raise ConfigError(
+                "redis.url: a unix:// socket cannot be used with redis.sentinels (use redis:// or rediss://)"
             )
 
 
@@ -795,6 +841,15 @@ def file_warnings(settings: Settings) -> list[str]:
         f"config file {path} holds {', '.join(held)} and is readable by group or others "
         f"(mode {stat.S_IMODE(mode):04o}): chmod 600 it, or pass the secrets as NPV_GUARD_*_FILE"
     ]
+
+
+def _host_port(entry: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` as a pair; ValueError otherwise."""
+    host, sep, port = entry.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or any(ch.isspace() for ch in host):
+        raise ValueError(entry)
+    return host, int(port)
 
 
 def _credential_urls(key: tuple[str, ...]) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -29,7 +30,7 @@ from npv_guard.config import ConfigError, Settings, file_warnings, is_loopback, 
 from npv_guard.core.calendar import national_holidays
 from npv_guard.core.territories import ALL
 from npv_guard.journal import RefusalJournal
-from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
+from npv_guard.store import ConsumerHasher, Store, StoreUnavailable, sentinel_manager
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -116,14 +117,19 @@ class Doctor:
         store = Store.from_settings(settings.redis, ConsumerHasher(secret), min_timeout_s=1.0)
         try:
             await store.ping()
-            self.note(OK, "redis", f"reachable at {redact_url(settings.redis.url)}")
+            self.note(OK, "redis", f"reachable at {settings.redis.where()}")
         except StoreUnavailable as error:
             self.note(FAIL, "redis", f"{error}: calls will be rejected with STATE_UNAVAILABLE")
             return
         finally:
             await store.close()
         for level, text in await redis_durability(
-            settings.redis.url, cluster=settings.redis.cluster, socket_s=max(settings.redis.timeout_ms / 1000, 1.0)
+            settings.redis.url,
+            cluster=settings.redis.cluster,
+            socket_s=max(settings.redis.timeout_ms / 1000, 1.0),
+            sentinels=settings.redis.sentinel_addresses(),
+            sentinel_master=settings.redis.sentinel_master,
+            sentinel_password=settings.redis.sentinel_password,
         ):
             self.note(level, "redis", text)
 
@@ -254,16 +260,28 @@ class Doctor:
 FORGETS = "attempts, refusals and consents"
 
 
-async def redis_durability(url: str, *, cluster: bool, socket_s: float) -> list[tuple[str, str]]:
+async def redis_durability(
+    url: str,
+    *,
+    cluster: bool,
+    socket_s: float,
+    sentinels: Sequence[tuple[str, int]] = (),
+    sentinel_master: str = "",
+    sentinel_password: str = "",
+) -> list[tuple[str, str]]:
     """(level, text) about whether Redis keeps what the guard stores: written to disk (RDB
     snapshots or AOF) and never evicted (maxmemory-policy noeviction). A Redis that forgets on a
     restart or under memory pressure silently forgets refusals: the next call goes through.
 
-    Every master of a Cluster is checked. CONFIG GET may be disabled or renamed (managed Redis):
+    Every master of a Cluster is checked; behind Sentinel, the master and every replica (the next
+    master after a failover), as the sentinels list them. CONFIG GET may be disabled or renamed (managed Redis):
     then INFO tells what it can, and what it cannot is reported as not checked, never as ok."""
     findings: list[tuple[str, str]] = []
     try:
-        nodes = await _masters(url, cluster=cluster, socket_s=socket_s)
+        if sentinels:
+            nodes = await _sentinel_nodes(url, sentinels, sentinel_master, sentinel_password, socket_s=socket_s)
+        else:
+            nodes = await _masters(url, cluster=cluster, socket_s=socket_s)
     except Exception as error:
         return [(WARN, f"durability could not be checked ({type(error).__name__})")]
     for name, client in nodes:
@@ -293,6 +311,25 @@ async def _masters(url: str, *, cluster: bool, socket_s: float) -> list[tuple[st
         pool = aioredis.ConnectionPool(**{**kwargs, **options, "host": host, "port": port})
         masters.append((f"master {host}:{port}", aioredis.Redis(connection_pool=pool)))
     return masters
+
+
+async def _sentinel_nodes(
+    url: str, sentinels: Sequence[tuple[str, int]], master: str, password: str, *, socket_s: float
+) -> list[tuple[str, Any]]:
+    sentinel = sentinel_manager(url, sentinels, password=password, timeout=socket_s)
+    try:
+        address: tuple[str, int] = await sentinel.discover_master(master)
+        replicas = [(str(h), int(p)) for h, p in await sentinel.discover_replicas(master)]
+    finally:
+        await sentinel.aclose()
+    kwargs: dict[str, Any] = dict(parse_url(url))
+    options: dict[str, Any] = {"socket_timeout": socket_s, "socket_connect_timeout": socket_s}
+    nodes = [(f"master {address[0]}:{address[1]}", address)]
+    nodes += [(f"replica {h}:{p}", (h, p)) for h, p in sorted(replicas)]
+    return [
+        (name, aioredis.Redis(connection_pool=aioredis.ConnectionPool(**{**kwargs, **options, "host": h, "port": p})))
+        for name, (h, p) in nodes
+    ]
 
 
 async def _node_durability(name: str, client: Any) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ from npv_guard.ari.app import AriSupervisor
 from npv_guard.ari.calls import CallService
 from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
-from npv_guard.config import ConfigError, Settings, file_warnings, redact_url
+from npv_guard.config import ConfigError, Settings, file_warnings
 from npv_guard.doctor import OK, redis_durability
 from npv_guard.httpserver import GuardedRunner, Limits, start_site
 from npv_guard.journal import JournalBusy, RefusalJournal
@@ -118,7 +118,7 @@ async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
         probe,
         wiring.start_durability_check(settings),
     ]
-    log.info("npv-guard started (app %r, redis %s)", settings.ari.app, redact_url(settings.redis.url))
+    log.info("npv-guard started (app %r, redis %s)", settings.ari.app, settings.redis.where())
     await stop.wait()
     log.info("stopping: no new calls, letting decisions in flight finish (at most %.0f s)", drain_s)
     service.draining = True
@@ -156,7 +156,7 @@ async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
         "npv-guard FastAGI listening on %s:%d (redis %s)",
         settings.agi.host,
         settings.agi.port,
-        redact_url(settings.redis.url),
+        settings.redis.where(),
     )
     await stop.wait()
     log.info("stopping: no new AGI sessions, letting open ones finish (at most %.0f s)", drain_s)
@@ -212,7 +212,7 @@ async def run_api(settings: Settings, *, drain_s: float = 10.0) -> int:
     log.info(
         "npv-guard API listening on http://%s (redis %s, tokens for %d professional(s))",
         settings.api.listen,
-        redact_url(settings.redis.url),
+        settings.redis.where(),
         len(set(settings.api_tokens.values())),
     )
     await stop.wait()
@@ -243,7 +243,12 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 async def _warn_durability(settings: Settings) -> None:
     """Once at start: a Redis that does not keep what it is given loses refusals silently."""
     findings = await redis_durability(
-        settings.redis.url, cluster=settings.redis.cluster, socket_s=max(settings.redis.timeout_ms / 1000, 1.0)
+        settings.redis.url,
+        cluster=settings.redis.cluster,
+        socket_s=max(settings.redis.timeout_ms / 1000, 1.0),
+        sentinels=settings.redis.sentinel_addresses(),
+        sentinel_master=settings.redis.sentinel_master,
+        sentinel_password=settings.redis.sentinel_password,
     )
     for level, text in findings:
         if level != OK:

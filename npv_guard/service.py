@@ -36,7 +36,7 @@ from npv_guard.core.model import (
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
 from npv_guard.journal import JournalEntry, RefusalJournal
-from npv_guard.store import PairHistory, PairStore, SentMessage, Snapshot, StoreUnavailable
+from npv_guard.store import Hold, PairHistory, PairStore, SentMessage, Snapshot, StoreUnavailable
 
 log = logging.getLogger("npv_guard.service")
 
@@ -178,15 +178,22 @@ class Guard:
         professional, consumer = pair
         journaled = self._journaled(professional, consumer)
         for _ in range(MAX_RECORD_ROUNDS):
+            hold: Hold | None = None
             try:
-                snapshot = await self.store.snapshot(professional, consumer, request.at)
+                if not prepared.reasons and not prepared.calendar_reasons:
+                    # Likely allowed: read and record in one round trip, released if rejected. A
+                    # call already rejected by its numbers or its hour only reads (and writes nothing).
+                    attempt = Attempt(request.at, call_id, request.campaign or "", request.lead or "")
+                    snapshot, hold = await self.store.snapshot_and_hold(professional, consumer, attempt)
+                else:
+                    snapshot = await self.store.snapshot(professional, consumer, request.at)
             except StoreUnavailable as error:
                 # A refusal waiting in a journal of this host must block even an operator who chose
                 # fail-open, and so must a peer journal this process cannot read.
                 blind = self.journal is not None and self.journal.blind
                 return self._unavailable(prepared, str(error), allow_fail_open=not journaled and not blind)
             newest = snapshot.newest_attempt
-            if record and newest is not None and newest >= request.at:
+            if hold is None and newest is not None and newest >= request.at:
                 # Another guard recorded an attempt at a later instant than ours (clocks a few ms
                 # or seconds apart): ours comes after it in fact, so it is decided just after it.
                 if newest - request.at > MAX_CLOCK_SKEW:
@@ -201,7 +208,11 @@ class Guard:
             state = _with_journal(snapshot, journaled).state
             verdict = decide(prepared, state, self.policy)
             if not verdict.allowed:
+                if hold is not None:
+                    await self._release(self.store, hold)
                 return replace(verdict, next_allowed_at=next_allowed_at(verdict, state, self.policy))
+            if hold is not None:
+                return verdict
             try:
                 if await self.store.record_attempt(
                     professional,
@@ -214,6 +225,14 @@ class Guard:
                 # The attempt may or may not be stored: the call must not go ahead uncounted.
                 return self._unavailable(prepared, str(error), allow_fail_open=False)
         return self._unavailable(prepared, f"pair kept changing for {MAX_RECORD_ROUNDS} rounds", allow_fail_open=False)
+
+    @staticmethod
+    async def _release(store: PairStore, hold: Hold) -> None:
+        try:
+            await store.release(hold)
+        except StoreUnavailable as error:
+            # The rejected call stays counted as an attempt: stricter, never laxer.
+            log.warning("a rejected call's attempt could not be released: %s", error)
 
     async def decide_many(
         self, calls: Sequence[Prepared], *, strict: bool = False

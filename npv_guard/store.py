@@ -18,10 +18,12 @@ than as long as it may count (an open-ended contract: for ever; a withdrawal: as
 ended is kept), then removed when a later event of the pair is written, and the key expires with
 its last event (docs/rules.md, "Proof retention"). Relayed SMS are kept for the history only.
 
-Check-and-record is optimistic: read a snapshot with its version, decide in Python (the rules
-live in one place), then record the attempt only if the version is unchanged. A concurrent
-writer makes the record fail and the caller decides again on fresh state, so no two guards can
-let a fifth attempt through.
+Check-and-record, for a call likely allowed: read the snapshot and hold the attempt in one atomic
+script, decide in Python on the state read (the rules live in one place), release the hold if
+the call is rejected. Otherwise it is optimistic: read a snapshot with its version, decide, then
+record the attempt only if the version is unchanged; a concurrent writer makes the record fail
+and the caller decides again on fresh state. Either way no two guards can let a fifth attempt
+through. The decision's scripts go out pipelined on one connection of the store's own (`_Lane`).
 """
 
 from __future__ import annotations
@@ -32,15 +34,30 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+    parse_url,
+)
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from npv_guard.core.model import (
     DEFAULT_CONSENT_MAX_AGE_DAYS,
@@ -84,6 +101,10 @@ class StoreUnavailable(Exception):
     """
 
 
+class NotReplicated(RedisError):
+    """The master took a write that fewer replicas than `redis.wait_replicas` acknowledged."""
+
+
 def _failure(what: str, error: BaseException, how: str = "failed") -> str:
     log.debug("redis %s %s: %s: %s", what, how, type(error).__name__, error)
     return f"redis {what} {how}: {type(error).__name__}"
@@ -96,6 +117,16 @@ class Snapshot:
     # The latest attempt stored for the pair, even after the snapshot's instant: a guard whose
     # clock runs a little behind another's must still record its attempt after that one.
     newest_attempt: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An attempt recorded by `Store.snapshot_and_hold`, counted unless released."""
+
+    attempts_key: str
+    version_key: str
+    member: str
+    added: bool  # False: this same attempt was already stored, and a release leaves it
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +167,43 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+
+# The common allowed call in one round trip: the snapshot script's read, then the attempt recorded
+# at once, *held* while the Python core decides on the state read before it. A rejected call
+# releases its hold (`_RELEASE_ATTEMPT`). Read and write are one atomic step, so no version check is
+# needed: guards deciding at the same time each see the holds of those before them, exactly as they
+# would see recorded attempts (at worst a hold about to be released makes a concurrent call stricter).
+# Not held (-1) when an attempt later than this instant is stored: the caller decides the old way.
+# Already held (0) when the same member is stored: the same call recorded twice counts once.
+# KEYS: attempts, refusals, consents, version. ARGV: the snapshot's four, then member, ttl ms,
+# drop-before ms, version ttl ms (as `_RECORD_ATTEMPT`).
+_SNAPSHOT_AND_HOLD = """
+local version = redis.call('GET', KEYS[4]) or '0'
+local attempts = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[3], 'WITHSCORES')
+local refusals = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], ARGV[3], 'WITHSCORES')
+local consents = redis.call('ZREVRANGEBYSCORE', KEYS[3], ARGV[3], '-inf', 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local held = -1
+if newest[2] == nil or tonumber(newest[2]) <= tonumber(ARGV[3]) then
+  held = redis.call('ZADD', KEYS[1], ARGV[3], ARGV[5])
+  if held == 1 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[7])
+    if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
+    redis.call('INCR', KEYS[4])
+    redis.call('PEXPIRE', KEYS[4], ARGV[8])
+  end
+end
+return {version, attempts, refusals, consents, newest[2] or '0', held}
+"""
+
+# KEYS: attempts, version. ARGV: the held member, version ttl ms. A state change like any other:
+# the version is bumped, so a snapshot that saw the hold cannot be used to record after it.
+_RELEASE_ATTEMPT = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('INCR', KEYS[2])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 1
 """
 
@@ -208,6 +276,43 @@ return added
 """
 
 
+# The Lua sources by name, for tools that time a script alone (bench/: the floors under the guard).
+SCRIPTS: Mapping[str, str] = MappingProxyType(
+    {
+        "snapshot": _SNAPSHOT,
+        "snapshot_and_hold": _SNAPSHOT_AND_HOLD,
+        "release_attempt": _RELEASE_ATTEMPT,
+        "record_attempt": _RECORD_ATTEMPT,
+        "record_refusal": _RECORD_REFUSAL,
+        "record_consent": _RECORD_CONSENT,
+    }
+)
+
+
+def sentinel_manager(
+    url: str, sentinels: Sequence[tuple[str, int]], *, password: str = "", timeout: float = 0.2
+) -> Sentinel:
+    """A redis-py Sentinel for `sentinels`; the data nodes get `url`'s credentials, database and TLS.
+
+    Its `master_for` client asks the sentinels for the master at every new connection, and a
+    connection that meets a READONLY answer (the old master demoted) or an error is dropped, so a
+    failover is followed without a restart; until it is over, exchanges fail (the guard rejects).
+    """
+    node: dict[str, Any] = dict(parse_url(url))
+    node.pop("host", None)
+    node.pop("port", None)
+    # The sentinel pool picks its own connection class (SentinelManaged[SSL]Connection).
+    if node.pop("connection_class", None) is SSLConnection:
+        node["ssl"] = True
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    # One try per sentinel and discovery: the list is the retry. redis-py's default retries with
+    # backoff would spend the whole exchange's timeout on the first sentinel that is down.
+    sentinel_kwargs: dict[str, Any] = {**options, "retry": Retry(NoBackoff(), 0)}
+    if password:
+        sentinel_kwargs["password"] = password
+    return Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs, **options, **node)  # type: ignore[no-untyped-call]
+
+
 def _ms(instant: datetime) -> int:
     return int(instant.timestamp() * 1000)
 
@@ -244,6 +349,11 @@ class ConsumerHasher:
     def digest(self, e164: str) -> str:
         return self._digest(self._secret, e164)
 
+    @property
+    def has_previous(self) -> bool:
+        """Whether older secrets are still read (a rotation in progress)."""
+        return bool(self._previous)
+
     def previous_digests(self, e164: str) -> list[str]:
         return [self._digest(secret, e164) for secret in self._previous]
 
@@ -272,6 +382,15 @@ def _encode_consent(event: ConsentEvent) -> str:
     # The same event stored twice (an import run again) stays one member of the set.
     identity = hashlib.sha256(_IDENTITY_JSON([_ms(event.at), fields]).encode()).hexdigest()[:12]
     return _MEMBER_JSON({"id": identity, **fields})
+
+
+def _attempt_member(attempt: Attempt) -> str:
+    # With a call id the member is deterministic, so recording the same call twice counts once.
+    member = f"{_ms(attempt.at)}:{attempt.call_id or '~' + uuid.uuid4().hex[:12]}"
+    if attempt.campaign or attempt.lead:
+        # Appended, so that a member without labels reads as before (ids cannot hold a '|').
+        member += f"|{attempt.campaign}|{attempt.lead}"
+    return member
 
 
 def _decode_attempts(flat: Sequence[Any]) -> list[Attempt]:
@@ -345,13 +464,161 @@ def _decode_snapshot(raw: Sequence[Any]) -> tuple[str, PairState, datetime | Non
     return _text(version), state, _instant(newest_ms) if newest_ms else None
 
 
+def _pack(*parts: bytes | str | int) -> bytes:
+    """One command in the Redis protocol (RESP), as redis-py packs it for these argument types."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+_PING = _pack(b"PING")
+# Replies a lane's connection may owe before it is replaced (calls that gave up included).
+MAX_IN_FLIGHT = 10_000
+
+
+class _Lane:
+    """The decision's commands on a single server, pipelined on one connection of the store's own.
+
+    Per command, redis-py's asyncio client takes a connection from its pool (locking, bookkeeping,
+    event dispatch), starts a task for every write under a socket timeout, and reads its reply on
+    that connection alone; for the scripts of a decision that was as much CPU as the guard's own
+    Python, and a connection per call in flight (docs/performance.md). Here every command goes
+    out on one connection, the commands of one event-loop turn in one write, and one reader task
+    hands the replies, in order, to their callers: many replies per read on both sides.
+
+    The store's timeout bounds each call: a call that gives up leaves its reply to be read and
+    dropped. A failed connection fails every call waiting on it and is replaced by the next call.
+    Built only on redis-py's plain pool and connection classes (its connect: TLS, AUTH, SELECT);
+    any other client (a Cluster, Sentinel) keeps redis-py's own path.
+    """
+
+    _PLAIN = (Connection, SSLConnection, UnixDomainSocketConnection)
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._class = pool.connection_class
+        self._kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        self._conn: AbstractConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._outgoing: list[bytes] = []
+        self._lock = asyncio.Lock()
+        self._closing: asyncio.Task[None] | None = None  # a failed connection's disconnect, held on to
+
+    @classmethod
+    def of(cls, client: aioredis.Redis | RedisCluster) -> _Lane | None:
+        pool = getattr(client, "connection_pool", None)
+        if type(pool) is ConnectionPool and pool.connection_class in cls._PLAIN:
+            return cls(pool)
+        return None
+
+    async def evalsha(self, script: AsyncScript, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+        command = _pack(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await self.call(command)
+        except NoScriptError:  # a restarted Redis, or the first call: load it, then once more
+            source = script.script
+            await self.call(_pack(b"SCRIPT", b"LOAD", source if isinstance(source, bytes | str) else bytes(source)))
+            return await self.call(command)
+
+    async def call(self, command: bytes) -> Any:
+        reused = self._conn is not None
+        try:
+            return await self._send(command)
+        except (RedisConnectionError, OSError):
+            if not reused:
+                raise
+            # A connection the server closed meanwhile (a restart, a failover): once more on a new
+            # one, as redis-py retries. The scripts are safe to repeat: a hold's member is the same,
+            # so a hold that did land the first time counts once.
+            return await self._send(command)
+
+    async def _send(self, command: bytes) -> Any:
+        conn = self._conn if self._conn is not None else await self._connect()
+        if len(self._pending) >= MAX_IN_FLIGHT:
+            # Redis has stopped answering on this connection while calls keep timing out on it:
+            # start afresh rather than keep their futures and their commands.
+            self._fail(conn, RedisConnectionError("too many replies outstanding"))
+            conn = await self._connect()
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(reply)
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush, conn)
+        self._outgoing.append(command)
+        return await reply
+
+    def _flush(self, conn: AbstractConnection) -> None:
+        if conn is not self._conn:
+            return  # that connection failed meanwhile: its calls were failed with it
+        data, self._outgoing = b"".join(self._outgoing), []
+        try:
+            # The stream's own write (no drain: the replies come back as fast as Redis reads).
+            conn._writer.write(data)  # type: ignore[union-attr]
+        except Exception as error:
+            self._fail(conn, RedisConnectionError(f"write failed: {type(error).__name__}"))
+
+    async def _connect(self) -> AbstractConnection:
+        async with self._lock:
+            if self._conn is None:
+                conn = self._class(**self._kwargs)
+                await conn.connect()  # type: ignore[no-untyped-call]  # (redis-py leaves it unannotated)
+                self._conn = conn
+                self._reader = asyncio.get_running_loop().create_task(self._read(conn))
+            return self._conn
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        while True:
+            try:
+                result: Any = await conn.read_response(disconnect_on_error=False)
+                failed = False
+            except RedisError as error:
+                if not isinstance(error, ResponseError):  # a connection error: nothing more to read
+                    self._fail(conn, error)
+                    return
+                result, failed = error, True
+            except BaseException as error:  # OSError, cancelled by close()
+                self._fail(conn, RedisConnectionError(f"read failed: {type(error).__name__}"))
+                if not isinstance(error, Exception):
+                    raise
+                return
+            reply = self._pending.popleft() if self._pending else None
+            if reply is not None and not reply.done():  # done: its caller gave up (a timeout)
+                if failed:
+                    reply.set_exception(result)
+                else:
+                    reply.set_result(result)
+
+    def _fail(self, conn: AbstractConnection, error: Exception, *, disconnect: bool = True) -> None:
+        if conn is not self._conn:
+            return
+        self._conn = None
+        pending, self._pending = self._pending, deque()
+        for reply in pending:
+            if not reply.done():
+                reply.set_exception(error)
+        self._outgoing = []
+        if disconnect:
+            self._closing = asyncio.get_running_loop().create_task(conn.disconnect(nowait=True))
+
+    async def close(self) -> None:
+        conn, reader = self._conn, self._reader
+        if conn is not None:
+            self._fail(conn, RedisConnectionError("store closed"), disconnect=False)
+            await conn.disconnect(nowait=True)
+        if reader is not None:
+            reader.cancel()
+
+
 class PairStore(Protocol):
     """What the guard needs of a store. `Store` (Redis) is the one in production;
     `npv_guard.testing.MemoryStore` has the same semantics in memory, for tests.
 
     A failed exchange raises `StoreUnavailable`. `snapshot` reads the pair as it stood at an
     instant with a version; `record_attempt` counts an attempt only if the version is still the
-    snapshot's and no later attempt is stored; `record_refusal` stores a refusal once per id.
+    snapshot's and no later attempt is stored; `snapshot_and_hold` reads the pair and counts the
+    attempt in one atomic step (None: not held, record it the two-step way), `release` takes a
+    hold back; `record_refusal` stores a refusal once per id.
     """
 
     def digest(self, consumer: str) -> str: ...
@@ -362,6 +629,10 @@ class PairStore(Protocol):
     async def record_attempt(
         self, professional: str, consumer: str, attempt: Attempt, expected_version: str
     ) -> bool: ...
+    async def snapshot_and_hold(
+        self, professional: str, consumer: str, attempt: Attempt
+    ) -> tuple[Snapshot, Hold | None]: ...
+    async def release(self, hold: Hold) -> None: ...
     async def record_refusal(
         self, professional: str, digest: str, refusal: Refusal, withdrawal: ConsentEvent | None, refusal_id: str
     ) -> None: ...
@@ -384,8 +655,12 @@ class Store:
         clock: Callable[[], datetime] | None = None,
         consent_proof_days: int = DEFAULT_CONSENT_PROOF_DAYS,
         consent_max_age_days: int = DEFAULT_CONSENT_MAX_AGE_DAYS,
+        wait_replicas: int = 0,
     ) -> None:
         self._client = client
+        # Replicas that must hold a refusal before Redis acknowledges it (WAIT), so that a
+        # failover to one of them cannot lose it; 0: the master's word is enough.
+        self._wait_replicas = wait_replicas
         # The guard's clock: a fact's TTL runs from its own instant as that clock sees it.
         self._now = clock or (lambda: datetime.now(UTC))
         self._consent_proof = timedelta(days=consent_proof_days)
@@ -401,11 +676,16 @@ class Store:
         self._record_attempt = client.register_script(_RECORD_ATTEMPT)
         self._record_refusal = client.register_script(_RECORD_REFUSAL)
         self._record_consent = client.register_script(_RECORD_CONSENT)
+        self._snapshot_and_hold = client.register_script(_SNAPSHOT_AND_HOLD)
+        self._release_attempt = client.register_script(_RELEASE_ATTEMPT)
         self._init_lock = asyncio.Lock()
+        self._lane = _Lane.of(client)
         # Told of every failed exchange, where it fails (the guard's npv_guard_redis_errors_total).
         self.on_error: Callable[[], None] | None = None
         # Only a Cluster client has slots to discover first (an isinstance on it is not free: once here).
         self._initialised = not isinstance(client, RedisCluster)
+        # Behind Sentinel: the sentinels' own connections, closed with the store.
+        self._sentinel: Sentinel | None = None
 
     @classmethod
     def connect(
@@ -419,14 +699,23 @@ class Store:
         clock: Callable[[], datetime] | None = None,
         consent_proof_days: int = DEFAULT_CONSENT_PROOF_DAYS,
         consent_max_age_days: int = DEFAULT_CONSENT_MAX_AGE_DAYS,
+        sentinels: Sequence[tuple[str, int]] = (),
+        sentinel_master: str = "",
+        sentinel_password: str = "",
+        wait_replicas: int = 0,
     ) -> Store:
-        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        sentinel: Sentinel | None = None
         client: aioredis.Redis | RedisCluster
-        if cluster:
-            client = RedisCluster.from_url(url, **options)
+        if sentinels:
+            sentinel = sentinel_manager(url, sentinels, password=sentinel_password, timeout=timeout)
+            client = sentinel.master_for(sentinel_master, health_check_interval=10)
+        elif cluster:
+            client = RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         else:
-            client = aioredis.Redis.from_url(url, health_check_interval=10, **options)
-        return cls(
+            client = aioredis.Redis.from_url(
+                url, health_check_interval=10, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        store = cls(
             client,
             hasher,
             prefix=prefix,
@@ -434,7 +723,15 @@ class Store:
             clock=clock,
             consent_proof_days=consent_proof_days,
             consent_max_age_days=consent_max_age_days,
+            wait_replicas=wait_replicas,
         )
+        store._sentinel = sentinel
+        return store
+
+    @property
+    def client(self) -> aioredis.Redis | RedisCluster:
+        """The redis-py client the store was built with (for tools timing Redis without the store)."""
+        return self._client
 
     @classmethod
     def from_settings(
@@ -454,6 +751,10 @@ class Store:
             redis.url,
             hasher,
             cluster=redis.cluster,
+            sentinels=redis.sentinel_addresses(),
+            sentinel_master=redis.sentinel_master,
+            sentinel_password=redis.sentinel_password,
+            wait_replicas=redis.wait_replicas,
             prefix=redis.key_prefix,
             timeout=max(redis.timeout_ms / 1000, min_timeout_s),
             clock=clock,
@@ -466,7 +767,27 @@ class Store:
         return max(_ms_span(MIN_TTL), _ms(at + retention) - _ms(self._now()))
 
     async def close(self) -> None:
+        if self._lane is not None:
+            await self._lane.close()
         await self._client.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
+
+    async def run_script(self, name: str, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+        """One of `SCRIPTS` by name, sent as the store sends it, its raw reply: for tools that time a
+        script alone under the guard (bench/). Not for deciding: the store's methods do that."""
+        scripts = {
+            "snapshot": self._snapshot,
+            "snapshot_and_hold": self._snapshot_and_hold,
+            "release_attempt": self._release_attempt,
+            "record_attempt": self._record_attempt,
+        }
+        return await self._call(name, lambda: self._script(scripts[name], keys, args))
+
+    async def _script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+        if self._lane is None:
+            return await script(keys=keys, args=args)
+        return await self._lane.evalsha(script, keys, args)
 
     def keys(self, professional: str, consumer: str) -> PairKeys:
         return PairKeys(self._prefix, professional, self._hasher.digest(consumer))
@@ -515,6 +836,10 @@ class Store:
                 self._initialised = True
 
     async def ping(self) -> bool:
+        # On the decisions' connections when they have a lane: a health check tests (and opens) those.
+        lane = self._lane
+        if lane is not None:
+            return bool(await self._call("ping", lambda: lane.call(_PING), idempotent=True))
         return bool(await self._call("ping", self._client.ping, idempotent=True))
 
     async def snapshot(self, professional: str, consumer: str, at: datetime) -> Snapshot:
@@ -532,7 +857,7 @@ class Store:
         args = _snapshot_args(at)
         raw = await self._call(
             "snapshot",
-            lambda: self._snapshot(keys=_snapshot_keys(keys), args=args),
+            lambda: self._script(self._snapshot, _snapshot_keys(keys), args),
             idempotent=True,
         )
         return _decode_snapshot(raw)
@@ -600,25 +925,55 @@ class Store:
             result.append(Snapshot(state, version, newest))
         return result
 
+    async def snapshot_and_hold(
+        self, professional: str, consumer: str, attempt: Attempt
+    ) -> tuple[Snapshot, Hold | None]:
+        """`snapshot` at `attempt.at` and, in the same atomic step, the attempt recorded: one round
+        trip for a call the rules then allow. The caller decides on the snapshot (which does not
+        hold the attempt itself) and must `release` the hold of a call it rejects.
+
+        No hold (None) when an attempt later than `attempt.at` is already stored, or when older
+        secrets must be read too (a rotation): the caller then records with `record_attempt`."""
+        if self._hasher.has_previous:
+            return await self.snapshot(professional, consumer, attempt.at), None
+        keys = self.keys(professional, consumer)
+        member = _attempt_member(attempt)
+        at = _ms(attempt.at)
+        args: list[int | str] = [*_snapshot_args(attempt.at), member, self._ttl(attempt.at, ATTEMPTS_TTL)]
+        args += [at - _ms_span(ATTEMPTS_KEEP), _ms_span(REFUSALS_TTL)]
+        raw = await self._call(
+            "snapshot and hold", lambda: self._script(self._snapshot_and_hold, _snapshot_keys(keys), args)
+        )
+        version, state, newest = _decode_snapshot(raw[:5])
+        held = int(raw[5])
+        hold = Hold(keys.attempts, keys.version, member, added=held == 1) if held >= 0 else None
+        return Snapshot(state, version, newest), hold
+
+    async def release(self, hold: Hold) -> None:
+        """Take back a held attempt (its call was rejected). Safe to repeat."""
+        if not hold.added:
+            return
+        args: list[int | str] = [hold.member, _ms_span(REFUSALS_TTL)]
+        await self._call(
+            "release attempt",
+            lambda: self._script(self._release_attempt, [hold.attempts_key, hold.version_key], args),
+            idempotent=True,
+        )
+
     async def record_attempt(self, professional: str, consumer: str, attempt: Attempt, expected_version: str) -> bool:
         """Count an attempt if nothing was written for the pair since the snapshot `expected_version`."""
         keys = self.keys(professional, consumer)
         at = _ms(attempt.at)
-        # With a call id the member is deterministic, so recording the same call twice counts once.
-        member = f"{at}:{attempt.call_id or '~' + uuid.uuid4().hex[:12]}"
-        if attempt.campaign or attempt.lead:
-            # Appended, so that a member without labels reads as before (ids cannot hold a '|').
-            member += f"|{attempt.campaign}|{attempt.lead}"
         args: list[int | str] = [
             expected_version,
             at,
-            member,
+            _attempt_member(attempt),
             self._ttl(attempt.at, ATTEMPTS_TTL),
             at - _ms_span(ATTEMPTS_KEEP),
             _ms_span(REFUSALS_TTL),
         ]
         done = await self._call(
-            "record attempt", lambda: self._record_attempt(keys=[keys.attempts, keys.version], args=args)
+            "record attempt", lambda: self._script(self._record_attempt, [keys.attempts, keys.version], args)
         )
         return bool(done)
 
@@ -638,10 +993,23 @@ class Store:
             _ms_span(REFUSALS_TTL),
             self._ttl(refusal.at, self._consent_proof),
         ]
-        await self._call(
-            "record refusal",
-            lambda: self._record_refusal(keys=[keys.refusals, keys.consents, keys.version], args=args),
-        )
+        refusal_keys = [keys.refusals, keys.consents, keys.version]
+        if not self._wait_replicas:
+            await self._call("record refusal", lambda: self._record_refusal(keys=refusal_keys, args=args))
+            return
+
+        async def replicated() -> None:
+            # One connection for the write and its WAIT: WAIT counts the replicas that hold this
+            # connection's writes. Short of them, the refusal is not acknowledged from Redis (a
+            # failover could lose it) and the caller journals it; the replay stores it once.
+            pipe = self._client.pipeline(transaction=False)
+            await self._record_refusal(keys=refusal_keys, args=args, client=pipe)  # type: ignore[arg-type]
+            pipe.execute_command("WAIT", self._wait_replicas, max(1, int(self._timeout * 500)))
+            acks = (await pipe.execute())[-1]
+            if int(acks) < self._wait_replicas:
+                raise NotReplicated(f"{acks} of {self._wait_replicas} replicas acknowledged")
+
+        await self._call("record refusal", replicated)
 
     async def record_message(self, professional: str, consumer: str, message: SentMessage) -> None:
         """Note a relayed SMS for the history; the version is left alone, since no rule reads it."""

@@ -32,6 +32,7 @@ from npv_guard.store import (
     CONSENT_EVENTS_READ,
     REFUSALS_TTL,
     ConsumerHasher,
+    Hold,
     PairHistory,
     SentMessage,
     Snapshot,
@@ -186,6 +187,7 @@ class MemoryStore:
     def __init__(self, hasher: ConsumerHasher | None = None) -> None:
         self._hasher = hasher or ConsumerHasher("npv-guard-memory-store-secret")
         self._pairs: dict[tuple[str, str], _Pair] = {}
+        self._holds: dict[tuple[str, str, str], tuple[datetime, str, str, str]] = {}
         self.unavailable: str | None = None
         self.on_error: Any = None
 
@@ -255,6 +257,36 @@ class MemoryStore:
             del pair.attempts[old]
         pair.version += 1
         return True
+
+    async def snapshot_and_hold(
+        self, professional: str, consumer: str, attempt: Attempt
+    ) -> tuple[Snapshot, Hold | None]:
+        self._check("snapshot and hold")
+        snapshot = self._snapshot(professional, consumer, attempt.at)
+        digest = self.digest(consumer)
+        pair = self._pair(professional, digest)
+        at = _ms(attempt.at)
+        if self._hasher.has_previous or any(a.at > at for a in pair.attempts.values()):
+            return snapshot, None  # as in Redis: the caller records the two-step way
+        call_id = attempt.call_id or "~" + uuid.uuid4().hex[:12]
+        key = (at, call_id, attempt.campaign, attempt.lead)
+        added = key not in pair.attempts
+        if added:
+            pair.attempts[key] = Attempt(at, attempt.call_id, attempt.campaign, attempt.lead)
+            for old in [k for k, a in pair.attempts.items() if a.at < at - ATTEMPTS_KEEP]:
+                del pair.attempts[old]
+            pair.version += 1
+        member = f"{int(at.timestamp() * 1000)}:{call_id}|{attempt.campaign}|{attempt.lead}"
+        self._holds[(professional, digest, member)] = key
+        return snapshot, Hold(f"{professional}|{digest}", "", member, added=added)
+
+    async def release(self, hold: Hold) -> None:
+        self._check("release attempt")
+        professional, _, digest = hold.attempts_key.partition("|")
+        key = self._holds.pop((professional, digest, hold.member), None)
+        pair = self._pairs.get((professional, digest))
+        if hold.added and key is not None and pair is not None and pair.attempts.pop(key, None) is not None:
+            pair.version += 1
 
     async def record_refusal(
         self, professional: str, digest: str, refusal: Refusal, withdrawal: ConsentEvent | None, refusal_id: str

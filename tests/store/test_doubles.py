@@ -97,6 +97,25 @@ async def optimistic_versions_and_attempt_order(guard: Guard, store: PairStore) 
     return [*seen, [(a.at, a.call_id) for a in final.state.attempts], final.newest_attempt]
 
 
+async def holds_counted_released_and_refused_after_a_later_attempt(guard: Guard, store: PairStore) -> Transcript:
+    at = parse_instant("2026-11-16T11:00")
+    snapshot, hold = await store.snapshot_and_hold(NPV, CONSUMER, Attempt(at, "h1"))
+    seen: Transcript = [snapshot.state.attempts, hold is not None and hold.added]
+    again, repeat = await store.snapshot_and_hold(NPV, CONSUMER, Attempt(at, "h1"))  # the same call
+    seen += [[a.call_id for a in again.state.attempts], repeat is not None and repeat.added]
+    if repeat is not None:
+        await store.release(repeat)  # not added: the first hold stays counted
+    second, hold2 = await store.snapshot_and_hold(NPV, CONSUMER, Attempt(at, "h2"))
+    seen.append([a.call_id for a in second.state.attempts])
+    if hold2 is not None:
+        await store.release(hold2)
+        await store.release(hold2)  # twice: once
+    earlier, none = await store.snapshot_and_hold(NPV, CONSUMER, Attempt(at - timedelta(hours=1), "h3"))
+    seen += [none is None, earlier.newest_attempt]
+    final = await store.snapshot(NPV, CONSUMER, at)
+    return [*seen, [a.call_id for a in final.state.attempts]]
+
+
 async def refusal_ids_stored_once_and_history(guard: Guard, store: PairStore) -> Transcript:
     at = parse_instant("2026-11-16T11:05")
     digest = store.digest(CONSUMER)
@@ -119,6 +138,7 @@ SCENARIOS = [
     refusal_after_opt_in_withdraws_consent,
     consent_grant_withdraw_and_contract,
     optimistic_versions_and_attempt_order,
+    holds_counted_released_and_refused_after_a_later_attempt,
     refusal_ids_stored_once_and_history,
 ]
 

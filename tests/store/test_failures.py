@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -46,6 +48,42 @@ async def test_redis_stopped_mid_run_fails_closed_then_recovers(own_redis: Redis
         assert back.codes == (ReasonCode.NO_CONSENT,)
         await guard.grant_consent(NPV, CONSUMER, parse_instant("2026-09-01T12:00"), Basis.CONSENT, "form")
         assert (await guard.check(request("2026-11-18T11:00"), record=True)).allowed
+    finally:
+        await store.close()
+
+
+async def test_a_redis_restarted_between_two_decisions_is_read_again_at_once(own_redis: RedisServer) -> None:
+    # The guard's idle connections were closed by the restart: the next decision must not fail on one.
+    store = Store.connect(own_redis.url, ConsumerHasher("s" * 20), timeout=0.2)
+    guard = Guard(Policy(), store)
+    try:
+        await guard.grant_consent(NPV, CONSUMER, parse_instant("2026-09-01T12:00"), Basis.CONSENT, "form")
+        assert (await guard.check(request(), record=True)).allowed
+        own_redis.kill()
+        own_redis.start()  # empty, and without the scripts
+        assert (await guard.check(request("2026-11-17T11:00"), record=True)).codes == (ReasonCode.NO_CONSENT,)
+    finally:
+        await store.close()
+
+
+async def test_a_call_that_timed_out_never_hands_its_late_reply_to_the_next_one(own_redis: RedisServer) -> None:
+    # The decisions share one pipelined connection: a late reply must be dropped, not delivered.
+    other = "+33698765432"  # no consent: NO_CONSENT, where CONSUMER's reply would allow
+    store = Store.connect(own_redis.url, ConsumerHasher("s" * 20), timeout=0.2)
+    guard = Guard(Policy(), store)
+    assert own_redis.process is not None
+    try:
+        await guard.grant_consent(NPV, CONSUMER, parse_instant("2026-09-01T12:00"), Basis.CONSENT, "form")
+        assert (await guard.check(request(), record=False)).allowed
+        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        try:
+            late = await guard.check(request("2026-11-17T11:00"), record=False)
+        finally:
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+        assert late.codes == (ReasonCode.STATE_UNAVAILABLE,)
+        nobody = await guard.check(CallRequest(NPV, other, parse_instant("2026-11-17T11:00")), record=False)
+        assert nobody.codes == (ReasonCode.NO_CONSENT,)
+        assert (await guard.check(request("2026-11-17T11:00"), record=False)).allowed
     finally:
         await store.close()
 

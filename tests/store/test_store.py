@@ -327,6 +327,64 @@ async def test_guards_with_clocks_apart_still_let_exactly_four_through(backend: 
             await store.close()
 
 
+async def _evalsha_calls(server: RedisServer) -> int:
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_an_allowed_call_is_one_round_trip_and_a_rejected_one_writes_nothing(redis_server: RedisServer) -> None:
+    store = Backend(redis_server.url, False, "t" + uuid.uuid4().hex[:8]).store()
+    guard = Guard(Policy(), store)
+    try:
+        await consent(guard)
+        assert (await guard.check(call("2026-11-16T11:00"), record=True, call_id="c1")).allowed  # loads it
+        before = await _evalsha_calls(redis_server)
+        assert (await guard.check(call("2026-11-17T11:00"), record=True)).allowed
+        assert await _evalsha_calls(redis_server) - before == 1  # read and record in one script
+        for day in ("2026-11-18T11:00", "2026-11-19T11:00"):
+            assert (await guard.check(call(day), record=True)).allowed
+        fifth = await guard.check(call("2026-11-20T11:00"), record=True, call_id="c5")
+        assert fifth.codes == (ReasonCode.FREQUENCY_CAP,)
+        _, history = await guard.history(NPV, CONSUMER)
+        assert history.state.attempts[0].call_id == "c1"
+        assert len(history.state.attempts) == 4  # the fifth call's hold was released
+    finally:
+        await store.close()
+
+
+async def test_a_call_recorded_twice_keeps_its_attempt_when_the_second_check_is_rejected(guard: Guard) -> None:
+    await consent(guard)
+    assert (await guard.check(call("2026-11-16T11:00"), record=True, call_id="c1")).allowed
+    await guard.record_refusal(NPV, CONSUMER, parse_instant("2026-11-16T11:00"), RefusalSource.AGENT)
+    again = await guard.check(call("2026-11-16T11:00"), record=True, call_id="c1")  # the same call, retried
+    assert ReasonCode.REFUSAL_BLOCK in again.codes
+    _, history = await guard.history(NPV, CONSUMER)
+    assert [a.call_id for a in history.state.attempts] == ["c1"]  # counted once, and not taken back
+
+
+async def test_recording_under_a_secret_rotation_reads_and_counts_every_secret(backend: Backend) -> None:
+    old = backend.store(secret="old-secret-0123456789abc")
+    guard_old = Guard(Policy(), old)
+    try:
+        await consent(guard_old)
+        for day in ("2026-11-16T11:00", "2026-11-17T11:00", "2026-11-18T11:00"):
+            assert (await guard_old.check(call(day), record=True)).allowed
+    finally:
+        await old.close()
+    rotated = backend.store(secret="new-secret-0123456789abc", previous=("old-secret-0123456789abc",))
+    guard = Guard(Policy(), rotated)
+    try:
+        assert (await guard.check(call("2026-11-19T11:00"), record=True)).allowed
+        capped = await guard.check(call("2026-11-20T11:00"), record=True)
+        assert capped.codes == (ReasonCode.FREQUENCY_CAP,)
+    finally:
+        await rotated.close()
+
+
 async def test_recording_before_a_stored_later_attempt_is_refused(guard: Guard) -> None:
     await consent(guard)
     assert (await guard.check(call("2026-11-18T11:00"), record=True)).allowed

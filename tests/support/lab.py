@@ -76,6 +76,11 @@ DIALER_AGI_IP = "127.0.0.3"
 DIALER_FREEPBX_IP = "127.0.0.6"
 
 ARI_BASE_URL = "http://127.0.0.1:8088/ari"
+# Lab instance 2 (NPV_LAB_INSTANCE=2, asterisk/lab/vars2): the same root and dialplan, its own
+# ports, for the "several Asterisks, one state" tests.
+SIP_PORT_2 = 5160
+ARI_PORT_2 = 8188
+AGI_PORT_2 = 4583
 ARI_USER = "npvguard"
 ARI_PASSWORD = "npvguard-lab"
 ARI_APP = "npv-guard"
@@ -99,10 +104,13 @@ class LabError(RuntimeError):
 # --------------------------------------------------------------------------- lab script
 
 
-def _lab_env() -> dict[str, str]:
+def _lab_env(instance: int = 1) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("NPV_LAB_ROOT", _DEFAULT_ROOT)
     env.setdefault("NPV_LAB_RUN", _DEFAULT_RUN)
+    if instance != 1:
+        env["NPV_LAB_INSTANCE"] = str(instance)
+        env["NPV_LAB_RUN"] = env["NPV_LAB_RUN"].rstrip("/") + str(instance)
     return env
 
 
@@ -111,7 +119,7 @@ def _failed_step(stderr: str) -> str:
     return match.group(1).strip() if match else "unknown step"
 
 
-def _run_lab(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def _run_lab(*args: str, timeout: float, instance: int = 1) -> subprocess.CompletedProcess[str]:
     cmd = [str(LAB_SCRIPT), *args]
     try:
         proc = subprocess.run(
@@ -120,7 +128,7 @@ def _run_lab(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=_lab_env(),
+            env=_lab_env(instance),
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
@@ -149,21 +157,26 @@ def ensure_lab_root() -> None:
 class AsteriskLab:
     """Control of the lab Asterisk (via ``scripts/asterisk-lab``) and its ARI."""
 
-    def __init__(self) -> None:
-        env = _lab_env()
+    def __init__(self, instance: int = 1) -> None:
+        """`instance` 2 is the lab's second Asterisk (SIP 5160, ARI 8188, AGI 4583), same root."""
+        self.instance = instance
+        env = _lab_env(instance)
         self.root = Path(env["NPV_LAB_ROOT"])
         self.run_dir = Path(env["NPV_LAB_RUN"])
-        self.log_path = self.root / "var/lib/npv-lab/log/full"
-        self.messages_log_path = self.root / "var/lib/npv-lab/log/messages"
+        var = "var/lib/npv-lab" + ("" if instance == 1 else str(instance))
+        self.log_path = self.root / var / "log/full"
+        self.messages_log_path = self.root / var / "log/messages"
+        self.sip_target = f"{SIP_HOST}:{SIP_PORT if instance == 1 else SIP_PORT_2}"
+        self.ari_url = "http://127.0.0.1:8088" if instance == 1 else f"http://127.0.0.1:{ARI_PORT_2}"
 
     # -- lifecycle
     def start(self) -> None:
         """Build if needed, copy the lab config, start; return when ARI answers."""
-        _run_lab("start", timeout=1800)
+        _run_lab("start", timeout=1800, instance=self.instance)
 
     def stop(self) -> None:
         """Stop Asterisk (``core stop now``, then signals); idempotent."""
-        _run_lab("stop", timeout=60)
+        _run_lab("stop", timeout=60, instance=self.instance)
 
     def restart(self) -> None:
         """Stop, then start with a fresh copy of the config and fresh logs."""
@@ -177,7 +190,7 @@ class AsteriskLab:
             capture_output=True,
             text=True,
             timeout=30,
-            env=_lab_env(),
+            env=_lab_env(self.instance),
             stdin=subprocess.DEVNULL,
         )
         return "asterisk: running" in proc.stdout
@@ -192,12 +205,12 @@ class AsteriskLab:
     # -- CLI
     def rx(self, command: str) -> str:
         """Run an Asterisk CLI command (``asterisk -rx``) and return its output."""
-        return _run_lab("rx", command, timeout=30).stdout
+        return _run_lab("rx", command, timeout=30, instance=self.instance).stdout
 
     # -- ARI
     def ari(self, method: str, path: str, *, params: Mapping[str, str] | None = None, timeout: float = 5.0) -> Any:
         """Call ARI (``path`` relative to /ari, e.g. ``/channels``); return decoded JSON or None."""
-        url = ARI_BASE_URL + path
+        url = self.ari_url + "/ari" + path
         if params:
             url += "?" + urllib.parse.urlencode(params)
         request = urllib.request.Request(url, method=method)
@@ -862,6 +875,7 @@ def lab_prerequisites_missing() -> list[str]:
 
 
 __all__ = [
+    "AGI_PORT_2",
     "AMI_HOST",
     "AMI_PORT",
     "AMI_SECRET",
@@ -869,11 +883,13 @@ __all__ = [
     "ARI_APP",
     "ARI_BASE_URL",
     "ARI_PASSWORD",
+    "ARI_PORT_2",
     "ARI_USER",
     "CARRIER_PORT",
     "DIALER_AGI_IP",
     "DIALER_IP",
     "DIALER_PLAIN_IP",
+    "SIP_PORT_2",
     "SIP_TARGET",
     "AsteriskLab",
     "LabCheck",

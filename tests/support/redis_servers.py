@@ -135,3 +135,98 @@ class RedisCluster:
     def cleanup(self) -> None:
         for node in self.nodes:
             node.cleanup()
+
+
+class RedisSentinelSet:
+    """A master (AOF), one replica and one redis-sentinel (`redis-server --sentinel`) watching
+    them, all on loopback; `fail_master()` SIGKILLs the master and lets the sentinel promote the
+    replica. The sentinel judges the master down after `down_after_ms`."""
+
+    MASTER_NAME = "npvmaster"
+
+    def __init__(self, *, down_after_ms: int = 1000) -> None:
+        self.master = RedisServer(appendonly=True)
+        self.replica = RedisServer(
+            appendonly=True, extra=("--replicaof", "127.0.0.1", str(self.master.port), "--replica-read-only", "yes")
+        )
+        self.sentinel_port = free_tcp_port()
+        self.dir = Path(tempfile.mkdtemp(prefix=f"npv-sentinel-{self.sentinel_port}-"))
+        self.down_after_ms = down_after_ms
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def sentinels(self) -> list[str]:
+        return [f"127.0.0.1:{self.sentinel_port}"]
+
+    def start(self) -> RedisSentinelSet:
+        self.master.start()
+        self.replica.start()
+        config = self.dir / "sentinel.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"port {self.sentinel_port}",
+                    "bind 127.0.0.1",
+                    "protected-mode yes",
+                    f"dir {self.dir}",
+                    f"logfile {self.dir / 'sentinel.log'}",
+                    f"sentinel monitor {self.MASTER_NAME} 127.0.0.1 {self.master.port} 1",
+                    f"sentinel down-after-milliseconds {self.MASTER_NAME} {self.down_after_ms}",
+                    f"sentinel failover-timeout {self.MASTER_NAME} 10000",
+                    f"sentinel parallel-syncs {self.MASTER_NAME} 1",
+                ]
+            )
+            + "\n"
+        )
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-sentinel exited: {self.log()[-2000:]}")
+            replicas = self.sentinel_cli("SENTINEL", "REPLICAS", self.MASTER_NAME)
+            if f"{self.replica.port}" in replicas and "master_link_status:up" in self.replica.cli(
+                "INFO", "replication"
+            ):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"the sentinel never saw the replica: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        path = self.dir / "sentinel.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def sentinel_cli(self, *command: str) -> str:
+        result = subprocess.run(
+            [REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.sentinel_port), *command],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+        return result.stdout.strip()
+
+    def master_port(self) -> int:
+        answer = self.sentinel_cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER_NAME).split()
+        return int(answer[1])
+
+    def fail_master(self, timeout: float = 30.0) -> None:
+        """SIGKILL the master; return once the sentinel names the replica the master."""
+        self.master.kill()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.master_port() == self.replica.port and "role:master" in self.replica.cli("INFO", "replication"):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"no failover after {timeout} s: {self.log()[-2000:]}")
+
+    def cleanup(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+        self.master.cleanup()
+        self.replica.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -172,9 +172,25 @@ def test_each_side_has_exactly_the_overlays_the_base_includes() -> None:
     for side in SIDES:
         assert conf_names(ASTERISK / side) == overlays, side
         assert not conf_names(ASTERISK / side) & conf_names(BASE)
-    # Nothing else hides in a side directory but the lab's values.
-    assert {p.name for p in (ASTERISK / "lab").iterdir()} == overlays | {"vars"}
+    # Nothing else hides in a side directory but the lab's values (and its second instance's).
+    assert {p.name for p in (ASTERISK / "lab").iterdir()} == overlays | {"vars", "vars2"}
     assert {p.name for p in (ASTERISK / "image").iterdir()} == overlays
+
+
+def _values(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_lab_instance_2_has_its_own_ports_and_directories() -> None:
+    first, second = _values(ASTERISK / "lab" / "vars"), _values(ASTERISK / "lab" / "vars2")
+    assert set(second) <= set(declared_variables())
+    for name in ("SIP_PORT", "ARI_PORT", "AMI_PORT", "AGI_SERVER", "ASTERISK_SYSTEM_NAME", "ASTERISK_ETC_DIR",
+                 "ASTERISK_RUN_DIR", "ASTERISK_LOG_DIR", "ASTERISK_DB_DIR", "ASTERISK_SPOOL_DIR"):  # fmt: skip
+        assert second[name] != first[name], name
+    rtp = range(int(first["RTP_START"]), int(first["RTP_END"]) + 1)
+    assert int(second["RTP_START"]) not in rtp and int(second["RTP_END"]) not in rtp
+    assert second["AGI_SERVER"] == "127.0.0.1:4583"
 
 
 def test_every_declared_variable_is_used_and_rendered(rendered: dict[str, Path]) -> None:

@@ -316,11 +316,12 @@ def test_bad_law_settings_name_their_key(env: dict[str, str], key: str) -> None:
 def test_each_section_names_its_secret_and_url_keys() -> None:
     # Declared by the sections (SECRET_FIELDS, URL_FIELDS): the same keys as before they moved.
     secrets = ["agi.path_secret", "ami.secret", "ari.password", "hash_secret", "previous_hash_secrets"]
+    secrets.append("redis.sentinel_password")  # added with Redis Sentinel
     assert sorted(config.SECRET_KEYS) == secrets
     assert sorted(config.URL_KEYS) == ["ari.url", "redis.url"]
     assert sorted(config._SECRET_KEYS) == sorted(
         [("hash_secret",), ("previous_hash_secrets",), ("ari", "password"), ("ami", "secret"),
-         ("agi", "path_secret"), ("redis", "url")]
+         ("agi", "path_secret"), ("redis", "sentinel_password"), ("redis", "url")]
     )  # fmt: skip
 
 
@@ -339,3 +340,44 @@ def test_one_wording_for_the_kind_of_a_value() -> None:
         "null", "a boolean", "a number", "a number", "a string", "an array", "an object"
     ]  # fmt: skip
     assert [config.json_kind(v, toml=True) for v in kinds[-2:]] == ["a list", "a table"]
+
+
+# --- Redis Sentinel -------------------------------------------------------------------------------
+
+
+def test_sentinels_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    text = '[redis]\nsentinels = ["127.0.0.1:26379", "[::1]:26380"]\nsentinel_master = "npv"\nwait_replicas = 1\n'
+    redis = load_settings(write(tmp_path, text), {}).redis
+    assert redis.sentinel_addresses() == [("127.0.0.1", 26379), ("::1", 26380)]
+    assert (redis.sentinel_master, redis.wait_replicas) == ("npv", 1)
+    assert redis.where() == "master 'npv' through the sentinels 127.0.0.1:26379, [::1]:26380"
+    env = {"NPV_GUARD_REDIS_SENTINELS": "127.0.0.1:1,127.0.0.1:2", "NPV_GUARD_REDIS_SENTINEL_MASTER": "m"}
+    assert load_settings(None, env).redis.sentinel_addresses() == [("127.0.0.1", 1), ("127.0.0.1", 2)]
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"NPV_GUARD_REDIS_SENTINELS": "127.0.0.1"}, r"^redis\.sentinels\[0\]: expected host:port, got '127\.0\.0\.1'"),
+        ({"NPV_GUARD_REDIS_SENTINELS": "h:99999", "NPV_GUARD_REDIS_SENTINEL_MASTER": "m"}, r"^redis\.sentinels\[0\]"),
+        ({"NPV_GUARD_REDIS_SENTINELS": "h:1"}, r"^redis\.sentinel_master: expected the master's name"),
+        ({"NPV_GUARD_REDIS_SENTINEL_MASTER": "m"}, r"^redis\.sentinel_master: set, but redis\.sentinels lists no"),
+        ({"NPV_GUARD_REDIS_SENTINELS": "h:1", "NPV_GUARD_REDIS_SENTINEL_MASTER": "m", "NPV_GUARD_REDIS_CLUSTER": "1"},
+         r"^redis\.sentinels: a Redis Cluster fails over by itself"),
+        ({"NPV_GUARD_REDIS_SENTINELS": "h:1", "NPV_GUARD_REDIS_SENTINEL_MASTER": "m",
+          "NPV_GUARD_REDIS_URL": "unix:///run/redis.sock"}, r"^redis\.url: a unix:// socket cannot be used"),
+        ({"NPV_GUARD_REDIS_WAIT_REPLICAS": "17"}, r"^redis\.wait_replicas: expected 0-16, got 17"),
+    ],
+)  # fmt: skip
+def test_sentinel_settings_are_checked(env: dict[str, str], error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        load_settings(None, env)
+
+
+def test_the_sentinel_password_is_a_secret(tmp_path: Path) -> None:
+    path = write(tmp_path, '[redis]\nsentinel_password = "pa55word-of-the-sentinels"\n')
+    Path(path).chmod(0o644)
+    assert "redis.sentinel_password" in file_warnings(load_settings(path, {}))[0]
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, "[redis]\nsentinel_password = 12\n"), {})
+    assert "12" not in str(raised.value) and "value not shown" in str(raised.value)
