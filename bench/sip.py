@@ -12,8 +12,11 @@ step duration (60 s in the full run). sipp's response times come in 4 ms steps o
 
 from __future__ import annotations
 
+import argparse
 import csv
+import json
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -92,8 +95,24 @@ class SipBench:
         injection.write_text("SEQUENTIAL\n" + "".join(f"{n};\n" for n in numbers))
         return injection
 
+    def guard_cost(self, way: str) -> tuple[float, float] | None:
+        """The guard's process CPU seconds so far and, in ARI mode, the ARI requests it made."""
+        guard = self.guards.get(way)
+        if guard is None or guard.process is None:
+            return None
+        fields = Path(f"/proc/{guard.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        requests = 0.0
+        if way == "ari":
+            _, text = guard.http("/metrics")
+            for line in text.splitlines():
+                if line.startswith("npv_guard_ari_requests_total{"):
+                    requests += float(line.rsplit(" ", 1)[1])
+        return cpu_s, requests
+
     def run(self, way: str, rate: float, calls: int) -> dict[str, Any]:
         injection = self.consumers(calls)
+        before = self.guard_cost(way)
         uas = run_sipp(
             "uas_answer.xml",
             local_port=self.carrier_port,
@@ -116,8 +135,9 @@ class SipBench:
         else:
             uas.wait(30)
         self.lab.wait_no_channels(timeout=30)
+        after = self.guard_cost(way)
         ring, answer = _rtt(uac)
-        return {
+        row: dict[str, Any] = {
             "way": way,
             "rate": rate,
             "calls": calls,
@@ -126,6 +146,21 @@ class SipBench:
             "ring_ms": _summary(ring),
             "answer_ms": _summary(answer),
         }
+        if before is not None and after is not None:
+            row["guard_cpu_ms_per_call"] = round((after[0] - before[0]) * 1000 / calls, 2)
+            if way == "ari":
+                row["ari_requests_per_call"] = round((after[1] - before[1]) / calls, 2)
+        return row
+
+
+def _cost(row: dict[str, Any]) -> str:
+    """What the guard process spent on the row's calls: CPU, and ARI requests in ARI mode."""
+    parts = []
+    if "guard_cpu_ms_per_call" in row:
+        parts.append(f"guard CPU {row['guard_cpu_ms_per_call']} ms/call")
+    if "ari_requests_per_call" in row:
+        parts.append(f"{row['ari_requests_per_call']} ARI requests/call")
+    return "  (" + ", ".join(parts) + ")" if parts else ""
 
 
 def _summary(values_ms: list[float]) -> dict[str, float] | None:
@@ -152,12 +187,13 @@ def _rtt(result: SippResult) -> tuple[list[float], list[float]]:
     return ring, answer
 
 
-def run_sip(quick: bool) -> dict[str, Any]:
+def run_sip(quick: bool, step_s: int | None = None, ramp: list[float] | None = None) -> dict[str, Any]:
     """The table rows of parts 3 and 4 plus the ramp, as JSON-ready data."""
     rates = [(1.0, 10 if quick else 30), (10.0, 50 if quick else 300), (50.0, 150 if quick else 1500)]
-    step_s = 10 if quick else 60
-    ramp = [50.0, 100.0] if quick else [50.0, 75.0, 100.0, 150.0]
+    step_s = step_s or (10 if quick else 60)
+    ramp = ramp or ([50.0, 100.0] if quick else [50.0, 75.0, 100.0, 150.0])
     rows: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
     highest: dict[str, float] = {}
     with SipBench(quick) as bench:
         for rate, calls in rates:
@@ -166,29 +202,72 @@ def run_sip(quick: bool) -> dict[str, Any]:
         for way in WAYS:
             for rate in ramp:
                 row = bench.run(way, rate, int(rate * step_s))
+                steps.append(row)
                 if row["failed"] or row["successful"] < row["calls"]:
                     break
                 highest[way] = rate
-    return {"rows": rows, "highest_clean_rate": highest, "ramp_step_s": step_s}
+    return {"rows": rows, "ramp": steps, "highest_clean_rate": highest, "ramp_step_s": step_s}
+
+
+def _added(row: dict[str, Any], floor: dict[str, Any] | None, key: str) -> dict[str, float] | None:
+    """What a guarded row adds to the plain route's p50 / p99 at the same rate, in ms."""
+    mine, base = row.get(key) or {}, (floor or {}).get(key) or {}
+    if not mine or not base:
+        return None
+    return {"p50": mine["p50"] - base["p50"], "p99": mine["p99"] - base["p99"]}
 
 
 def render_sip(sip: dict[str, Any]) -> list[str]:
-    """Post-dial delay rows, the guarded / baseline ratios first."""
+    """Post-dial delay rows, with what the guards add to the plain route and what they spend."""
     lines = ["", "  sip: INVITE to 180/183 (ring) and to 200 OK (answer), ms (sipp reports them in 4 ms steps here)"]
     rows = sip["rows"]
     base = {row["rate"]: row for row in rows if row["way"] == "baseline"}
     for row in rows:
         ring, answer = row["ring_ms"] or {}, row["answer_ms"] or {}
-        floor = base.get(row["rate"], {}).get("ring_ms") or {}
         added = ""
-        if row["way"] != "baseline" and ring and floor:
-            p50, p99 = ring["p50"] - floor["p50"], ring["p99"] - floor["p99"]
-            added = f"  adds p50 {p50:+.0f} / p99 {p99:+.0f} ms"
+        if row["way"] != "baseline":
+            delay = _added(row, base.get(row["rate"]), "answer_ms")
+            if delay is not None:
+                added = f"  answer adds p50 {delay['p50']:+.0f} / p99 {delay['p99']:+.0f} ms"
         lines.append(
             f"    {row['way']:<9} {row['rate']:>5.0f}/s {row['calls']:>5} calls {row['failed']:>3} failed  "
             f"ring p50 {ring.get('p50', '-')} p99 {ring.get('p99', '-')}  answer p50 {answer.get('p50', '-')} "
-            f"p99 {answer.get('p99', '-')}{added}"
+            f"p99 {answer.get('p99', '-')}{added}{_cost(row)}"
         )
+    for way in WAYS:
+        steps = [
+            f"{row['rate']:.0f}/s {row['failed'] + row['calls'] - row['successful']} failed{_cost(row)}"
+            for row in sip.get("ramp", [])
+            if row["way"] == way
+        ]
+        if steps:
+            lines.append(f"    ramp {way:<9} " + "; ".join(steps))
     clean = ", ".join(f"{way} {rate:.0f}/s" for way, rate in sip["highest_clean_rate"].items())
     lines.append(f"    highest rate with 0 failed calls over {sip['ramp_step_s']} s: {clean or 'none of the ramp'}")
     return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.sip`: this part alone (under `flock /tmp/npv-lab.lock`), for profiling."""
+    parser = argparse.ArgumentParser(prog="python -m bench.sip", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls per row, 10 s ramp steps")
+    parser.add_argument("--step-s", type=int, help="seconds per ramp step (default 60; quick 10)")
+    parser.add_argument("--ramp", help="comma-separated calls/s of the ramp (default 50,75,100,150; quick 50,100)")
+    parser.add_argument("--output", type=Path, help="write the JSON results here too")
+    args = parser.parse_args(argv)
+    ramp = [float(r) for r in args.ramp.split(",")] if args.ramp else None
+    sip = run_sip(args.quick, args.step_s, ramp)
+    # The table imports this module; the targets are defined there, once.
+    from bench.table import TARGETS  # noqa: PLC0415
+
+    print("\n".join(render_sip(sip)))
+    for target in TARGETS["sip"](sip):
+        met = "met" if target["met"] else "NOT met"
+        print(f"    target {target['figure']}: {target['value']} ({target['target']}): {met}")
+    if args.output:
+        args.output.write_text(json.dumps(sip, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,6 +22,11 @@ LEAD = "NPV_GUARD_LEAD"
 # cdr_custom and cdr_adaptive_odbc can write ${CDR(npv_campaign)}: the labels in the CDR itself.
 CDR_CAMPAIGN = "CDR(npv_campaign)"
 CDR_LEAD = "CDR(npv_lead)"
+# AGI, asked for by the include (check's argument 7 "packed"): the whole verdict in one variable,
+# one AGI command instead of one per variable; the include splits it with CUT(), the verdict last.
+RESULT = "NPV_GUARD_RESULT"
+RESULT_FIELDS = (VERDICT, REASONS, CAUSE, PROFESSIONAL, CALLEE, RETRY_AFTER, CAMPAIGN, LEAD)
+RESULT_SEPARATOR = "|"
 REFUSED = "NPV_GUARD_REFUSED"  # AGI: "1" once the call's refusal is recorded
 REFUSAL_ERROR = "NPV_GUARD_REFUSAL_ERROR"  # AGI: why a refusal could not be recorded
 REFUSAL = "NPV_GUARD_REFUSAL"  # ARI: the source once the call's refusal is recorded (read by an adopting guard)
@@ -29,7 +34,7 @@ HANDBACK = "NPV_GUARD_HANDBACK"  # ARI failover include: "1" from a stopping gua
 
 WRITTEN = (
     VERDICT, REASONS, CAUSE, RETRY_AFTER, PROFESSIONAL, CALLEE, CAMPAIGN, LEAD, CDR_CAMPAIGN, CDR_LEAD, REFUSED,
-    REFUSAL_ERROR, REFUSAL, HANDBACK,
+    REFUSAL_ERROR, REFUSAL, HANDBACK, RESULT,
 )  # fmt: skip
 
 # Set by the dialplan (the includes in dialplan/ or the integrator), never by the guard.
@@ -105,3 +110,13 @@ def verdict_vars(
     else:
         pairs += [(REASONS, reasons or DRAINING), (RETRY_AFTER, verdict.retry_after), (VERDICT, "REJECT")]
     return pairs
+
+
+def packed_result(pairs: list[tuple[str, str]]) -> str | None:
+    """`verdict_vars(mode="agi")` as the one NPV_GUARD_RESULT value (RESULT_FIELDS joined by "|"),
+    or None when a value holds the separator (then each variable is set on its own)."""
+    values = dict(pairs)
+    fields = [values.get(name, "") for name in RESULT_FIELDS]
+    if any(RESULT_SEPARATOR in value for value in fields):
+        return None
+    return RESULT_SEPARATOR.join(fields)

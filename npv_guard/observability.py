@@ -94,6 +94,10 @@ class Metrics:
         self.calls_taken_over = Counter(
             "npv_guard_calls_taken_over", "calls taken over from another guard (ARI)", registry=self.registry
         )
+        self.ari_requests = Counter(
+            "npv_guard_ari_requests", "ARI REST requests by operation and outcome (ok, failed)",
+            ["operation", "outcome"], registry=self.registry,
+        )  # fmt: skip
         self._ari_connected: Gauge | None = None
         self.agi_sessions = Counter("npv_guard_agi_sessions", "FastAGI sessions", ["outcome"], registry=self.registry)
         self.messages = Counter(

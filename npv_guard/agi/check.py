@@ -1,9 +1,14 @@
-"""`agi://HOST:4573/check,NUMBER,PROFESSIONAL,SECTOR,POSTCODE[,CAMPAIGN,LEAD]`: may this call be dialled?
+"""`agi://HOST:4573/check,NUMBER,PROFESSIONAL,SECTOR,POSTCODE[,CAMPAIGN,LEAD[,packed]]`: may this call be dialled?
 
 Sets NPV_GUARD_REASONS, NPV_GUARD_CAUSE, NPV_GUARD_PROFESSIONAL, NPV_GUARD_CALLEE, the validated
 NPV_GUARD_CAMPAIGN/NPV_GUARD_LEAD (and CDR(npv_campaign)/CDR(npv_lead)) and, last,
 NPV_GUARD_VERDICT: a session cut half-way leaves no verdict, and the dialplan rejects a call
 without one. It never hangs up: the dialplan decides.
+
+With `packed` (the include of this version), all of it goes in one AGI command: NPV_GUARD_RESULT,
+which the include splits into those variables, the verdict last; set at once or not at all, it
+keeps "no verdict when cut half-way". An older include, without the argument, gets one command
+per variable as before.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ import time
 
 from npv_guard.agi.context import AgiContext
 from npv_guard.agi.server import AgiSession
-from npv_guard.channel import verdict_vars
+from npv_guard.channel import RESULT, packed_result, verdict_vars
 from npv_guard.core.model import CallRequest
 from npv_guard.service import call_labels
 
 
 async def check(session: AgiSession, ctx: AgiContext) -> None:
-    number, professional, sector, postcode, campaign_arg, lead_arg = [*session.args, *[""] * 6][:6]
+    number, professional, sector, postcode, campaign_arg, lead_arg, form = [*session.args, *[""] * 7][:7]
     started = time.perf_counter()
     callee = number or session.headers.get("agi_extension", "")
     campaign, lead, dropped = call_labels(campaign_arg, lead_arg, callee)
@@ -38,5 +43,10 @@ async def check(session: AgiSession, ctx: AgiContext) -> None:
     )
     verdict = decision.verdict
     cause = None if verdict.allowed else ctx.calls.cause_for(verdict.codes)
-    for name, value in verdict_vars(verdict, mode="agi", cause=cause):
+    pairs = verdict_vars(verdict, mode="agi", cause=cause)
+    packed = packed_result(pairs) if form == "packed" else None
+    if packed is not None:
+        await session.set_var(RESULT, packed)
+        return
+    for name, value in pairs:
         await session.set_var(name, value)

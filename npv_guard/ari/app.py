@@ -35,6 +35,19 @@ log = logging.getLogger("npv_guard.ari")
 HEARTBEAT_S = 10.0
 HEARTBEAT_TIMEOUT_S = 5.0
 PING_EVENT = "npv-guard-ping"
+# Every event type CallService.dispatch and the heartbeat read; the consumers' own types are
+# added. Asterisk sends the app nothing else: a call's dozen other events (dial, bridge, caller
+# id, varset...) would cost Asterisk and the guard a JSON encode, a websocket frame and a decode each.
+EVENT_TYPES = (
+    "StasisStart",
+    "StasisEnd",
+    "ChannelStateChange",
+    "ChannelDtmfReceived",
+    "ChannelHangupRequest",
+    "ChannelDestroyed",
+    "PlaybackFinished",
+    "ChannelUserevent",
+)
 
 
 class AriSupervisor:
@@ -103,14 +116,20 @@ class AriSupervisor:
         scans: asyncio.Task[None] | None = None
         while not self.stopping.is_set():
             client = None
+            port = None
             try:
                 client = await _connect(ari.url, ari.username, ari.password)
                 client.on_event("*", self._on_event)
                 self._client = client
+                port = AioAriPort(ari.url, ari.username, ari.password, self.service.metrics)
+                if not await port.connect():
+                    raise ConnectionError("ARI REST API did not answer")
                 run_task = asyncio.create_task(client.run(apps=ari.app))
                 if not await self._wait_registered(run_task):
                     raise ConnectionError("app did not receive its own events")
-                self.port.attach(AioAriPort(client))
+                if not await port.filter_events(ari.app, (*EVENT_TYPES, *self.consumers)):
+                    log.warning("ARI: could not filter the app's events; receiving all of them")
+                self.port.attach(port)
                 await self._drop_stale_subscriptions(self.port)
                 self._unsubscribed = [c for c in self._subscribers() if not await self._subscribe(c, self.port)]
                 self.connected.set()
@@ -144,6 +163,9 @@ class AriSupervisor:
                 if client is not None:
                     with contextlib.suppress(Exception):
                         await client.close()
+                if port is not None:
+                    with contextlib.suppress(Exception):
+                        await port.close()
             if self.stopping.is_set():
                 break
             self.reconnects += 1

@@ -289,9 +289,9 @@ class CallService:
             return
         call.answered = True
         call.bridge = BRIDGE_PREFIX + call.dialer
-        ok = await self.port.answer(call.dialer)
-        ok = ok and await self.port.create_bridge(call.bridge)
-        ok = ok and await self.port.add_to_bridge(call.bridge, [call.dialer, call.carrier])
+        # The bridge does not need the answer: one round trip less before the dialer hears the consumer.
+        answered, created = await asyncio.gather(self.port.answer(call.dialer), self.port.create_bridge(call.bridge))
+        ok = answered and created and await self.port.add_to_bridge(call.bridge, [call.dialer, call.carrier])
         if not ok:
             log.error("call %s: could not bridge the answered call", call.dialer)
             await self._finish(call, cause=DEFAULT_FAIL_CAUSE)

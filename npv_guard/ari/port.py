@@ -1,4 +1,4 @@
-"""The ARI operations the guard uses, over `aioari`, with every failure caught and logged.
+"""The ARI operations the guard uses, over ARI's REST API, with every failure caught and logged.
 
 Asterisk answers 404 when a channel hung up a moment ago; a call service must keep going, so
 each operation returns whether it worked instead of raising.
@@ -6,46 +6,113 @@ each operation returns whether it worked instead of raising.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+import urllib.parse
+from collections.abc import Iterable
 from typing import Any
+
+from npv_guard.observability import Metrics
 
 log = logging.getLogger("npv_guard.ari")
 
+REQUEST_TIMEOUT_S = 10.0
+# Asterisk serves each HTTP connection on its own thread, within http.conf's sessionlimit (100).
+MAX_CONNECTIONS = 32
+IDLE_S = 10.0  # below Asterisk's http.conf session_keep_alive (15 s by default)
+MAX_HEADER_LINES = 64
+MAX_BODY_BYTES = 16 * 1024 * 1024  # GET /channels of a busy PBX; api-docs/channels.json is ~100 KB
+
 
 class AioAriPort:
-    """`AriPort` on an initialised `aioari` client."""
+    """`AriPort` as a lean ARI REST client: keep-alive HTTP/1.1, ARI's JSON as it comes.
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    A swagger client (aioari over aioswagger11) validated every request and wrapped every reply in
+    model objects, and even aiohttp's client costs several times the few lines ARI needs: most of
+    the guard's CPU per call went there. The paths and parameters here are ARI's own (Asterisk's
+    rest-api/*.json); `connect()` reads which optional operations the server has.
+    """
 
-    async def _run(self, what: str, operation: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
+    def __init__(self, url: str, username: str, password: str, metrics: Metrics | None = None) -> None:
+        self._http = _Http(url, username, password)
+        self._requests = (metrics or Metrics()).ari_requests
+        # Asterisk 20.20, 22.10 and 23.4 set several variables in one request; older ones do not.
+        self.multi_set = False
+        self._batches: dict[str, dict[str, str]] = {}
+        self._batch_done: dict[str, asyncio.Future[bool]] = {}
+
+    async def connect(self) -> bool:
+        """Whether ARI answers with these credentials; learns the server's optional operations."""
+        ok, channels = await self._request("api-docs", "GET", "/api-docs/channels.json")
+        if not ok or not isinstance(channels, dict):
+            return False
+        paths = {str(api.get("path")) for api in channels.get("apis", []) if isinstance(api, dict)}
+        self.multi_set = "/channels/{channelId}/variables" in paths
+        return True
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def _request(
+        self, what: str, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None
+    ) -> tuple[bool, Any]:
         try:
-            return True, await operation()
-        except Exception as error:  # aioari surfaces HTTP errors as assorted exception types
+            status, payload = await self._http.request(method, path, params, body)
+            data = json.loads(payload) if payload else None
+        except Exception as error:  # refused, reset, timed out, not JSON: the operation failed
+            self._requests.labels(what, "failed").inc()
             log.debug("ARI %s failed: %s: %s", what, type(error).__name__, error)
             return False, None
+        if status >= 300:  # 404: the channel hung up a moment ago; 409: not in Stasis any more
+            self._requests.labels(what, "failed").inc()
+            message = data.get("message") if isinstance(data, dict) else None
+            log.debug("ARI %s failed: HTTP %d %s", what, status, message or "")
+            return False, None
+        self._requests.labels(what, "ok").inc()
+        return True, data
 
     async def set_var(self, channel: str, name: str, value: str) -> bool:
-        ok, _ = await self._run(
-            "setChannelVar",
-            lambda: self._client.channels.setChannelVar(channelId=channel, variable=name, value=value),
-        )
+        if not self.multi_set:
+            ok, _ = await self._request(
+                "setChannelVar", "POST", f"/channels/{_segment(channel)}/variable", {"variable": name, "value": value}
+            )
+            return ok
+        # The variables a call sets together (asyncio.gather) go in one request: the first set_var
+        # of the tick waits one loop turn for the others, then sends them all.
+        batch = self._batches.get(channel)
+        if batch is not None:
+            batch[name] = value
+            return await asyncio.shield(self._batch_done[channel])
+        batch = self._batches[channel] = {name: value}
+        done = self._batch_done[channel] = asyncio.get_running_loop().create_future()
+        ok = False
+        try:
+            await asyncio.sleep(0)
+            del self._batches[channel], self._batch_done[channel]
+            ok, _ = await self._request(
+                "setChannelVars", "POST", f"/channels/{_segment(channel)}/variables", body={"variables": batch}
+            )
+        finally:
+            if self._batches.get(channel) is batch:
+                del self._batches[channel], self._batch_done[channel]
+            done.set_result(ok)
         return ok
 
     async def hangup(self, channel: str, cause: int | None = None) -> bool:
-        params: dict[str, Any] = {"channelId": channel}
-        if cause is not None:
-            params["reason_code"] = str(cause)
-        ok, _ = await self._run("hangup", lambda: self._client.channels.hangup(**params))
+        params = {"reason_code": str(cause)} if cause is not None else None
+        ok, _ = await self._request("hangup", "DELETE", f"/channels/{_segment(channel)}", params)
         return ok
 
     async def ring(self, channel: str) -> bool:
-        ok, _ = await self._run("ring", lambda: self._client.channels.ring(channelId=channel))
+        ok, _ = await self._request("ring", "POST", f"/channels/{_segment(channel)}/ring")
         return ok
 
     async def answer(self, channel: str) -> bool:
-        ok, _ = await self._run("answer", lambda: self._client.channels.answer(channelId=channel))
+        ok, _ = await self._request("answer", "POST", f"/channels/{_segment(channel)}/answer")
         return ok
 
     async def originate(
@@ -59,87 +126,227 @@ class AioAriPort:
         ring_timeout_s: int,
         originator: str,
     ) -> bool:
-        ok, _ = await self._run(
-            "originate",
-            lambda: self._client.channels.originateWithId(
-                channelId=channel_id,
-                endpoint=endpoint,
-                app=app,
-                appArgs=app_args,
-                callerId=caller_id,
-                timeout=ring_timeout_s,
-                originator=originator,
-            ),
-        )
+        params = {
+            "endpoint": endpoint,
+            "app": app,
+            "appArgs": app_args,
+            "callerId": caller_id,
+            "timeout": ring_timeout_s,
+            "originator": originator,
+        }
+        ok, _ = await self._request("originate", "POST", f"/channels/{_segment(channel_id)}", params)
         return ok
 
     async def create_bridge(self, bridge_id: str) -> bool:
         # dtmf_events: without it Asterisk forwards RFC 4733 natively and the app never sees it.
-        ok, _ = await self._run(
-            "createBridge",
-            lambda: self._client.bridges.createWithId(bridgeId=bridge_id, type="mixing,dtmf_events", name=bridge_id),
-        )
+        params = {"type": "mixing,dtmf_events", "name": bridge_id}
+        ok, _ = await self._request("createBridge", "POST", f"/bridges/{_segment(bridge_id)}", params)
         return ok
 
     async def add_to_bridge(self, bridge_id: str, channels: list[str]) -> bool:
-        ok, _ = await self._run(
-            "addChannel", lambda: self._client.bridges.addChannel(bridgeId=bridge_id, channel=",".join(channels))
-        )
+        params = {"channel": ",".join(channels)}
+        ok, _ = await self._request("addChannel", "POST", f"/bridges/{_segment(bridge_id)}/addChannel", params)
         return ok
 
     async def destroy_bridge(self, bridge_id: str) -> bool:
-        ok, _ = await self._run("destroyBridge", lambda: self._client.bridges.destroy(bridgeId=bridge_id))
+        ok, _ = await self._request("destroyBridge", "DELETE", f"/bridges/{_segment(bridge_id)}")
         return ok
 
     async def play(self, channel: str, media: str, playback_id: str | None = None) -> bool:
-        options = {"playbackId": playback_id} if playback_id else {}
-        ok, _ = await self._run("play", lambda: self._client.channels.play(channelId=channel, media=media, **options))
+        params = {"media": media, **({"playbackId": playback_id} if playback_id else {})}
+        ok, _ = await self._request("play", "POST", f"/channels/{_segment(channel)}/play", params)
         return ok
 
     async def get_var(self, channel: str, name: str) -> str | None:
-        ok, result = await self._run(
-            "getChannelVar", lambda: self._client.channels.getChannelVar(channelId=channel, variable=name)
+        ok, result = await self._request(
+            "getChannelVar", "GET", f"/channels/{_segment(channel)}/variable", {"variable": name}
         )
-        if not ok:
-            return None
-        value = result.get("value") if isinstance(result, dict) else getattr(result, "json", {}).get("value")
+        value = result.get("value") if ok and isinstance(result, dict) else None
         return value if isinstance(value, str) else None
 
     async def channels(self) -> list[dict[str, Any]] | None:
-        ok, result = await self._run("channels.list", self._client.channels.list)
-        return [getattr(item, "json", item) for item in result] if ok else None
+        ok, result = await self._request("channels.list", "GET", "/channels")
+        return [item for item in result if isinstance(item, dict)] if ok and isinstance(result, list) else None
 
     async def bridges(self) -> list[dict[str, Any]] | None:
-        ok, result = await self._run("bridges.list", self._client.bridges.list)
-        return [getattr(item, "json", item) for item in result] if ok else None
+        ok, result = await self._request("bridges.list", "GET", "/bridges")
+        return [item for item in result if isinstance(item, dict)] if ok and isinstance(result, list) else None
 
     async def send_message(self, to: str, sender: str, body: str) -> bool:
-        # "from" is a Python keyword: the swagger client takes it by name from a mapping.
-        ok, _ = await self._run(
-            "sendMessage", lambda: self._client.endpoints.sendMessage(to=to, body=body, **{"from": sender})
+        ok, _ = await self._request(
+            "sendMessage", "PUT", "/endpoints/sendMessage", {"to": to, "from": sender, "body": body}
         )
         return ok
 
     async def subscribe(self, app: str, sources: list[str]) -> bool:
-        ok, _ = await self._run(
-            "subscribe",
-            lambda: self._client.applications.subscribe(applicationName=app, eventSource=",".join(sources)),
-        )
+        params = {"eventSource": ",".join(sources)}
+        ok, _ = await self._request("subscribe", "POST", f"/applications/{_segment(app)}/subscription", params)
         return ok
 
     async def unsubscribe(self, app: str, sources: list[str]) -> bool:
-        ok, _ = await self._run(
-            "unsubscribe",
-            lambda: self._client.applications.unsubscribe(applicationName=app, eventSource=",".join(sources)),
-        )
+        params = {"eventSource": ",".join(sources)}
+        ok, _ = await self._request("unsubscribe", "DELETE", f"/applications/{_segment(app)}/subscription", params)
         return ok
 
     async def subscribed_endpoints(self, app: str) -> list[str] | None:
-        ok, result = await self._run("applications.get", lambda: self._client.applications.get(applicationName=app))
-        data = getattr(result, "json", result) if ok else None
-        endpoints = data.get("endpoint_ids") if isinstance(data, dict) else None
+        ok, data = await self._request("applications.get", "GET", f"/applications/{_segment(app)}")
+        endpoints = data.get("endpoint_ids") if ok and isinstance(data, dict) else None
         return [str(e) for e in endpoints] if isinstance(endpoints, list) else None
 
     async def continue_in_dialplan(self, channel: str) -> bool:
-        ok, _ = await self._run("continue", lambda: self._client.channels.continueInDialplan(channelId=channel))
+        ok, _ = await self._request("continue", "POST", f"/channels/{_segment(channel)}/continue")
         return ok
+
+    async def filter_events(self, app: str, types: Iterable[str]) -> bool:
+        """Have Asterisk send the app only these event types (ARI since 13.26 / 16.3)."""
+        body = {"allowed": [{"type": kind} for kind in types], "disallowed": []}
+        ok, _ = await self._request("eventFilter", "PUT", f"/applications/{_segment(app)}/eventFilter", body=body)
+        return ok
+
+
+class HttpError(Exception):
+    """The server's answer is not HTTP/1.1 as Asterisk writes it."""
+
+
+class _Http:
+    """HTTP/1.1 with keep-alive, as much of it as Asterisk's HTTP server speaks (every answer
+    carries a Content-Length: ast_http_send), and chunked answers. A pool of connections, each one
+    request at a time; a connection idle longer than Asterisk keeps it (http.conf
+    session_keep_alive, 15 s by default) is not reused."""
+
+    def __init__(self, url: str, username: str, password: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self._tls = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if self._tls else 80)
+        self._prefix = parts.path.rstrip("/") + "/ari"
+        credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        netloc = f"[{self._host}]" if ":" in self._host else self._host
+        self._headers = f"Host: {netloc}:{self._port}\r\nAuthorization: Basic {credentials}\r\n".encode()
+        self._idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def request(self, method: str, path: str, params: dict[str, Any] | None, body: Any) -> tuple[int, bytes]:
+        query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote) if params else ""
+        target = self._prefix + path + ("?" + query if query else "")
+        content = b"" if body is None else json.dumps(body).encode()
+        kind = b"" if body is None else b"Content-Type: application/json\r\n"
+        message = b"%s %s HTTP/1.1\r\n%s%sContent-Length: %d\r\n\r\n%s" % (
+            method.encode(),
+            target.encode("ascii"),
+            self._headers,
+            kind,
+            len(content),
+            content,
+        )
+        async with self._slots, asyncio.timeout(REQUEST_TIMEOUT_S):
+            reused = self._take()
+            if reused is not None:
+                try:
+                    return await self._exchange(*reused, message)
+                except _Closed:
+                    pass  # closed by the server while idle, before reading the request: send it again
+            return await self._exchange(*await self._connect(), message)
+
+    def _take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        now = time.monotonic()
+        while self._idle:
+            since, reader, writer = self._idle.pop()
+            if now - since < IDLE_S and not writer.is_closing():
+                return reader, writer
+            self._discard(writer)
+        return None
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._tls or None)
+        self._open.add(writer)
+        return reader, writer
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: bytes
+    ) -> tuple[int, bytes]:
+        keep = False
+        try:
+            try:
+                writer.write(message)
+                status_line = await reader.readline()
+            except ConnectionError:
+                raise _Closed() from None
+            if not status_line:
+                raise _Closed()
+            version, _, rest = status_line.partition(b" ")
+            if not version.startswith(b"HTTP/1."):
+                raise HttpError(f"not an HTTP status line: {status_line[:40]!r}")
+            status = int(rest[:3])
+            length: int | None = None
+            chunked = False
+            keep = version == b"HTTP/1.1"
+            for _ in range(MAX_HEADER_LINES):
+                line = await reader.readline()
+                if line in (b"\r\n", b"\n"):
+                    break
+                if not line:
+                    raise HttpError("connection closed in the response headers")
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection":
+                    keep = value.strip().lower() == b"keep-alive" or (keep and value.strip().lower() != b"close")
+                elif name == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
+            else:
+                raise HttpError(f"more than {MAX_HEADER_LINES} response header lines")
+            if chunked:  # not Asterisk's own, but a proxy in front of it may re-encode
+                payload = await _read_chunked(reader)
+            elif length is None:  # only a 204 or 304 may omit it; otherwise the body runs to the close
+                keep = keep and status in (204, 304)
+                payload = b"" if keep else await reader.read(MAX_BODY_BYTES)
+            else:
+                if length > MAX_BODY_BYTES:
+                    raise HttpError(f"answer larger than {MAX_BODY_BYTES} bytes")
+                payload = await reader.readexactly(length)
+        except BaseException:
+            keep = False
+            raise
+        finally:
+            if keep:
+                self._idle.append((time.monotonic(), reader, writer))
+            else:
+                self._discard(writer)
+        return status, payload
+
+    def _discard(self, writer: asyncio.StreamWriter) -> None:
+        self._open.discard(writer)
+        writer.close()
+
+    async def close(self) -> None:
+        self._idle.clear()
+        for writer in list(self._open):
+            self._discard(writer)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size = int((await reader.readline()).split(b";", 1)[0].strip() or b"x", 16)
+        if size == 0:
+            while (await reader.readline()).strip():  # trailers, up to the empty line
+                pass
+            return bytes(body)
+        if len(body) + size > MAX_BODY_BYTES:
+            raise HttpError(f"answer larger than {MAX_BODY_BYTES} bytes")
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)  # the chunk's CRLF
+
+
+class _Closed(Exception):
+    """The server closed a kept-alive connection before answering."""
+
+
+def _segment(value: str) -> str:
+    """One path segment: an id can never reach another resource."""
+    return urllib.parse.quote(value, safe="")

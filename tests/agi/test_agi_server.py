@@ -127,6 +127,16 @@ async def test_reject_sets_the_verdict_last(agi: GuardProcess) -> None:
     assert agi.wait_audit("decision")[0]["mode"] == "agi"
 
 
+async def test_the_include_of_this_version_gets_the_whole_verdict_in_one_command(agi: GuardProcess) -> None:
+    asterisk = FakeAsterisk(port_of(agi))
+    args = ("0612345678", "", "", "", "spring-26", "L-1", "packed")
+    commands = await asterisk.session(headers(args=args))
+    # VERDICT|REASONS|CAUSE|PROFESSIONAL|CALLEE|RETRY_AFTER|CAMPAIGN|LEAD: set at once or not at all.
+    assert commands == ['SET VARIABLE NPV_GUARD_RESULT "REJECT|CALLER_NOT_NPV|21||+33612345678||spring-26|L-1"']
+    decision = agi.wait_audit("decision")[0]
+    assert decision["campaign"] == "spring-26" and decision["lead"] == "L-1"
+
+
 async def test_allow_then_refusal_then_reject(agi: GuardProcess) -> None:
     assert (
         agi.cli("consent", "grant", "--professional", "lab", "--callee", "0612345678", "--at", "2026-09-01").returncode

@@ -43,6 +43,27 @@ def test_allowed_call_is_bridged_to_the_consumer_with_the_verified_npv(scene: Sc
     assert '"attempts": [{' in history.stdout
 
 
+def test_the_decision_sets_its_variables_in_one_request_and_the_app_gets_only_its_events(
+    scene: Scene, lab: AsteriskLab
+) -> None:
+    guard = scene.guard()
+    scene.consent(guard)
+    uas = scene.uas()
+    assert scene.call(hold_ms="500").ok
+    assert uas.wait(30).ok
+    guard.wait_audit("bridged")
+    _, metrics = guard.http("/metrics")
+    # NPV_GUARD_VERDICT, _REASONS and _PROFESSIONAL: one POST /channels/{id}/variables (Asterisk 22.10).
+    assert 'npv_guard_ari_requests_total{operation="setChannelVars",outcome="ok"} 1.0' in metrics
+    assert 'operation="setChannelVar"' not in metrics
+    for operation in ("originate", "answer", "createBridge", "addChannel"):
+        assert f'npv_guard_ari_requests_total{{operation="{operation}",outcome="ok"}} 1.0' in metrics
+    application = lab.ari("GET", "/applications/npv-guard")
+    allowed = {entry["type"] for entry in application["events_allowed"]}
+    assert {"StasisStart", "ChannelDtmfReceived", "ChannelDestroyed", "ChannelUserevent"} <= allowed
+    assert "ChannelVarset" not in allowed and "Dial" not in allowed
+
+
 def test_p_asserted_identity_is_the_caller_id(scene: Scene) -> None:
     guard = scene.guard()
     scene.consent(guard)
