@@ -191,12 +191,7 @@ class CallPath:
         """A refusal the entry point could not even ask to record (no pair to record it for): the
         audit line says why, and it counts as lost: whoever refused is not blocked (an AGI refusal
         on a call `check` never saw is one the call centre lost). The entry point logs it."""
-        if self.metrics is not None:
-            self.metrics.refusal(mode, source, "lost")
-        self.audit.refusal(
-            call_id=call_id, mode=mode, source=source, professional=_shown(professional), consumer_ref=None,
-            error=error, **audit_extra,
-        )  # fmt: skip
+        self._count_lost(mode, source, call_id, professional, None, error, **audit_extra)
 
     def _lost(
         self,
@@ -209,10 +204,22 @@ class CallPath:
         why: str,
         **audit_extra: Any,
     ) -> None:
-        if self.metrics is not None:
-            self.metrics.refusal(mode, source, "lost")
         if mode in _LOST_LINES:
             logging.getLogger(f"npv_guard.{mode}").error(_LOST_LINES[mode], call_id, why)
+        self._count_lost(mode, source, call_id, professional, consumer_ref, why, **audit_extra)
+
+    def _count_lost(
+        self,
+        mode: str,
+        source: str,
+        call_id: str,
+        professional: str | None,
+        consumer_ref: str | None,
+        why: str,
+        **audit_extra: Any,
+    ) -> None:
+        if self.metrics is not None:
+            self.metrics.refusal(mode, source, "lost")
         self.audit.refusal(
             call_id=call_id, mode=mode, source=source, professional=_shown(professional), consumer_ref=consumer_ref,
             error=why, **audit_extra,

@@ -26,7 +26,7 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import ResponseError
 
 from npv_guard.clock import Clock
-from npv_guard.config import ConfigError, Settings, file_warnings, is_loopback, redact_url
+from npv_guard.config import ConfigError, RedisSettings, Settings, file_warnings, is_loopback, redact_url
 from npv_guard.core.calendar import national_holidays
 from npv_guard.core.territories import ALL
 from npv_guard.journal import RefusalJournal
@@ -125,14 +125,7 @@ class Doctor:
             return
         finally:
             await store.close()
-        for level, text in await redis_durability(
-            settings.redis.url,
-            cluster=settings.redis.cluster,
-            socket_s=max(settings.redis.timeout_ms / 1000, 1.0),
-            sentinels=settings.redis.sentinel_addresses(),
-            sentinel_master=settings.redis.sentinel_master,
-            sentinel_password=settings.redis.sentinel_password,
-        ):
+        for level, text in await durability_of(settings.redis):
             self.note(level, "redis", text)
 
     async def _guards(self, store: Store) -> None:
@@ -281,6 +274,19 @@ class Doctor:
 # ---------------------------------------------------------------------- Redis durability
 
 FORGETS = "attempts, refusals and consents"
+
+
+async def durability_of(redis: RedisSettings) -> list[tuple[str, str]]:
+    """`redis_durability` of the configured Redis (single, Cluster or behind Sentinel), as `doctor`
+    and every server at start check it; at least 1 s per exchange, whatever the call path's timeout."""
+    return await redis_durability(
+        redis.url,
+        cluster=redis.cluster,
+        socket_s=max(redis.timeout_ms / 1000, 1.0),
+        sentinels=redis.sentinel_addresses(),
+        sentinel_master=redis.sentinel_master,
+        sentinel_password=redis.sentinel_password,
+    )
 
 
 async def redis_durability(

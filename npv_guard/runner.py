@@ -26,7 +26,7 @@ from npv_guard.ari.ownership import Ownership
 from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
 from npv_guard.config import ConfigError, Settings, file_warnings
-from npv_guard.doctor import OK, redis_durability
+from npv_guard.doctor import OK, durability_of
 from npv_guard.httpserver import GuardedRunner, Limits, start_site
 from npv_guard.journal import JournalBusy, RefusalJournal
 from npv_guard.observability import Health, Metrics, serve_http, stop_http
@@ -278,14 +278,7 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 
 async def _warn_durability(settings: Settings) -> None:
     """Once at start: a Redis that does not keep what it is given loses refusals silently."""
-    findings = await redis_durability(
-        settings.redis.url,
-        cluster=settings.redis.cluster,
-        socket_s=max(settings.redis.timeout_ms / 1000, 1.0),
-        sentinels=settings.redis.sentinel_addresses(),
-        sentinel_master=settings.redis.sentinel_master,
-        sentinel_password=settings.redis.sentinel_password,
-    )
+    findings = await durability_of(settings.redis)
     for level, text in findings:
         if level != OK:
             log.warning("redis durability: %s (see docs/state.md)", text)
