@@ -30,7 +30,7 @@ from npv_guard.config import ConfigError, RedisSettings, Settings, file_warnings
 from npv_guard.core.calendar import national_holidays
 from npv_guard.core.territories import ALL
 from npv_guard.journal import RefusalJournal
-from npv_guard.leases import Registry
+from npv_guard.leases import Registry, pbx_of
 from npv_guard.store import ConsumerHasher, Store, StoreUnavailable, sentinel_manager
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -131,7 +131,7 @@ class Doctor:
     async def _guards(self, store: Store) -> None:
         """The ARI guards registered in this Redis (docs/redundancy.md): app, state, calls."""
         ari = self.settings.ari
-        entries = await Registry(store, ari.app, "doctor", ari.guard_lease_s).guards()
+        entries = await Registry(store, ari.app, "doctor", ari.guard_lease_s, pbx=pbx_of(ari.url)).guards()
         for entry in entries:
             if entry.alive:
                 self.note(

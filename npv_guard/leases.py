@@ -1,10 +1,14 @@
 """Redundant guards, on the store's side: the guards' registry and the per-call leases.
 
-    {prefix}:ha:guards:all     SET     the app names of the guards that ever registered here
-    {prefix}:ha:guard:<app>    STRING  JSON entry of the guard serving <app>: instance, host, pid,
-                                       state, calls, seen_ms / expires_ms (Redis time)
-    {prefix}:ha:call:<dialer>  STRING  JSON lease of one call: owner instance, its app, the fencing
-                                       token (bumped at every change of owner), expires_ms
+    {prefix}:ha:<pbx>:guards:all     SET     the app names of the guards that ever registered here
+    {prefix}:ha:<pbx>:guard:<app>    STRING  JSON entry of the guard serving <app>: instance, host,
+                                             pid, state, calls, seen_ms / expires_ms (Redis time)
+    {prefix}:ha:<pbx>:call:<dialer>  STRING  JSON lease of one call: owner instance, its app, the
+                                             fencing token (bumped at every change of owner), expires_ms
+
+<pbx> is the Asterisk the guards serve (`pbx_of`: the host and port of `ari.url`): the PBXes of a
+call centre share one prefix (their attempts and refusals count together), and each has its own
+guards, which may all use the default app name.
 
 Every instant is Redis's own (TIME, inside the scripts): one clock for all the guards, whatever
 their hosts' clocks or a replayed NPV_GUARD_NOW say. Whether an entry or a lease still holds is
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -144,11 +149,21 @@ class Lease:
         return self.expires_ms > self.now_ms
 
 
-class Registry:
-    """The guards' registry and the call leases of one prefix (one Redis, one set of guards)."""
+def pbx_of(ari_url: str) -> str:
+    """The Asterisk an ARI URL reaches, as the registry names it: host:port, the default port
+    written out, so that `http://pbx` and `http://pbx:80` are one PBX."""
+    parts = urllib.parse.urlsplit(ari_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = (parts.hostname or "").lower()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    def __init__(self, store: Store, app: str, instance: str, lease_s: float) -> None:
+
+class Registry:
+    """The guards' registry and the call leases of one Asterisk (`pbx`, see `pbx_of`) in one prefix."""
+
+    def __init__(self, store: Store, app: str, instance: str, lease_s: float, *, pbx: str) -> None:
         self.store = store
+        self.pbx = pbx
         self.app = app
         self.instance = instance
         self.lease_ms = int(lease_s * 1000)
@@ -159,7 +174,7 @@ class Registry:
         self._release = client.register_script(_RELEASE)
 
     def _key(self, kind: str, name: str) -> str:
-        return f"{self.store.prefix}:ha:{kind}:{name}"
+        return f"{self.store.prefix}:ha:{self.pbx}:{kind}:{name}"
 
     async def _now_ms(self) -> int:
         seconds, micros = await self.store.exchange("time", self.store.redis.time, idempotent=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from npv_guard.config import ConfigError, Settings
-from npv_guard.leases import GuardEntry, Registry, new_instance
+from npv_guard.leases import GuardEntry, Registry, new_instance, pbx_of
 from npv_guard.store import Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class Ownership:
         self.app = settings.ari.app
         self.lease_s = settings.ari.guard_lease_s
         self.standby = settings.ari.standby
-        self.registry = Registry(store, self.app, new_instance(), self.lease_s)
+        self.registry = Registry(store, self.app, new_instance(), self.lease_s, pbx=pbx_of(settings.ari.url))
         self.service = service
         self.state = "disconnected"
         self.leases: dict[str, int] = {}  # dialer -> our fencing token

@@ -103,25 +103,28 @@ def pbxes(
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         url, redis = cluster.url, {"cluster": True}
     prefix = "two" + uuid.uuid4().hex[:8]
-    guards = []
-    for lab, mode in zip(labs, ("ari", second_mode), strict=True):
-        carrier_port = free_udp_port()
-        guard = GuardProcess(
-            redis_url=url,
-            carrier_port=carrier_port,
-            key_prefix=prefix,
-            now=TUESDAY,
-            mode=mode,
-            ari={"url": lab.ari_url},
-            redis=redis,
-            agi_port=AGI_PORT_2,  # used by PBX 2's FastAGI guard only
-        )
-        guard.start()
-        guards.append(Pbx(f"PBX {lab.instance} ({mode})", lab, guard, carrier_port))
-    marks = [lab.log_mark() for lab in labs]
-    yield guards[0], guards[1]
-    for pbx in guards:
-        pbx.guard.stop()
+    guards: list[Pbx] = []
+    try:
+        for lab, mode in zip(labs, ("ari", second_mode), strict=True):
+            carrier_port = free_udp_port()
+            guard = GuardProcess(
+                redis_url=url,
+                carrier_port=carrier_port,
+                key_prefix=prefix,
+                now=TUESDAY,
+                mode=mode,
+                ari={"url": lab.ari_url},
+                redis=redis,
+                agi_port=AGI_PORT_2,  # used by PBX 2's FastAGI guard only
+            )
+            pbx = Pbx(f"PBX {lab.instance} ({mode})", lab, guard, carrier_port)
+            guards.append(pbx)  # before start: a second guard that fails to start stops the first
+            guard.start()
+        marks = [lab.log_mark() for lab in labs]
+        yield guards[0], guards[1]
+    finally:
+        for pbx in guards:
+            pbx.guard.stop()
     for lab, mark in zip(labs, marks, strict=True):
         lab.wait_no_channels(timeout=15)
         assert lab.trap_hits(mark) == []

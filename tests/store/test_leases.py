@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from npv_guard.leases import Registry
+from npv_guard.leases import Registry, pbx_of
 from npv_guard.store import ConsumerHasher, Store
 from tests.support.redis_servers import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.redis
 
-Registries = Callable[[str, str], Registry]
+Registries = Callable[..., Registry]
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -27,10 +27,10 @@ async def registries(
     prefix = "ha" + uuid.uuid4().hex[:8]
     stores: list[Store] = []
 
-    def make(app: str, instance: str) -> Registry:
+    def make(app: str, instance: str, pbx: str = "127.0.0.1:8088") -> Registry:
         store = Store.connect(url, ConsumerHasher("s" * 32), cluster=cluster, prefix=prefix, timeout=2.0)
         stores.append(store)
-        return Registry(store, app, instance, lease_s=1.0)
+        return Registry(store, app, instance, lease_s=1.0, pbx=pbx)
 
     yield make
     for store in stores:
@@ -47,6 +47,26 @@ async def test_a_live_guard_keeps_its_app_and_a_stopped_one_gives_it_up(registri
     # The first one may not come back behind the second one's back: its renewal is refused.
     ok, holder = await first.register("connected", 0, claim=False)
     assert not ok and holder.instance == "host:2:y"
+
+
+async def test_the_guards_of_two_pbxes_on_one_state_may_share_an_app_name(registries: Registries) -> None:
+    """Two Asterisks, one prefix (their attempts and refusals count together): each PBX's guard
+    serves the default app of its own Asterisk; neither is a second guard of the other's app."""
+    first = registries("npv-guard", "host:1:x", pbx_of("http://127.0.0.1:8088"))
+    second = registries("npv-guard", "host:2:y", pbx_of("http://127.0.0.1:8188/"))
+    assert (await first.register("connected", 0, claim=True))[0]
+    assert (await second.register("connected", 0, claim=True))[0]
+    assert [e.instance for e in await first.guards()] == ["host:1:x"]
+    assert [e.instance for e in await second.guards()] == ["host:2:y"]
+    same = registries("npv-guard", "host:3:z", pbx_of("http://127.0.0.1:8088/ari-proxy"))
+    ok, holder = await same.register("disconnected", 0, claim=True)
+    assert not ok and holder.instance == "host:1:x"  # the same Asterisk: still refused
+
+
+def test_a_pbx_is_named_by_the_host_and_port_of_its_ari_url() -> None:
+    assert pbx_of("http://PBX.example:80") == pbx_of("http://pbx.example") == "pbx.example:80"
+    assert pbx_of("https://pbx.example/") == "pbx.example:443"
+    assert pbx_of("http://[::1]:8088") == "[::1]:8088"
 
 
 async def test_an_entry_that_is_not_renewed_stops_holding(registries: Registries) -> None:
