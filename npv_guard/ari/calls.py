@@ -433,8 +433,8 @@ class CallService:
             bridged.update(members)
             dialer = str(bridge["id"])[len(BRIDGE_PREFIX) :]
             carrier = dialer + CARRIER_SUFFIX
-            if dialer in by_id and dialer not in in_app:
-                continue  # the call of another app on this Asterisk (an independent guard's)
+            if dialer not in in_app and _stasis_app(by_id.get(dialer)) is not None:
+                continue  # a call in another Stasis app on this Asterisk: an independent guard's
             if dialer in self.calls or not await ours(dialer):
                 continue
             if set(members) == {dialer, carrier}:
@@ -449,9 +449,10 @@ class CallService:
             if cid in bridged or cid in self.calls:
                 continue
             if cid.endswith(CARRIER_SUFFIX):
-                # Hung up only when its dialer is gone: a dialer alive in another app belongs to a
-                # guard this one knows nothing of, which still acts on both legs.
-                if cid.removesuffix(CARRIER_SUFFIX) not in by_id:
+                # Its dialer gone (or out of Stasis): hung up. A dialer in another Stasis app
+                # belongs to a guard this one knows nothing of, which still acts on both legs.
+                dialer = cid.removesuffix(CARRIER_SUFFIX)
+                if dialer not in in_app and _stasis_app(by_id.get(dialer)) is None:
                     await port.hangup(cid)
                 continue
             if not await ours(cid):
