@@ -119,9 +119,15 @@ class Ownership:
                     self._abandon(dialer, "its lease was taken by another guard")
             self.peers = {guard.app: guard for guard in await self.registry.guards()}
         except StoreUnavailable as error:
-            if not self.fenced and time.monotonic() - self._renewed_at > self.lease_s:
+            # Fenced only when another guard was alive to take the calls over: a lone guard keeps
+            # ending both legs of its calls and journaling their refusals while Redis is away.
+            if not self.fenced and time.monotonic() - self._renewed_at > self.lease_s and self._live_peers():
                 log.error("guard registry unreachable for a whole lease (%s): not acting on any call", error)
                 self._fence()
+
+    def _live_peers(self) -> bool:
+        """Whether another guard of this Asterisk was alive at the last heartbeat that reached Redis."""
+        return any(app != self.app and entry.alive for app, entry in self.peers.items())
 
     def _fence(self) -> None:
         """Stop acting on every call (they stay up in Asterisk): other guards may take them now."""
