@@ -7,8 +7,9 @@ calls again after its own restart) it takes a lease with a fencing token. A surv
 Asterisk's channels and bridges, takes the lease of each call of a dead guard, subscribes its own
 app to the call's channels and bridge (POST /applications/{app}/subscription: Asterisk then sends
 it their events although they stay in the dead app's Stasis) and adopts it with the same code as
-a reconciliation after a restart. A guard that cannot renew its entry for a whole lease, or whose
-lease on a call was taken, stops acting on those calls: two live guards never both act on one.
+a reconciliation after a restart. A guard that cannot renew its entry for a whole lease while
+another guard is alive, or whose lease on a call was taken, stops acting on those calls: two live
+guards never both act on one.
 """
 
 from __future__ import annotations
