@@ -35,6 +35,17 @@ def _free(port: int) -> bool:
     return True
 
 
+def terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s: a redis-server (or sentinel) the suite started."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 class RedisServer:
     """One redis-server bound to 127.0.0.1 with no persistence (or AOF when asked)."""
 
@@ -84,13 +95,7 @@ class RedisServer:
         raise RuntimeError(f"redis-server on port {self.port} not ready after {timeout} s")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        terminate(self.process)
         self.process = None
 
     def kill(self) -> None:
@@ -219,13 +224,7 @@ class RedisSentinelSet:
         raise RuntimeError(f"no failover after {timeout} s: {self.log()[-2000:]}")
 
     def cleanup(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        terminate(self.process)
         self.process = None
         self.master.cleanup()
         self.replica.cleanup()
