@@ -229,12 +229,18 @@ QUICK_RAMP = [50.0, 100.0]
 
 
 def run_sip(
-    quick: bool, step_s: int | None = None, ramp: list[float] | None = None, keep_pcap: bool = False
+    quick: bool,
+    step_s: int | None = None,
+    ramp: list[float] | None = None,
+    keep_pcap: bool = False,
+    rates: list[tuple[float, int]] | None = None,
 ) -> dict[str, Any]:
-    """The table rows of parts 3 and 4 plus the ramp, as JSON-ready data."""
-    rates = [(1.0, 10 if quick else 30), (10.0, 50 if quick else 300), (50.0, 150 if quick else 1500)]
+    """The table rows of parts 3 and 4 plus the ramp, as JSON-ready data (`ramp=[]`: no ramp)."""
+    if rates is None:
+        rates = [(1.0, 10 if quick else 30), (10.0, 50 if quick else 300), (50.0, 150 if quick else 1500)]
     step_s = step_s or (10 if quick else 60)
-    ramp = ramp or (QUICK_RAMP if quick else DEFAULT_RAMP)
+    if ramp is None:
+        ramp = QUICK_RAMP if quick else DEFAULT_RAMP
     rows: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     highest: dict[str, float] = {}
@@ -363,6 +369,8 @@ def render_sip(sip: dict[str, Any]) -> list[str]:
             steps.append(f"{row['rate']:.0f}/s {failed} failed{delay}{_cost(row)}")
         if steps:
             lines.append(f"    ramp {way:<9} " + "; ".join(steps))
+    if not sip.get("ramp"):
+        return lines
     clean = ", ".join(f"{way} {rate:.0f}/s" for way, rate in sip["highest_clean_rate"].items())
     lines.append(f"    highest rate with 0 failed calls over {sip['ramp_step_s']} s: {clean or 'none of the ramp'}")
     if plain_at_ramp_top(sip):
@@ -386,11 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer calls per row, 10 s ramp steps")
     parser.add_argument("--step-s", type=int, help="seconds per ramp step (default 60; quick 10)")
     parser.add_argument("--ramp", help="comma-separated calls/s of the ramp (default 50,75,100,150,200; quick 50,100)")
+    parser.add_argument("--rows", help="comma-separated rate:calls of the delay rows (default 1:30,10:300,50:1500)")
+    parser.add_argument("--no-ramp", action="store_true", help="the delay rows only")
     parser.add_argument("--keep-pcap", action="store_true", help="keep each row's capture (the path is printed)")
     parser.add_argument("--output", type=Path, help="write the JSON results here too")
     args = parser.parse_args(argv)
-    ramp = [float(r) for r in args.ramp.split(",")] if args.ramp else None
-    sip = run_sip(args.quick, args.step_s, ramp, args.keep_pcap)
+    ramp = [] if args.no_ramp else [float(r) for r in args.ramp.split(",")] if args.ramp else None
+    rows = None
+    if args.rows:
+        rows = [(float(rate), int(calls)) for rate, calls in (item.split(":") for item in args.rows.split(","))]
+    sip = run_sip(args.quick, args.step_s, ramp, args.keep_pcap, rows)
     # The table imports this module; the targets are defined there, once.
     from bench.table import TARGETS  # noqa: PLC0415
 
