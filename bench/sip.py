@@ -23,12 +23,14 @@ import json
 import math
 import os
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from bench.sip_capture import CallTiming, LoopbackCapture, pcap_call_timings
 from tests.support.guard import GuardProcess
 from tests.support.lab import (
+    ARI_BASE_URL,
     DIALER_AGI_IP,
     DIALER_IP,
     DIALER_PLAIN_IP,
@@ -42,6 +44,8 @@ from tests.support.lab import (
 from tests.support.redis_servers import RedisServer
 
 SCENARIO = Path(__file__).parent / "sipp" / "uac_pdd.xml"
+ARI_PORT = urllib.parse.urlsplit(ARI_BASE_URL).port or 8088
+AGI_PORT = 4573  # GuardProcess's FastAGI port
 WAYS = {"baseline": DIALER_PLAIN_IP, "ari": DIALER_IP, "agi": DIALER_AGI_IP}
 NOW = "2026-12-01T10:30:00"
 
@@ -119,10 +123,13 @@ class SipBench:
                     requests += float(line.rsplit(" ", 1)[1])
         return cpu_s, requests
 
-    def run(self, way: str, rate: float, calls: int) -> dict[str, Any]:
+    def run(self, way: str, rate: float, calls: int, guard_trace: bool = True) -> dict[str, Any]:
+        """One row: `calls` calls at `rate` through `way`; with `guard_trace`, the guard's TCP
+        exchanges with Asterisk (ARI, FastAGI) are captured too, to split the decision."""
         injection = self.consumers(calls)
         pcap = self.workdir / f"{way}-{rate:g}-{self.next_consumer}.pcap"
-        capture = LoopbackCapture(pcap, SIP_PORT)
+        ports = {"ari": (ARI_PORT,), "agi": (AGI_PORT,)}.get(way, ()) if guard_trace else ()
+        capture = LoopbackCapture(pcap, SIP_PORT, ports)
         if not capture.start():
             self.capture_error = capture.error
         before = self.guard_cost(way)
@@ -152,7 +159,7 @@ class SipBench:
         captured = None
         if capture.error is None:
             capture.stop()
-            captured = _captured(pcap_call_timings(pcap, SIP_PORT), capture)
+            captured = _captured(pcap_call_timings(pcap, SIP_PORT, ARI_PORT, AGI_PORT), capture)
             if not self.keep_pcap:
                 pcap.unlink()
         ring, answer = _rtt(uac)
@@ -197,7 +204,10 @@ def _summary(values: list[float], digits: int = 2) -> dict[str, float] | None:
     return {"count": len(ordered), "p50": round(rank(0.5), digits), "p99": round(rank(0.99), digits), "mean": mean}
 
 
-SPANS = ("ring_us", "answer_us", "decision_us", "carrier_us", "relay_us", "ring_relay_us")
+SPANS = (
+    "ring_us", "answer_us", "decision_us", "carrier_us", "relay_us", "ring_relay_us",
+    "to_guard_us", "guard_us", "to_carrier_us", "answer_wait_us", "answer_send_us",
+)  # fmt: skip
 
 
 def _captured(timings: list[CallTiming], capture: LoopbackCapture) -> dict[str, Any]:
@@ -250,7 +260,7 @@ def run_sip(
                 rows.append(bench.run(way, rate, calls))
         for way in WAYS:
             for rate in ramp:
-                row = bench.run(way, rate, int(rate * step_s))
+                row = bench.run(way, rate, int(rate * step_s), guard_trace=False)
                 steps.append(row)
                 if row["failed"] or row["successful"] < row["calls"]:
                     break
@@ -318,6 +328,17 @@ def _row_lines(row: dict[str, Any], floor: dict[str, Any] | None) -> list[str]:
             f"decision {_ms(captured['decision_us'])}  carrier {_ms(captured['carrier_us'])}  "
             f"relay {_ms(captured['relay_us'])}  [{sipp}]{_cost(row)}"
         )
+        if captured.get("guard_us"):
+            split = (
+                f"      decision = to the guard {_ms(captured['to_guard_us'])} + guard {_ms(captured['guard_us'])} "
+                f"+ to the carrier {_ms(captured['to_carrier_us'])}"
+            )
+            if captured.get("answer_wait_us"):
+                split += (
+                    f"; relay = to the guard's answer {_ms(captured['answer_wait_us'])} + answer sent "
+                    f"{_ms(captured['answer_send_us'])}"
+                )
+            lines.append(split)
         answered = (captured.get("answer_us") or {}).get("count", 0)
         if captured.get("dropped") or answered < row["successful"]:
             lines.append(
@@ -348,7 +369,10 @@ def render_sip(sip: dict[str, Any]) -> list[str]:
         "",
         f"  sip: per call ({clock}): ring = INVITE to 180/183, answer = INVITE to 200 OK,",
         "       decision = dialer INVITE to carrier INVITE, carrier = carrier INVITE to its 200,",
-        "       relay = carrier 200 to the dialer's 200; [sipp p50/p99, whole ms] as a cross-check",
+        "       relay = carrier 200 to the dialer's 200; [sipp p50/p99, whole ms] as a cross-check;",
+        "       the guard's part from its TCP with Asterisk: to the guard = INVITE to StasisStart sent (ARI) or",
+        "       AGI environment sent (FastAGI), guard = that to its originate request or AGI command, to the carrier",
+        "       = that to the carrier INVITE; ARI relay = carrier 200 to the guard's answer request, then to the 200",
     ]
     rows = sip["rows"]
     base = {row["rate"]: row for row in rows if row["way"] == "baseline"}

@@ -24,6 +24,8 @@ import re
 import socket
 import struct
 import threading
+import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -40,40 +42,49 @@ LINKTYPE_ETHERNET = 1
 LINKTYPE_LINUX_SLL = 113
 
 
-def _udp_port_filter(port: int) -> list[tuple[int, int, int, int]]:
+def _port_filter(ports: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
     """Classic BPF on an IPv4 packet (SOCK_DGRAM packet socket: offset 0 is the IP header):
-    accept unfragmented UDP with `port` as source or destination port, drop the rest."""
-    return [
-        (0x30, 0, 0, 9),  # ldb [9]            protocol
-        (0x15, 0, 8, 17),  # jeq #17 else drop  UDP
-        (0x28, 0, 0, 6),  # ldh [6]            flags + fragment offset
-        (0x45, 6, 0, 0x1FFF),  # jset #0x1fff -> drop (a later fragment has no UDP header)
-        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)  IP header length
-        (0x48, 0, 0, 0),  # ldh [x+0]          source port
-        (0x15, 2, 0, port),  # jeq port -> accept
-        (0x48, 0, 0, 2),  # ldh [x+2]          destination port
-        (0x15, 0, 1, port),  # jeq port -> accept else drop
-        (0x06, 0, 0, 0x40000),  # accept (whole packet)
-        (0x06, 0, 0, 0),  # drop
+    accept unfragmented UDP or TCP with one of `ports` as source or destination port."""
+    body: list[tuple[int, int | str, int | str, int]] = [
+        (0x30, 0, 0, 9),  # ldb [9]              protocol
+        (0x15, 1, 0, 17),  # jeq #17 (UDP) -> fragment check
+        (0x15, 0, "drop", 6),  # jeq #6 (TCP) else drop
+        (0x28, 0, 0, 6),  # ldh [6]              flags + fragment offset
+        (0x45, "drop", 0, 0x1FFF),  # a later fragment has no port
+        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)     IP header length
+        (0x48, 0, 0, 0),  # ldh [x+0]            source port
+        *((0x15, "accept", 0, port) for port in ports),
+        (0x48, 0, 0, 2),  # ldh [x+2]            destination port
+        *((0x15, "accept", 0, port) for port in ports[:-1]),
+        (0x15, "accept", "drop", ports[-1]),
     ]
+    labels = {"accept": len(body), "drop": len(body) + 1}
+    program = [
+        (code, labels[jt] - i - 1 if isinstance(jt, str) else jt, labels[jf] - i - 1 if isinstance(jf, str) else jf, k)
+        for i, (code, jt, jf, k) in enumerate(body)
+    ]
+    return [*program, (0x06, 0, 0, 0x40000), (0x06, 0, 0, 0)]  # accept (whole packet), drop
 
 
 class LoopbackCapture:
-    """Capture the UDP datagrams to or from `port` on `lo` into a pcap file, in a thread.
+    """Capture the UDP datagrams to or from `port` on `lo` into a pcap file, in a thread; and the
+    TCP segments to or from `tcp_ports` (the guard's ARI and FastAGI connections).
 
     `start()` returns False (with `error` set) where capture is not possible: not root, no
     AF_PACKET (not Linux). `stop()` returns how many datagrams were written; `dropped` is the
     kernel's count of datagrams the socket lost (receive buffer full)."""
 
-    def __init__(self, path: Path, port: int = 5060) -> None:
+    def __init__(self, path: Path, port: int = 5060, tcp_ports: tuple[int, ...] = ()) -> None:
         self.path = path
         self.port = port
+        self.ports = (port, *tcp_ports)
         self.error: str | None = None
         self.packets = 0
         self.dropped = 0
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._drain_until = 0.0
         self._filter: ctypes.Array[ctypes.c_char] | None = None  # kept alive while attached
 
     def start(self) -> bool:
@@ -101,7 +112,7 @@ class LoopbackCapture:
         return True
 
     def _attach_filter(self, sock: socket.socket) -> None:
-        program = _udp_port_filter(self.port)
+        program = _port_filter(self.ports)
         code = b"".join(struct.pack("=HBBI", *insn) for insn in program)
         self._filter = ctypes.create_string_buffer(code, len(code))
         fprog = struct.pack("@HP", len(program), ctypes.addressof(self._filter))
@@ -117,12 +128,14 @@ class LoopbackCapture:
             while True:
                 try:
                     data, ancdata, _flags, address = sock.recvmsg(65535, ancillary)
-                except TimeoutError:
+                except TimeoutError:  # nothing queued for 0.1 s
                     if self._stop.is_set():
                         return
                     continue
                 except OSError:
                     return
+                if self._stop.is_set() and time.monotonic() > self._drain_until:
+                    return  # traffic that never pauses: what came within the drain time is kept
                 if address[2] == PACKET_OUTGOING:
                     continue
                 seconds = nanoseconds = 0
@@ -134,7 +147,8 @@ class LoopbackCapture:
                 self.packets += 1
 
     def stop(self) -> int:
-        """Stop after the datagrams already queued on the socket are written."""
+        """Stop after the datagrams already queued on the socket are written (within a second)."""
+        self._drain_until = time.monotonic() + 1.0
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
@@ -147,14 +161,18 @@ class LoopbackCapture:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Datagram:
+    """A UDP datagram, or (tcp) a TCP segment's payload (segments without payload are left out)."""
+
     ts_ns: int
     src: tuple[str, int]
     dst: tuple[str, int]
     payload: bytes
+    tcp: bool = False
 
 
 def read_pcap(path: Path) -> Iterator[Datagram]:
-    """The UDP/IPv4 datagrams of a pcap file (µs or ns; raw IPv4, Ethernet or Linux cooked)."""
+    """The UDP datagrams and TCP payloads over IPv4 of a pcap file (µs or ns timestamps; raw IPv4,
+    Ethernet or Linux cooked link type)."""
     data = path.read_bytes()
     if len(data) < 24:
         return
@@ -175,19 +193,25 @@ def read_pcap(path: Path) -> Iterator[Datagram]:
         seconds, fraction, captured, _length = struct.unpack(endian + "IIII", data[offset : offset + 16])
         packet = data[offset + 16 : offset + 16 + captured]
         offset += 16 + captured
-        datagram = _udp(seconds * 1_000_000_000 + fraction * scale, packet[link_header:])
+        datagram = _ip(seconds * 1_000_000_000 + fraction * scale, packet[link_header:])
         if datagram is not None:
             yield datagram
 
 
-def _udp(ts_ns: int, ip: bytes) -> Datagram | None:
-    if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+def _ip(ts_ns: int, ip: bytes) -> Datagram | None:
+    if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] not in (6, 17):
         return None
     header = (ip[0] & 0x0F) * 4
-    total = struct.unpack("!H", ip[2:4])[0] or len(ip)
-    sport, dport, length = struct.unpack("!HHH", ip[header : header + 6])
-    payload = ip[header + 8 : min(header + length, total, len(ip))]
-    return Datagram(ts_ns, (socket.inet_ntoa(ip[12:16]), sport), (socket.inet_ntoa(ip[16:20]), dport), payload)
+    total = min(struct.unpack("!H", ip[2:4])[0] or len(ip), len(ip))
+    sport, dport = struct.unpack("!HH", ip[header : header + 4])
+    src, dst = (socket.inet_ntoa(ip[12:16]), sport), (socket.inet_ntoa(ip[16:20]), dport)
+    if ip[9] == 17:
+        length = struct.unpack("!H", ip[header + 4 : header + 6])[0]
+        return Datagram(ts_ns, src, dst, ip[header + 8 : min(header + length, total)])
+    if len(ip) < header + 20:
+        return None
+    payload = ip[header + (ip[header + 12] >> 4) * 4 : total]
+    return Datagram(ts_ns, src, dst, payload, tcp=True) if payload else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -259,6 +283,9 @@ class CallTiming:
     carrier_invite: int | None = None  # Asterisk's INVITE to the carrier
     carrier_ring: int | None = None  # the carrier's first 180/183
     carrier_answer: int | None = None  # the carrier's 200 OK (INVITE)
+    guard_in: int | None = None  # the call reaches the guard: ARI StasisStart sent, FastAGI env sent
+    guard_out: int | None = None  # the guard's verdict leaves: ARI originate request, FastAGI command
+    guard_answer: int | None = None  # ARI: the guard's answer request for the dialer channel
 
     def spans_us(self) -> dict[str, float | None]:
         def span(start: int | None, end: int | None) -> float | None:
@@ -271,6 +298,11 @@ class CallTiming:
             "carrier_us": span(self.carrier_invite, self.carrier_answer),
             "relay_us": span(self.carrier_answer, self.answer),
             "ring_relay_us": span(self.carrier_ring, self.ring),
+            "to_guard_us": span(self.invite, self.guard_in),
+            "guard_us": span(self.guard_in, self.guard_out),
+            "to_carrier_us": span(self.guard_out, self.carrier_invite),
+            "answer_wait_us": span(self.carrier_answer, self.guard_answer),
+            "answer_send_us": span(self.guard_answer, self.answer),
         }
 
 
@@ -316,6 +348,71 @@ def call_timings(messages: Iterable[SipMessage], sip_port: int = 5060) -> list[C
     return list(dialer.values())
 
 
-def pcap_call_timings(path: Path, sip_port: int = 5060) -> list[CallTiming]:
-    messages = (parse_sip(d) for d in read_pcap(path) if sip_port in (d.src[1], d.dst[1]))
-    return call_timings((m for m in messages if m is not None), sip_port)
+_STASIS_START = re.compile(rb'\{"type":"StasisStart".*?"channel":\{"id":"([^"]+)".*?"exten":"([^"]*)"', re.DOTALL)
+_ORIGINATE = re.compile(rb"^POST /ari/channels(?:/[^/?\s]+)?\?[^\s]*endpoint=([^&\s]+)")
+_ANSWER = re.compile(rb"^POST /ari/channels/([^/?\s]+)/answer[ ?]")
+_AGI_NUMBER = re.compile(rb"^agi_arg_1: *(\S+)", re.MULTILINE)
+
+
+def guard_events(calls: list[CallTiming], segments: Iterable[Datagram], ari_port: int, agi_port: int) -> None:
+    """Fill each call's guard instants from the guard's TCP traffic with Asterisk: in ARI mode the
+    StasisStart event of the dialer channel (by its dialplan exten), the guard's originate request
+    (by the number in its endpoint) and its answer request (by the channel id); in FastAGI mode the
+    end of the AGI environment Asterisk sends (by agi_arg_1, the number) and the guard's first
+    command on that connection. The first instant of each kind counts."""
+    by_number = {_number_key(call.number): call for call in calls}
+    by_channel: dict[str, CallTiming] = {}
+    agi: dict[int, tuple[bytes, CallTiming | None]] = {}  # Asterisk's port -> environment so far, call
+    for segment in sorted(segments, key=lambda d: d.ts_ns):
+        payload = segment.payload
+        if segment.src[1] == ari_port:
+            for channel, exten in _STASIS_START.findall(payload):
+                call = by_number.get(_number_key(exten.decode("ascii", "replace")))
+                if call is not None and call.guard_in is None:
+                    call.guard_in = segment.ts_ns
+                    by_channel[channel.decode("ascii", "replace")] = call
+        elif segment.dst[1] == ari_port:
+            originate = _ORIGINATE.match(payload)
+            if originate:
+                endpoint = urllib.parse.unquote(originate.group(1).decode("ascii", "replace"))
+                user = endpoint.rsplit("/", 1)[-1].split("sip:", 1)[-1].split("@", 1)[0]
+                call = by_number.get(_number_key(user))
+                if call is not None and call.guard_out is None:
+                    call.guard_out = segment.ts_ns
+            answer = _ANSWER.match(payload)
+            if answer:
+                call = by_channel.get(answer.group(1).decode("ascii", "replace"))
+                if call is not None and call.guard_answer is None:
+                    call.guard_answer = segment.ts_ns
+        elif segment.dst[1] == agi_port:
+            environment, call = agi.get(segment.src[1], (b"", None))
+            if call is None and b"\n\n" not in environment:
+                environment += payload
+                if b"\n\n" in environment:
+                    number = _AGI_NUMBER.search(environment)
+                    call = by_number.get(_number_key(number.group(1).decode("ascii", "replace"))) if number else None
+                    if call is not None and call.guard_in is None:
+                        call.guard_in = segment.ts_ns
+                agi[segment.src[1]] = (environment, call)
+        elif segment.src[1] == agi_port:
+            _, call = agi.get(segment.dst[1], (b"", None))
+            if call is not None and call.guard_out is None:
+                call.guard_out = segment.ts_ns
+
+
+def pcap_call_timings(path: Path, sip_port: int = 5060, ari_port: int = 0, agi_port: int = 0) -> list[CallTiming]:
+    """The calls of a capture; with `ari_port` / `agi_port`, their guard instants too."""
+    sip: list[SipMessage] = []
+    segments: list[Datagram] = []
+    for datagram in read_pcap(path):
+        if datagram.tcp:
+            if {ari_port, agi_port} & {datagram.src[1], datagram.dst[1]}:
+                segments.append(datagram)
+        elif sip_port in (datagram.src[1], datagram.dst[1]):
+            message = parse_sip(datagram)
+            if message is not None:
+                sip.append(message)
+    calls = call_timings(sip, sip_port)
+    if segments:
+        guard_events(calls, segments, ari_port or -1, agi_port or -1)
+    return calls

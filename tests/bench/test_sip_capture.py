@@ -1,6 +1,7 @@
 """The SIP bench's packet clock (bench/sip_capture.py): the pcap reader and the per-call matching,
-on SIP packets captured from the lab (data/sip-ari-2-calls.pcap: two calls through the ARI guard,
-written by `python -m bench.sip --keep-pcap`), and the loopback capture itself where we are root."""
+on packets captured from the lab by `python -m bench.sip --keep-pcap` (data/: two calls through
+the ARI guard, SIP only; two through the ARI guard and two through the FastAGI guard with the
+guard's TCP exchanges with Asterisk), and the loopback capture itself where we are root."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench.sip import _captured, added_ms
+from bench import table
+from bench.sip import SPANS, _captured, added_ms, render_sip
 from bench.sip_capture import (
     Datagram,
     LoopbackCapture,
@@ -23,7 +26,8 @@ from bench.sip_capture import (
     read_pcap,
 )
 
-FIXTURE = Path(__file__).parent / "data" / "sip-ari-2-calls.pcap"
+DATA = Path(__file__).parent / "data"
+FIXTURE = DATA / "sip-ari-2-calls.pcap"
 DIALER = ("127.0.0.1", 45106)
 ASTERISK = ("127.0.0.1", 5060)
 CARRIER = ("127.0.0.1", 36361)
@@ -61,10 +65,40 @@ def test_each_dialer_invite_is_matched_with_its_answers_and_its_carrier_leg_to_t
     assert first.spans_us() == {
         "ring_us": 13712.791, "answer_us": 21905.673, "decision_us": 6401.373,
         "carrier_us": 12985.227, "relay_us": 2519.073, "ring_relay_us": 1218.815,
+        "to_guard_us": None, "guard_us": None, "to_carrier_us": None, "answer_wait_us": None, "answer_send_us": None,
     }  # fmt: skip
     spans = calls[1].spans_us()
     assert spans["decision_us"] is not None and spans["carrier_us"] is not None and spans["relay_us"] is not None
     assert spans["answer_us"] == pytest.approx(spans["decision_us"] + spans["carrier_us"] + spans["relay_us"])
+
+
+def test_the_guard_s_ari_exchanges_split_the_decision_and_the_answer_relay() -> None:
+    calls = pcap_call_timings(DATA / "sip-ari-guard-2-calls.pcap", 5060, ari_port=8088, agi_port=4573)
+    assert [call.number for call in calls] == ["0640000015", "0640000016"]
+    first = calls[0]
+    # StasisStart of the dialer channel, the guard's POST /ari/channels?endpoint=...%2B33640000015...,
+    # its POST /ari/channels/<dialer id>/answer
+    assert (first.guard_in, first.guard_out, first.guard_answer) == (
+        1796187575177780673, 1796187575183835626, 1796187575199461554,
+    )  # fmt: skip
+    spans = first.spans_us()
+    assert (spans["to_guard_us"], spans["guard_us"], spans["to_carrier_us"]) == (3021.505, 6054.953, 1442.194)
+    assert (spans["answer_wait_us"], spans["answer_send_us"]) == (1937.623, 700.844)
+    for call in calls:
+        spans = call.spans_us()
+        parts = [spans[key] for key in ("to_guard_us", "guard_us", "to_carrier_us", "answer_wait_us", "answer_send_us")]
+        assert all(part is not None and part > 0 for part in parts)
+        assert spans["decision_us"] == pytest.approx(spans["to_guard_us"] + spans["guard_us"] + spans["to_carrier_us"])
+
+
+def test_the_guard_s_fastagi_session_splits_the_decision() -> None:
+    calls = pcap_call_timings(DATA / "sip-agi-guard-2-calls.pcap", 5060, ari_port=8088, agi_port=4573)
+    assert [call.number for call in calls] == ["0640000115", "0640000116"]
+    # the segment ending the AGI environment (agi_arg_1: 0640000115) and the guard's SET VARIABLE
+    assert (calls[0].guard_in, calls[0].guard_out) == (1796187137006731416, 1796187137008832666)
+    assert calls[0].spans_us()["guard_us"] == 2101.25
+    assert all(call.guard_answer is None for call in calls)  # Dial() answers, not the guard
+    assert pcap_call_timings(DATA / "sip-agi-guard-2-calls.pcap")[0].guard_in is None  # SIP only
 
 
 def test_a_retransmission_counts_once_and_the_order_of_arrival_in_the_list_does_not_matter() -> None:
@@ -145,3 +179,41 @@ def test_the_loopback_capture_keeps_the_port_it_filters_with_kernel_timestamps(t
     finally:
         for sock in (receiver, other, sender):
             sock.close()
+
+
+def _row(way: str, answer_ms: float, answer_us: float | None, failed: int = 0) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "way": way, "rate": 50.0, "calls": 100, "successful": 100 - failed, "failed": failed,
+        "ring_ms": {"p50": 8.0, "p99": 12.0}, "answer_ms": {"p50": answer_ms, "p99": answer_ms + 8},
+    }  # fmt: skip
+    if answer_us is not None:
+        spans = {span: {"count": 100, "p50": 1000.0, "p99": 2000.0, "mean": 1500.0} for span in SPANS}
+        spans["answer_us"] = {"count": 100, "p50": answer_us, "p99": answer_us + 8000, "mean": answer_us}
+        row["capture"] = {"invites": 100, "packets": 1400, "dropped": 0, **spans}
+    return row
+
+
+def test_the_targets_and_the_rows_say_which_clock_timed_them() -> None:
+    captured = {
+        "rows": [_row("baseline", 16.0, 12_152.0), _row("ari", 24.0, 21_508.0), _row("agi", 24.0, 16_000.0)],
+        "ramp": [_row("baseline", 16.0, 12_000.0), _row("ari", 24.0, 20_000.0, failed=3)],
+        "highest_clean_rate": {"baseline": 50.0}, "ramp_step_s": 10, "ramp_rates": [50.0], "clock": "capture",
+        "clock_note": None,
+    }  # fmt: skip
+    targets = {t["figure"]: t for t in table.TARGETS["sip"](captured)}
+    assert targets["ari: added to answer at 50/s, p50"]["value"] == 9.356
+    assert targets["ari: added to answer at 50/s, p50"]["met"] is False
+    assert targets["agi: added to answer at 50/s, p99"]["value"] == 3.848
+    assert "packet capture" in targets["agi: added to answer at 50/s, p99"]["baseline"]
+    text = "\n".join(render_sip(captured))
+    assert "kernel timestamps" in text and "answer 21.508/29.508" in text and "answer +9.356/+9.356" in text
+    assert "clean at the top of the ramp" in text
+    sipp_only = {
+        **captured, "clock": "sipp", "clock_note": "no loopback capture ([Errno 1] Operation not permitted)",
+        "rows": [_row("baseline", 16.0, None), _row("ari", 24.0, None)],
+    }  # fmt: skip
+    targets = {t["figure"]: t for t in table.TARGETS["sip"](sipp_only)}
+    assert targets["ari: added to answer at 50/s, p50"]["value"] == 8.0
+    assert "sipp, 4 ms steps" in targets["ari: added to answer at 50/s, p50"]["baseline"]
+    text = "\n".join(render_sip(sipp_only))
+    assert "Operation not permitted" in text and "(no capture)" in text
