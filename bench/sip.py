@@ -123,16 +123,8 @@ class SipBench:
                     requests += float(line.rsplit(" ", 1)[1])
         return cpu_s, requests
 
-    def run(self, way: str, rate: float, calls: int, guard_trace: bool = True) -> dict[str, Any]:
-        """One row: `calls` calls at `rate` through `way`; with `guard_trace`, the guard's TCP
-        exchanges with Asterisk (ARI, FastAGI) are captured too, to split the decision."""
-        injection = self.consumers(calls)
-        pcap = self.workdir / f"{way}-{rate:g}-{self.next_consumer}.pcap"
-        ports = {"ari": (ARI_PORT,), "agi": (AGI_PORT,)}.get(way, ()) if guard_trace else ()
-        capture = LoopbackCapture(pcap, SIP_PORT, ports)
-        if not capture.start():
-            self.capture_error = capture.error
-        before = self.guard_cost(way)
+    def _calls(self, way: str, rate: float, calls: int, injection: Path) -> SippResult:
+        """The carrier UAS in the background, the dialer's calls, and the lab back to idle."""
         uas = run_sipp(
             "uas_answer.xml",
             local_port=self.carrier_port,
@@ -155,6 +147,24 @@ class SipBench:
         else:
             uas.wait(30)
         self.lab.wait_no_channels(timeout=30)
+        return uac
+
+    def run(self, way: str, rate: float, calls: int, guard_trace: bool = True) -> dict[str, Any]:
+        """One row: `calls` calls at `rate` through `way`; with `guard_trace`, the guard's TCP
+        exchanges with Asterisk (ARI, FastAGI) are captured too, to split the decision."""
+        injection = self.consumers(calls)
+        pcap = self.workdir / f"{way}-{rate:g}-{self.next_consumer}.pcap"
+        ports = {"ari": (ARI_PORT,), "agi": (AGI_PORT,)}.get(way, ()) if guard_trace else ()
+        capture = LoopbackCapture(pcap, SIP_PORT, ports)
+        if not capture.start():
+            self.capture_error = capture.error
+        before = self.guard_cost(way)
+        try:
+            uac = self._calls(way, rate, calls, injection)
+        except BaseException:
+            if capture.error is None:
+                capture.stop()
+            raise
         after = self.guard_cost(way)
         captured = None
         if capture.error is None:
