@@ -138,7 +138,7 @@ class LoopbackCapture:
                     return  # traffic that never pauses: what came within the drain time is kept
                 if address[2] == PACKET_OUTGOING:
                     continue
-                seconds = nanoseconds = 0
+                seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)  # no kernel stamp: ours
                 for level, kind, value in ancdata:
                     if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
                         seconds, nanoseconds = struct.unpack("qq", value[:16])
