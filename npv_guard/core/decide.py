@@ -300,7 +300,7 @@ def _check_calendar(facts: CallFacts) -> tuple[Reason, ...]:
         local, issues = local_issues(place, at, windows, policy.local_holidays)
         if not (issues.weekend or issues.holiday or issues.outside_hours):
             continue  # the message below is only written for a call it rejects
-        where = f"{local:%A %Y-%m-%d %H:%M:%S} in {place.territory.name} ({place.territory.timezone})"
+        where = f"{_wall_clock(local)} in {place.territory.name} ({place.territory.timezone})"
         if issues.weekend:
             found.setdefault(
                 ReasonCode.WEEKEND, Reason(ReasonCode.WEEKEND, f"it is {where}: no {contacts} at weekends")
@@ -318,6 +318,17 @@ def _check_calendar(facts: CallFacts) -> tuple[Reason, ...]:
             )
     order = (ReasonCode.OUTSIDE_HOURS, ReasonCode.WEEKEND, ReasonCode.PUBLIC_HOLIDAY)
     return tuple(found[code] for code in order if code in found)
+
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _wall_clock(local: datetime) -> str:
+    """`f"{local:%A %Y-%m-%d %H:%M:%S}"` (the C locale's day names, as the guard runs), without strftime."""
+    return (
+        f"{_WEEKDAYS[local.weekday()]} {local.year:04d}-{local.month:02d}-{local.day:02d} "
+        f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -598,7 +609,9 @@ def _frequency_reasons(prepared: Prepared, state: PairState) -> list[Reason]:
         local_midnight(place, at.astimezone(place.territory.zone).date() - timedelta(days=ATTEMPT_WINDOW_DAYS - 1))
         for place in prepared.places
     )
-    counted = sorted(attempt.at for attempt in state.attempts if window_start <= attempt.at <= at)
+    # Compared in UTC, like the attempts (the same instants; no zone offset looked up per comparison).
+    start_utc, at_utc = window_start.astimezone(UTC), at.astimezone(UTC)
+    counted = sorted(attempt.at for attempt in state.attempts if start_utc <= attempt.at <= at_utc)
     if len(counted) < MAX_ATTEMPTS:
         return []
     return [
