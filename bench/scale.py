@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ def baseline_tree(ref: str = BASELINE_REF) -> Path | None:
 
 
 def machine_cpu_seconds() -> tuple[float, float] | None:
-    """(busy, total) CPU seconds of the whole machine so far, all cores (Linux /proc/stat)."""
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (Linux /proc/stat)."""
     try:
         fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     except (OSError, ValueError, IndexError):
@@ -58,6 +60,42 @@ def machine_cpu_seconds() -> tuple[float, float] | None:
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
     return (total - idle) / ticks, total / ticks
+
+
+class MachineSampler:
+    """The machine's busy CPU seconds sampled every `period` s on the monotonic clock (the workers'
+    clock too), so that a row counts the busy CPU of its own timed span, not the workers' start-up."""
+
+    def __init__(self, period: float = 0.05) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._period = period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MachineSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            now, cpu = time.monotonic(), machine_cpu_seconds()
+            if cpu is not None:
+                self.samples.append((now, cpu[0]))
+            if self._stop.wait(self._period):
+                return
+
+    def busy_between(self, start: float, end: float) -> float | None:
+        """Busy CPU seconds of the whole machine from `start` to `end` (the samples just outside)."""
+        before = [(t, busy) for t, busy in self.samples if t <= start]
+        after = [(t, busy) for t, busy in self.samples if t >= end]
+        if not before or not after or after[0][0] <= before[-1][0]:
+            return None
+        (t0, b0), (t1, b1) = before[-1], after[0]
+        return (b1 - b0) * (end - start) / (t1 - t0)  # the samples' rate over the span
 
 
 def _workers(
@@ -150,19 +188,15 @@ def bench_scale(
             for name, slices, code in configs:
                 asyncio.run(_reseed(url, pairs))
                 before = process_cpu_seconds(server_pid) if server_pid else None
-                machine_before = machine_cpu_seconds()
-                runs[name].append(_workers(url, population, slices, calls, code, concurrency))
-                machine_after = machine_cpu_seconds()
+                with MachineSampler() as sampler:
+                    round_runs = _workers(url, population, slices, calls, code, concurrency)
+                runs[name].append(round_runs)
                 after = process_cpu_seconds(server_pid) if server_pid else None
                 if before is not None and after is not None:
                     redis_cpu[name] += after - before
-                if machine_before is not None and machine_after is not None:
-                    # Pro rata of the workers' own span (the row's span) within the start-to-end window.
-                    busy, total = (b - a for a, b in zip(machine_before, machine_after, strict=True))
-                    cores = os.cpu_count() or 1
-                    window = total / cores
-                    span = _merge_round(runs[name][-1])["span"]
-                    machine_busy[name] += busy * min(1.0, span / window) if window else 0.0
+                start, end = min(r["started"] for r in round_runs), max(r["ended"] for r in round_runs)
+                busy = sampler.busy_between(start, end)
+                machine_busy[name] += busy or 0.0
     finally:
         if tree is not None:
             shutil.rmtree(tree, ignore_errors=True)
