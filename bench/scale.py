@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,54 @@ def baseline_tree(ref: str = BASELINE_REF) -> Path | None:
         return None
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive.stdout, check=True, timeout=60)
     return work
+
+
+def machine_cpu_seconds() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (Linux /proc/stat)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return (total - idle) / ticks, total / ticks
+
+
+class MachineSampler:
+    """The machine's busy CPU seconds sampled every `period` s on the monotonic clock (the workers'
+    clock too), so that a row counts the busy CPU of its own timed span, not the workers' start-up."""
+
+    def __init__(self, period: float = 0.05) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._period = period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MachineSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            now, cpu = time.monotonic(), machine_cpu_seconds()
+            if cpu is not None:
+                self.samples.append((now, cpu[0]))
+            if self._stop.wait(self._period):
+                return
+
+    def busy_between(self, start: float, end: float) -> float | None:
+        """Busy CPU seconds of the whole machine from `start` to `end` (the samples just outside)."""
+        before = [(t, busy) for t, busy in self.samples if t <= start]
+        after = [(t, busy) for t, busy in self.samples if t >= end]
+        if not before or not after or after[0][0] <= before[-1][0]:
+            return None
+        (t0, b0), (t1, b1) = before[-1], after[0]
+        return (b1 - b0) * (end - start) / (t1 - t0)  # the samples' rate over the span
 
 
 def _workers(
@@ -131,15 +181,22 @@ def bench_scale(
         configs.append(("one guard process, before #20", [(0, per_worker)], tree))
     runs: dict[str, list[list[dict[str, Any]]]] = {name: [] for name, _, _ in configs}
     redis_cpu: dict[str, float] = {name: 0.0 for name, _, _ in configs}
+    # The whole machine's busy CPU seconds during each row: what the guards and Redis left to the rest.
+    machine_busy: dict[str, float] = {name: 0.0 for name, _, _ in configs}
     try:
         for _ in range(sizes.rounds):
             for name, slices, code in configs:
                 asyncio.run(_reseed(url, pairs))
                 before = process_cpu_seconds(server_pid) if server_pid else None
-                runs[name].append(_workers(url, population, slices, calls, code, concurrency))
+                with MachineSampler() as sampler:
+                    round_runs = _workers(url, population, slices, calls, code, concurrency)
+                runs[name].append(round_runs)
                 after = process_cpu_seconds(server_pid) if server_pid else None
                 if before is not None and after is not None:
                     redis_cpu[name] += after - before
+                start, end = min(r["started"] for r in round_runs), max(r["ended"] for r in round_runs)
+                busy = sampler.busy_between(start, end)
+                machine_busy[name] += busy or 0.0
     finally:
         if tree is not None:
             shutil.rmtree(tree, ignore_errors=True)
@@ -149,9 +206,11 @@ def bench_scale(
         merged = [_merge_round(round_runs) for round_runs in runs[name]]
         rows[name] = _sum_rounds(name, merged, redis_cpu[name] if server_pid else None)
         rows[name]["concurrency_each"] = concurrency
+        rows[name].update(_cores(rows[name], merged, machine_busy[name], redis_cpu[name] if server_pid else None))
     one, two = rows["one guard process"], rows["two guard processes"]
     before = rows.get("one guard process, before #20")
     redis_us = one["redis_cpu_us_per_decision"]
+    cpus = os.cpu_count() or 1
     return {
         "rows": list(rows.values()),
         "baseline_ref": BASELINE_REF if before else None,
@@ -161,11 +220,44 @@ def bench_scale(
             if before
             else None,
             "throughput_vs_before": ratio(one["per_second"], before["per_second"]) if before else None,
+            # Each of two processes' decisions per CPU-second against one's: about 1 when the guards
+            # do not slow each other down beyond sharing the cores.
+            "two_vs_one_per_cpu_s": ratio(two["decisions_per_cpu_s"], one["decisions_per_cpu_s"]),
+            # The most two processes could reach over one on this machine's cores with the CPU per
+            # decision measured (guard + Redis), if nothing else ran on them (the 1.7x target's ceiling).
+            "two_vs_one_cpu_ceiling": _ceiling(one, cpus),
         },
         # One Redis core spent on decisions only: the ceiling whatever the number of guard processes.
         "redis_ceiling_per_s": round(1e6 / redis_us, 1) if redis_us else None,
-        "cpus": os.cpu_count(),
+        "cpus": cpus,
     }
+
+
+def _cores(row: dict[str, Any], rounds: list[dict[str, Any]], busy: float, redis_cpu: float | None) -> dict[str, Any]:
+    """Cores busy on average during the row: its guard processes, Redis, and everything else."""
+    span = sum(merged["span"] for merged in rounds)
+    if not span:
+        return {}
+    guards = sum(merged["cpu_seconds"] for merged in rounds) / span
+    redis = redis_cpu / span if redis_cpu is not None else 0.0
+    return {
+        "guard_cores": round(guards, 2),
+        "redis_cores": round(redis, 2),
+        "machine_busy_cores": round(busy / span, 2) if busy else None,
+        # The bench parent, other jobs on the machine: CPU the guards could not have.
+        "other_cores": round(max(0.0, busy / span - guards - redis), 2) if busy else None,
+    }
+
+
+def _ceiling(one: dict[str, Any], cpus: int) -> float | None:
+    """Two processes over one on `cpus` idle cores, from the CPU per decision alone: a process uses
+    at most one core (an event loop), and every decision also costs Redis its CPU on the same cores."""
+    guard_us, redis_us = one["cpu_us_per_decision"], one["redis_cpu_us_per_decision"] or 0.0
+    if not guard_us:
+        return None
+    all_cores = cpus * 1e6 / (guard_us + redis_us)  # decisions/s with every core busy
+    one_most, two_most = min(1e6 / guard_us, all_cores), min(2e6 / guard_us, all_cores)
+    return round(two_most / one_most, 2)
 
 
 def _merge_round(round_runs: list[dict[str, Any]]) -> dict[str, Any]:

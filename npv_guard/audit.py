@@ -41,6 +41,9 @@ from npv_guard.service import RefusalOutcome
 GENESIS = "0" * 64
 TAIL_BYTES = 64 * 1024  # an audit line is far shorter; a longer one is not ours
 
+# json.dumps with options builds a new encoder at every call: one, built once (the same text).
+_LINE_JSON = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
 
 def line_hash(text: str | bytes) -> str:
     """The hash the next line's `prev` carries: SHA-256 of the line's bytes without the newline."""
@@ -112,7 +115,7 @@ class AuditLog:
         line.update(fields)
         line.setdefault("campaign", None)
         line.setdefault("lead", None)
-        text = json.dumps(line, ensure_ascii=False, default=str)
+        text = _LINE_JSON(line)
         self._seq, self._prev = self._seq + 1, line_hash(text)
         return text
 
@@ -151,8 +154,18 @@ class AuditLog:
 
     # ------------------------------------------------------------------ the lines
 
-    def decision(self, verdict: Verdict, *, call_id: str, consumer_ref: str | None, mode: str, **extra: Any) -> None:
-        data = verdict.as_dict()
+    def decision(
+        self,
+        verdict: Verdict,
+        *,
+        call_id: str,
+        consumer_ref: str | None,
+        mode: str,
+        data: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> None:
+        """`data`: the verdict's `as_dict()` when the caller has it already (it is not changed)."""
+        data = verdict.as_dict() if data is None else data
         request = verdict.prepared.request
         extra.setdefault("campaign", request.campaign)
         extra.setdefault("lead", request.lead)

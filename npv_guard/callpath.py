@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,8 @@ class Decision:
     call_id: str
     seconds: float
     labels_dropped: tuple[str, ...] = ()
+    # The verdict's `as_dict`, computed once for the audit line and the API's answer.
+    data: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def latency_ms(self) -> float:
@@ -113,7 +115,8 @@ class CallPath:
         """Count and log a decision. An entry point that decides through `decide_call` never calls
         this; one that reached a verdict itself (an SMS refused on its body alone) does, then
         `audit_decision` once it knows the rest of the line (relayed or not)."""
-        decision = Decision(verdict, mode, call_id, time.perf_counter() - started, tuple(labels_dropped))
+        seconds = time.perf_counter() - started
+        decision = Decision(verdict, mode, call_id, seconds, tuple(labels_dropped), verdict.as_dict())
         if self.metrics is not None:
             self.metrics.decision(mode, verdict, decision.seconds)
         line = _DECISION_LINES.get(mode)
@@ -132,6 +135,7 @@ class CallPath:
             call_id=decision.call_id,
             consumer_ref=self.guard.consumer_ref(verdict.prepared.consumer),
             mode=decision.mode,
+            data=decision.data,
             **extra,
         )
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import (
@@ -38,6 +39,16 @@ HTTP_MAX_BODY_BYTES = 1024
 
 # The refusal sources keyed in the call path (DTMF); kept apart for the historical DTMF counter.
 DTMF_SOURCES = frozenset({"agent", "consumer"})
+
+
+# Distinct (mode, verdict, campaign, reason codes) whose series `Metrics.decision` keeps at hand.
+MAX_CACHED_SERIES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _DecisionSeries:
+    seconds: Histogram
+    counters: tuple[Counter, ...]
 
 
 class Metrics:
@@ -99,6 +110,7 @@ class Metrics:
             ["operation", "outcome"], registry=self.registry,
         )  # fmt: skip
         self._ari_connected: Gauge | None = None
+        self._decision_series: dict[tuple[str, str, str, tuple[str, ...]], _DecisionSeries] = {}
         self.agi_sessions = Counter("npv_guard_agi_sessions", "FastAGI sessions", ["outcome"], registry=self.registry)
         self.messages = Counter(
             "npv_guard_sms", "Text messages by direction and outcome", ["direction", "outcome"],
@@ -106,12 +118,25 @@ class Metrics:
         )  # fmt: skip
 
     def decision(self, mode: str, verdict: Verdict, seconds: float) -> None:
-        self.decision_seconds.labels(mode).observe(seconds)
-        self.decisions.labels(mode, verdict.verdict).inc()
         campaign = self.campaign_label(verdict.prepared.request.campaign)
-        self.campaign_decisions.labels(mode, campaign, verdict.verdict).inc()
-        for code in verdict.codes:
-            self.decision_reasons.labels(mode, code).inc()
+        key = (mode, verdict.verdict, campaign, verdict.codes)
+        series = self._decision_series.get(key)
+        if series is None:
+            # prometheus_client's labels() look-up (a lock, a validation) per series per decision
+            # was a third of the decision's metrics: each label set's series are looked up once.
+            series = _DecisionSeries(
+                self.decision_seconds.labels(mode),
+                (
+                    self.decisions.labels(mode, key[1]),
+                    self.campaign_decisions.labels(mode, campaign, key[1]),
+                    *(self.decision_reasons.labels(mode, code) for code in key[3]),
+                ),
+            )
+            if len(self._decision_series) < MAX_CACHED_SERIES:  # the label sets are few; never unbounded
+                self._decision_series[key] = series
+        series.seconds.observe(seconds)
+        for counter in series.counters:
+            counter.inc()
 
     def campaign_label(self, campaign: str | None) -> str:
         """Bounded cardinality: only a configured campaign names its own series."""

@@ -16,6 +16,7 @@ from npv_guard.core.decide import (
     grant_event,
     place_consumer,
     prepare,
+    prepare_at,
     refusal_block_end,
     refusal_withdrawal,
 )
@@ -203,7 +204,7 @@ class Guard:
                         allow_fail_open=False,
                     )
                 request = replace(request, at=newest + timedelta(milliseconds=1))
-                prepared = prepare(request, self.policy, (prepared.caller, prepared.callee))
+                prepared = prepare_at(prepared, request.at, self.policy)
                 continue
             state = _with_journal(snapshot, journaled).state
             verdict = decide(prepared, state, self.policy)

@@ -335,19 +335,29 @@ class PairKeys:
         self.version = base + ":v"
 
 
+RECENT_DIGESTS = 4096
+
+
 class ConsumerHasher:
     """Keyed hash of consumer numbers; older secrets are kept readable during a rotation."""
 
     def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
         self._secret = secret.encode()
         self._previous = [old.encode() for old in previous]
+        # A decision hashes its consumer for the keys, the journal and the audit line: once.
+        self._recent: dict[str, str] = {}
 
     @staticmethod
     def _digest(secret: bytes, e164: str) -> str:
         return hmac.new(secret, e164.encode(), hashlib.sha256).hexdigest()[:32]
 
     def digest(self, e164: str) -> str:
-        return self._digest(self._secret, e164)
+        digest = self._recent.get(e164)
+        if digest is None:
+            if len(self._recent) >= RECENT_DIGESTS:
+                self._recent.clear()  # bounded: the consumers of the last few thousand calls
+            digest = self._recent[e164] = self._digest(self._secret, e164)
+        return digest
 
     @property
     def has_previous(self) -> bool:

@@ -14,9 +14,10 @@ from npv_guard.service import RefusalOutcome
 from npv_guard.store import PairHistory
 
 
-def check_payload(verdict: Verdict, *, record: bool) -> dict[str, Any]:
-    """`check --json` and `POST /v1/check`: the verdict, plus `recorded` when asked to record."""
-    payload = verdict.as_dict()
+def check_payload(verdict: Verdict, *, record: bool, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`check --json` and `POST /v1/check`: the verdict, plus `recorded` when asked to record.
+    `data`: the verdict's `as_dict()` already computed (copied, not changed)."""
+    payload = verdict.as_dict() if data is None else dict(data)
     if record:
         # Only an allowed call is counted as an attempt.
         payload["recorded"] = verdict.allowed

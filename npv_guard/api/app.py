@@ -241,7 +241,8 @@ async def check(request: web.Request) -> web.Response:
         call_request, mode="api", call_id=call_id, record=record, offline=offline,
         audit_fields={"record": record, "offline": offline},
     )  # fmt: skip
-    return web.json_response(check_payload(decision.verdict, record=record), headers={"X-Call-Id": call_id})
+    payload = check_payload(decision.verdict, record=record, data=decision.data)
+    return web.json_response(payload, headers={"X-Call-Id": call_id})
 
 
 async def record_refusal(request: web.Request) -> web.Response:

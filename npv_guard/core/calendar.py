@@ -76,12 +76,16 @@ def local_issues(
 ) -> tuple[datetime, LocalCalendarIssues]:
     """The consumer's wall clock at `instant` and which calendar rules it breaks."""
     local = instant.astimezone(place.territory.zone)
-    moment = local.time().replace(tzinfo=None)
-    return local, LocalCalendarIssues(
-        weekend=local.weekday() >= 5,
-        outside_hours=not any(moment in window for window in windows),
-        holiday=holiday_name(place, local.date(), local_holidays),
-    )
+    moment = local.time()  # the wall-clock time, naive
+    weekend, holiday = _day_facts(place, local.date(), local_holidays)
+    return local, LocalCalendarIssues(weekend, not any(moment in window for window in windows), holiday)
+
+
+@lru_cache(maxsize=4096)
+def _day_facts(place: Place, day: date, local_holidays: bool) -> tuple[bool, str | None]:
+    """Whether `day` is a weekend day and which public holiday it is, in `place`: the same for every
+    call of a consumer-local day, so each (place, day) is worked out once."""
+    return day.weekday() >= 5, holiday_name(place, day, local_holidays)
 
 
 def local_midnight(place: Place, day: date) -> datetime:

@@ -9,7 +9,7 @@ the stateful rules over that snapshot. Every failing rule is reported, never jus
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 from npv_guard.core import regimes
@@ -59,6 +59,8 @@ class Prepared:
     regime: regimes.Regime
     reasons: tuple[Reason, ...]  # caller and consumer rules
     calendar_reasons: tuple[Reason, ...]  # lifted by an agreed slot (or, before 2026-08-11, a blanket consent)
+    # What `prepare` found that does not depend on the instant, for `prepare_at`.
+    placed: Placed | None = field(default=None, compare=False, repr=False)
 
     @property
     def consumer(self) -> str | None:
@@ -146,6 +148,20 @@ class CallFacts:
     windows: tuple[Window, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """The part of `prepare` that does not depend on the call's instant: the numbers, where the
+    consumer may be, the professional, the hours that apply."""
+
+    caller: PhoneNumber
+    callee: PhoneNumber
+    places: tuple[Place, ...]
+    consumer_problem: Reason | None
+    professional: str | None
+    professional_problem: Reason | None
+    windows: tuple[Window, ...]
+
+
 def prepare(request: CallRequest, policy: Policy, numbers: tuple[PhoneNumber, PhoneNumber] | None = None) -> Prepared:
     """`numbers`: the caller and callee already parsed for this same request (a re-decision at
     another instant), so they are not parsed again."""
@@ -153,30 +169,49 @@ def prepare(request: CallRequest, policy: Policy, numbers: tuple[PhoneNumber, Ph
         raise ValueError("the instant of a call must carry its offset")
     caller, callee = numbers or (parse(request.caller), parse(request.callee))
     places, consumer_problem = locate_consumer(callee, request.consumer_postcode)
+    professional, professional_problem = _resolve_professional(caller, request.professional, policy, request.medium)
+    windows = policy.windows_for(request.medium, professional)
+    placed = Placed(caller, callee, places, consumer_problem, professional, professional_problem, windows)
+    return _prepare_placed(request, policy, placed)
+
+
+def prepare_at(prepared: Prepared, at: datetime, policy: Policy) -> Prepared:
+    """`prepare` of the same request at another instant, under the same policy (`next_allowed_at`,
+    a call dated after a peer's attempt): only what depends on the instant is worked out again."""
+    request = replace(prepared.request, at=at)
+    if prepared.placed is None:
+        return prepare(request, policy, (prepared.caller, prepared.callee))
+    if at.tzinfo is None:
+        raise ValueError("the instant of a call must carry its offset")
+    return _prepare_placed(request, policy, prepared.placed)
+
+
+def _prepare_placed(request: CallRequest, policy: Policy, placed: Placed) -> Prepared:
+    places = placed.places
     local_day = request.at.astimezone((places[0].territory if places else METROPOLE).zone).date()
     regime = regimes.Regime(local_day)
-    professional, professional_problem = _resolve_professional(caller, request.professional, policy, request.medium)
     facts = CallFacts(
         request,
         policy,
         regime,
-        caller,
+        placed.caller,
         places,
-        professional,
-        professional_problem,
-        consumer_problem,
-        policy.windows_for(request.medium, professional),
+        placed.professional,
+        placed.professional_problem,
+        placed.consumer_problem,
+        placed.windows,
     )
     rules = CALL_RULES[request.medium]
     return Prepared(
         request=request,
-        caller=caller,
-        callee=callee,
-        professional=professional,
+        caller=placed.caller,
+        callee=placed.callee,
+        professional=placed.professional,
         places=places,
         regime=regime,
         reasons=tuple(reason for rule in rules if rule.applies(regime, request) for reason in rule.check(facts)),
         calendar_reasons=tuple(CALENDAR.check(facts)) if CALENDAR.applies(regime, request) else (),
+        placed=placed,
     )
 
 
@@ -300,7 +335,7 @@ def _check_calendar(facts: CallFacts) -> tuple[Reason, ...]:
         local, issues = local_issues(place, at, windows, policy.local_holidays)
         if not (issues.weekend or issues.holiday or issues.outside_hours):
             continue  # the message below is only written for a call it rejects
-        where = f"{local:%A %Y-%m-%d %H:%M:%S} in {place.territory.name} ({place.territory.timezone})"
+        where = f"{_wall_clock(local)} in {place.territory.name} ({place.territory.timezone})"
         if issues.weekend:
             found.setdefault(
                 ReasonCode.WEEKEND, Reason(ReasonCode.WEEKEND, f"it is {where}: no {contacts} at weekends")
@@ -318,6 +353,17 @@ def _check_calendar(facts: CallFacts) -> tuple[Reason, ...]:
             )
     order = (ReasonCode.OUTSIDE_HOURS, ReasonCode.WEEKEND, ReasonCode.PUBLIC_HOLIDAY)
     return tuple(found[code] for code in order if code in found)
+
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _wall_clock(local: datetime) -> str:
+    """`f"{local:%A %Y-%m-%d %H:%M:%S}"` (the C locale's day names, as the guard runs), without strftime."""
+    return (
+        f"{_WEEKDAYS[local.weekday()]} {local.year:04d}-{local.month:02d}-{local.day:02d} "
+        f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -598,7 +644,9 @@ def _frequency_reasons(prepared: Prepared, state: PairState) -> list[Reason]:
         local_midnight(place, at.astimezone(place.territory.zone).date() - timedelta(days=ATTEMPT_WINDOW_DAYS - 1))
         for place in prepared.places
     )
-    counted = sorted(attempt.at for attempt in state.attempts if window_start <= attempt.at <= at)
+    # Compared in UTC, like the attempts (the same instants; no zone offset looked up per comparison).
+    start_utc, at_utc = window_start.astimezone(UTC), at.astimezone(UTC)
+    counted = sorted(attempt.at for attempt in state.attempts if start_utc <= attempt.at <= at_utc)
     if len(counted) < MAX_ATTEMPTS:
         return []
     return [

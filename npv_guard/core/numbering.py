@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 import phonenumbers
 
@@ -95,6 +96,19 @@ def _user_part(raw: str) -> str:
 
 def parse(raw: str | None) -> PhoneNumber:
     """Normalise one number from any spelling a dialer or carrier may use. Never raises."""
+    if type(raw) is str and len(raw) <= MAX_RAW_LENGTH:
+        return _parse_cached(raw)
+    return _parse(raw)
+
+
+# A call centre's caller IDs are a few spellings of a few NPVs: each is parsed once (a quarter of
+# a decision's CPU was parsing). The result is immutable and a function of the string alone.
+@lru_cache(maxsize=4096)
+def _parse_cached(raw: str) -> PhoneNumber:
+    return _parse(raw)
+
+
+def _parse(raw: str | None) -> PhoneNumber:
     source = "" if raw is None else str(raw)
     if len(source) > MAX_RAW_LENGTH:
         return PhoneNumber(source[:32] + "…", NumberKind.INVALID, problem="far too long for a phone number")

@@ -14,7 +14,6 @@ reason that time cannot lift appears (a new regime, say).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, time, timedelta
 
 from npv_guard.core import regimes
@@ -25,7 +24,7 @@ from npv_guard.core.decide import (
     Prepared,
     Verdict,
     decide,
-    prepare,
+    prepare_at,
     refusal_block_end,
 )
 from npv_guard.core.model import PairState, Policy
@@ -70,8 +69,7 @@ def next_allowed_at(verdict: Verdict, state: PairState | None, policy: Policy) -
         if codes - (EXPIRING if past is not None else CALENDAR):
             return None
         instant = max(_lifted(code, current.prepared, past or PairState(), instant, policy) for code in codes)
-        numbers = (prepared.caller, prepared.callee)
-        current = decide(prepare(replace(prepared.request, at=instant), policy, numbers), past, policy)
+        current = decide(prepare_at(prepared, instant, policy), past, policy)
     return None
 
 

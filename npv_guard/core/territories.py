@@ -48,10 +48,11 @@ class Territory:
     postcodes: tuple[str, ...] = field(default=(), compare=False, repr=False)
     # Departments with their own `holidays` subdivision (Alsace-Moselle).
     local_subdivisions: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    # Its time zone, looked up once (read several times per decision).
+    zone: ZoneInfo = field(init=False, compare=False, repr=False)
 
-    @property
-    def zone(self) -> ZoneInfo:
-        return _zone(self.timezone)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zone", _zone(self.timezone))
 
 
 _ZONES: dict[str, ZoneInfo] = {}

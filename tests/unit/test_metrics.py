@@ -40,6 +40,24 @@ def test_a_rejection_with_two_reasons_is_one_decision_and_two_reason_counts() ->
     assert len(decision_samples) == 2
 
 
+def test_the_same_label_set_counts_every_time_and_observes_every_latency() -> None:
+    # The series of a label set are looked up once and kept: they go on counting.
+    metrics = Metrics()
+    rejected = verdict("2026-12-01T21:00:00+01:00", caller="0612345670")
+    for _ in range(3):
+        metrics.decision("api", rejected, 0.001)
+        metrics.decision("api", verdict(), 0.3)
+    found = samples(metrics)
+    assert found[("npv_guard_decisions_total", (("mode", "api"), ("verdict", "reject")))] == 3
+    assert found[("npv_guard_decisions_total", (("mode", "api"), ("verdict", "allow")))] == 3
+    for code in rejected.codes:
+        assert found[("npv_guard_decision_reasons_total", (("mode", "api"), ("reason", code)))] == 3
+    assert found[("npv_guard_decision_seconds_count", (("mode", "api"),))] == 6
+    assert found[("npv_guard_decision_seconds_bucket", (("le", "0.2"), ("mode", "api")))] == 3
+    campaign = (("campaign", "none"), ("mode", "api"), ("verdict", "allow"))
+    assert found[("npv_guard_campaign_decisions_total", campaign)] == 3
+
+
 def test_a_stop_reply_is_a_refusal_but_not_a_dtmf_one() -> None:
     metrics = Metrics()
     metrics.refusal("sms", "sms", "recorded")
