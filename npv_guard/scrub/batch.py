@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from npv_guard.core.decide import Verdict, prepare
-from npv_guard.core.model import CallRequest, PairState, Policy
+from npv_guard.core.model import Attempt, CallRequest, ConsentEvent, PairState, Policy, Refusal
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
@@ -25,7 +25,7 @@ from npv_guard.journal import JournalUnreadable, RefusalJournal
 from npv_guard.scrub.leads import Row
 from npv_guard.scrub.summary import Tally
 from npv_guard.service import Guard
-from npv_guard.store import Store
+from npv_guard.store import Hold, PairHistory, SentMessage, Snapshot, Store
 
 # Leads decided per pipelined Redis round trip: large enough that the round trip is amortised,
 # small enough that several batches are in flight at once (one preparing while another is read).
@@ -101,6 +101,62 @@ class Decided:
     now: list[str] = field(default_factory=list)  # in the input's order
     later: list[tuple[float, str]] = field(default_factory=list)  # sorted by instant at the end
     never: list[str] = field(default_factory=list)
+
+
+class ScrubReads:
+    """The Store as the scrub's Guard sees it: `snapshots` is `Store.read_snapshots` (one script
+    run per few hundred pairs), the other reads are the Store's, and every write raises (a scrub
+    records nothing; `Guard.decide_many` writes nothing anyway)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def digest(self, consumer: str) -> str:
+        return self.store.digest(consumer)
+
+    async def ping(self) -> bool:
+        return await self.store.ping()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def snapshot(self, professional: str, consumer: str, at: datetime) -> Snapshot:
+        return await self.store.snapshot(professional, consumer, at)
+
+    async def snapshots(self, professional: str, consumers: Sequence[str], at: datetime) -> list[Snapshot]:
+        return await self.store.read_snapshots(professional, consumers, at)
+
+    async def history(self, professional: str, consumer: str) -> PairHistory:
+        return await self.store.history(professional, consumer)
+
+    @staticmethod
+    def _records_nothing() -> RuntimeError:
+        return RuntimeError("a scrub records nothing")
+
+    async def record_attempt(self, professional: str, consumer: str, attempt: Attempt, expected_version: str) -> bool:
+        raise self._records_nothing()
+
+    async def snapshot_and_hold(
+        self, professional: str, consumer: str, attempt: Attempt
+    ) -> tuple[Snapshot, Hold | None]:
+        raise self._records_nothing()
+
+    async def release(self, hold: Hold) -> None:
+        raise self._records_nothing()
+
+    async def record_refusal(
+        self, professional: str, digest: str, refusal: Refusal, withdrawal: ConsentEvent | None, refusal_id: str
+    ) -> None:
+        raise self._records_nothing()
+
+    async def record_message(self, professional: str, consumer: str, message: SentMessage) -> None:
+        raise self._records_nothing()
+
+    async def record_consent(self, professional: str, consumer: str, event: ConsentEvent) -> None:
+        raise self._records_nothing()
+
+    async def record_consents(self, professional: str, rows: Iterable[tuple[str, ConsentEvent]]) -> int:
+        raise self._records_nothing()
 
 
 class BatchDecider:
@@ -212,7 +268,7 @@ def decide_in_worker(rows: list[Row]) -> Decided:
             journal = RefusalJournal.if_present(_setup.journal_path)
         except JournalUnreadable as error:
             raise ScrubFailed(str(error)) from None
-        guard = Guard(_setup.campaign.policy, _setup.connect(), journal)
+        guard = Guard(_setup.campaign.policy, ScrubReads(_setup.connect()), journal)
         _worker = (asyncio.new_event_loop(), BatchDecider(_setup.campaign, guard, _setup.delimiter, _setup.newline))
     loop, decider = _worker
     return loop.run_until_complete(decider.decide(rows))

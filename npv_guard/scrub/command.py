@@ -41,6 +41,7 @@ from npv_guard.scrub.batch import (
     Campaign,
     Decided,
     ScrubFailed,
+    ScrubReads,
     WorkerSetup,
     decide_in_worker,
     start_worker,
@@ -209,7 +210,7 @@ class Scrubber:
         decided in this process."""
         self.campaign = campaign
         self.store = store
-        self.guard = Guard(campaign.policy, store, journal)
+        self.guard = Guard(campaign.policy, ScrubReads(store), journal)
         self.journal_path = str(journal.path) if journal is not None else ""
         self.connect = connect
         self.progress = Progress(err)
