@@ -169,6 +169,9 @@ class BatchDecider:
         self.newline = newline
         self.next_allowed = NextAllowed(campaign.policy)
         self._caller = parse_number(campaign.caller)
+        # The ends of lines that depend only on what the run holds fixed, formatted once each.
+        self._stateless: dict[tuple[tuple[Place, ...], tuple[str, ...]], tuple[float, str, str] | None] = {}
+        self._never_ends: dict[tuple[str, ...], str] = {}
 
     async def decide(self, rows: list[Row]) -> Decided:
         campaign, caller, policy = self.campaign, self._caller, self.campaign.policy
@@ -194,33 +197,67 @@ class BatchDecider:
         return self._lines(rows, decisions)
 
     def _lines(self, rows: list[Row], decisions: list[tuple[Verdict, PairState | None]]) -> Decided:
-        d, newline = self.delimiter, self.newline
         decided = Decided()
         tally, now, later, never = decided.tally, decided.now, decided.later, decided.never
-        reasons, by_day, next_allowed = tally.reasons, tally.later_by_day, self.next_allowed
-        tally.leads = len(rows)
+        next_allowed, stateless, never_ends = self.next_allowed, self._stateless, self._never_ends
+        d = self.delimiter
+        allowed_end = f"{d}allow{d}now{d}{d}{d}{self.newline}"
+        by_codes: dict[tuple[str, ...], int] = {}  # counted per reason at the end
+        by_day: dict[str, int] = {}
         for (body, _, _), (verdict, state) in zip(rows, decisions, strict=True):
             if verdict.allowed:
-                now.append(f"{body}{d}allow{d}now{d}{d}{d}{newline}")
+                now.append(body + allowed_end)
                 continue
             codes = verdict.codes
-            reasons.update(codes)
-            if codes[0].startswith("CALLER_"):
-                tally.caller_rejected += 1
-            joined = "|".join(codes)
-            # As `Guard.with_next_allowed`: no state to count from (no pair), no next instant.
-            when = next_allowed(verdict, state) if state is not None else None
-            if when is None:
-                never.append(f"{body}{d}reject{d}never{d}{joined}{d}{d}{newline}")
+            by_codes[codes] = by_codes.get(codes, 0) + 1
+            if state is None:  # as `Guard.with_next_allowed`: no state to count from (no pair), no next instant
+                never.append(body + (never_ends.get(codes) or self._never_end(codes)))
+                continue
+            if state.attempts or state.refusals or state.consents:
+                entry = self._ending(next_allowed(verdict, state), codes)
             else:
-                by_day[when.local_day] += 1
-                later.append(
-                    (when.timestamp, f"{body}{d}reject{d}later{d}{joined}{d}{when.utc}{d}{when.local}{newline}")
-                )
+                # A pair with nothing stored: the same places and reasons end the same way (see
+                # NextAllowed), so the line's end is formatted once per run.
+                key = (verdict.prepared.places, codes)
+                entry = stateless.get(key, _UNSEEN)
+                if entry is _UNSEEN:
+                    entry = stateless[key] = self._ending(next_allowed(verdict, state), codes)
+            if entry is None:
+                never.append(body + (never_ends.get(codes) or self._never_end(codes)))
+            else:
+                timestamp, day, end = entry
+                by_day[day] = by_day.get(day, 0) + 1
+                later.append((timestamp, body + end))
+        for codes, count in by_codes.items():
+            for code in codes:
+                tally.reasons[code] += count
+            if codes[0].startswith("CALLER_"):
+                tally.caller_rejected += count
+        tally.later_by_day.update(by_day)
+        tally.leads = len(rows)
         tally.now = len(now)
         tally.later = len(later)
         tally.never = len(never)
         return decided
+
+    def _never_end(self, codes: tuple[str, ...]) -> str:
+        d = self.delimiter
+        end = self._never_ends[codes] = f"{d}reject{d}never{d}{'|'.join(codes)}{d}{d}{self.newline}"
+        return end
+
+    def _ending(self, when: When | None, codes: tuple[str, ...]) -> tuple[float, str, str] | None:
+        """A `later` line's sort key, local day and end (after the record), or None: `never`."""
+        if when is None:
+            return None
+        d = self.delimiter
+        return (
+            when.timestamp,
+            when.local_day,
+            f"{d}reject{d}later{d}{'|'.join(codes)}{d}{when.utc}{d}{when.local}{self.newline}",
+        )
+
+
+_UNSEEN: tuple[float, str, str] = (0.0, "", "")
 
 
 def worker_count(size: int) -> int:
