@@ -2,7 +2,8 @@
 
 A batch is a list of leads as read (record, phone cell, postcode cell). `BatchDecider.decide`
 prepares each lead's call request with the core, has `Guard.decide_many` read the pairs' snapshots
-in one pipelined round trip and decide them, and formats the output lines. On a large file, the
+in one pipelined round trip (`ScrubReads`: a few runs of the batch snapshot script) and decide
+them, and formats the output lines. On a large file, the
 batches are decided by worker processes, each with its own Store and Guard: the rules are pure
 and the reads are independent, so the verdicts are the same wherever a batch is decided.
 """
