@@ -1138,6 +1138,93 @@ class Store:
             tuple(sorted(sent, key=lambda m: m.at)),
         )
 
+    async def read_snapshots(self, professional: str, consumers: Sequence[str], at: datetime) -> list[Snapshot]:
+        """`snapshots`, read by `_SNAPSHOT_BATCH`: one script run per `SNAPSHOT_BATCH_PAIRS` pairs
+        instead of an EXISTS per pair (and the snapshot script per pair that has keys), so the
+        client packs and parses a few commands per batch, not one or two per pair. Every pair is
+        read exactly as the snapshot script reads it. On a Cluster (pairs are spread over slots
+        and nodes) it is `snapshots`. Reads only."""
+        if not consumers:
+            return []
+        if isinstance(self._client, RedisCluster):
+            return await self.snapshots(professional, consumers, at)
+        args = _snapshot_args(at)
+        hasher = self._hasher
+        digests = [[hasher.digest(c), *hasher.previous_digests(c)] for c in consumers]
+        keys: list[str] = []
+        head = f"{self._prefix}:{{{professional}|"
+        for per_consumer in digests:
+            for digest in per_consumer:
+                base = f"{head}{digest}}}"  # PairKeys' own spelling, in `_snapshot_keys`' order
+                keys += (base + ":a", base + ":r", base + ":c", base + ":v")
+        step = 4 * SNAPSHOT_BATCH_PAIRS
+        chunks = [keys[start : start + step] for start in range(0, len(keys), step)]
+        script = self._client.register_script(_SNAPSHOT_BATCH)
+        lane = self._lane
+
+        async def pipelined() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for chunk in chunks:
+                pipe.execute_command("EVALSHA", script.sha, len(chunk), *chunk, *args)
+            return list(await pipe.execute())
+
+        async def send() -> list[Any]:
+            if lane is not None:  # one write for every chunk, NOSCRIPT handled by the lane
+                return list(await asyncio.gather(*(lane.evalsha(script, chunk, args) for chunk in chunks)))
+            try:
+                return await pipelined()
+            except NoScriptError:  # a restarted Redis, a failover, the first batch
+                await self._client.script_load(_SNAPSHOT_BATCH)
+                return await pipelined()
+
+        replies = await self._call(
+            "snapshot batch", send, idempotent=True, within=max(self._timeout, BATCH_READ_S * len(digests))
+        )
+        raws: list[Sequence[Any]] = [_NOTHING_STORED] * (len(keys) // 4)
+        for number, reply in enumerate(replies):
+            offset = number * SNAPSHOT_BATCH_PAIRS - 1  # the script numbers its pairs from 1
+            for index, raw in zip(reply[::2], reply[1::2], strict=True):
+                raws[offset + int(index)] = raw
+        result = []
+        position = 0
+        for per_consumer in digests:
+            version, state, newest = _decode_snapshot(raws[position])
+            for old_raw in raws[position + 1 : position + len(per_consumer)]:
+                old = _decode_snapshot(old_raw)[1]
+                state = PairState(
+                    state.attempts + old.attempts, state.refusals + old.refusals, state.consents + old.consents
+                )
+            position += len(per_consumer)
+            result.append(Snapshot(state, version, newest))
+        return result
+
 
 def _ms_span(span: timedelta) -> int:
     return int(span.total_seconds() * 1000)
+
+
+# The snapshot script over many pairs at once (`Store.read_snapshots`): KEYS are the snapshot
+# script's four keys of each pair, pair after pair; ARGV the snapshot script's. Only the pairs with
+# a key are read (a pair with none reads as `_NOTHING_STORED`), each as `_SNAPSHOT` reads it; the
+# reply is flat: a pair's number (from 1), its snapshot reply, and so on.
+_SNAPSHOT_BATCH = """
+local out = {}
+local pair = 0
+for i = 1, #KEYS, 4 do
+  pair = pair + 1
+  if redis.call('EXISTS', KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3]) > 0 then
+    local version = redis.call('GET', KEYS[i + 3]) or '0'
+    local attempts = redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[1], ARGV[3], 'WITHSCORES')
+    local refusals = redis.call('ZRANGEBYSCORE', KEYS[i + 1], ARGV[2], ARGV[3], 'WITHSCORES')
+    local consents = redis.call('ZREVRANGEBYSCORE', KEYS[i + 2], ARGV[3], '-inf', 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+    local newest = redis.call('ZREVRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    out[#out + 1] = pair
+    out[#out + 1] = {version, attempts, refusals, consents, newest[2] or '0'}
+  end
+end
+return out
+"""
+# Pairs per run of `_SNAPSHOT_BATCH`: each run holds Redis for a fraction of a millisecond (the
+# live guards' commands wait that long at worst), and a batch of the scrub's is a few runs sent
+# in one write.
+SNAPSHOT_BATCH_PAIRS = 500

@@ -2,7 +2,8 @@
 
 A batch is a list of leads as read (record, phone cell, postcode cell). `BatchDecider.decide`
 prepares each lead's call request with the core, has `Guard.decide_many` read the pairs' snapshots
-in one pipelined round trip and decide them, and formats the output lines. On a large file, the
+in one pipelined round trip (`ScrubReads`: a few runs of the batch snapshot script) and decide
+them, and formats the output lines. On a large file, the
 batches are decided by worker processes, each with its own Store and Guard: the rules are pure
 and the reads are independent, so the verdicts are the same wherever a batch is decided.
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from npv_guard.core.decide import Verdict, prepare
-from npv_guard.core.model import CallRequest, PairState, Policy
+from npv_guard.core.model import Attempt, CallRequest, ConsentEvent, PairState, Policy, Refusal
 from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.core.territories import Place
@@ -25,7 +26,7 @@ from npv_guard.journal import JournalUnreadable, RefusalJournal
 from npv_guard.scrub.leads import Row
 from npv_guard.scrub.summary import Tally
 from npv_guard.service import Guard
-from npv_guard.store import Store
+from npv_guard.store import Hold, PairHistory, SentMessage, Snapshot, Store
 
 # Leads decided per pipelined Redis round trip: large enough that the round trip is amortised,
 # small enough that several batches are in flight at once (one preparing while another is read).
@@ -103,6 +104,62 @@ class Decided:
     never: list[str] = field(default_factory=list)
 
 
+class ScrubReads:
+    """The Store as the scrub's Guard sees it: `snapshots` is `Store.read_snapshots` (one script
+    run per few hundred pairs), the other reads are the Store's, and every write raises (a scrub
+    records nothing; `Guard.decide_many` writes nothing anyway)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def digest(self, consumer: str) -> str:
+        return self.store.digest(consumer)
+
+    async def ping(self) -> bool:
+        return await self.store.ping()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def snapshot(self, professional: str, consumer: str, at: datetime) -> Snapshot:
+        return await self.store.snapshot(professional, consumer, at)
+
+    async def snapshots(self, professional: str, consumers: Sequence[str], at: datetime) -> list[Snapshot]:
+        return await self.store.read_snapshots(professional, consumers, at)
+
+    async def history(self, professional: str, consumer: str) -> PairHistory:
+        return await self.store.history(professional, consumer)
+
+    @staticmethod
+    def _records_nothing() -> RuntimeError:
+        return RuntimeError("a scrub records nothing")
+
+    async def record_attempt(self, professional: str, consumer: str, attempt: Attempt, expected_version: str) -> bool:
+        raise self._records_nothing()
+
+    async def snapshot_and_hold(
+        self, professional: str, consumer: str, attempt: Attempt
+    ) -> tuple[Snapshot, Hold | None]:
+        raise self._records_nothing()
+
+    async def release(self, hold: Hold) -> None:
+        raise self._records_nothing()
+
+    async def record_refusal(
+        self, professional: str, digest: str, refusal: Refusal, withdrawal: ConsentEvent | None, refusal_id: str
+    ) -> None:
+        raise self._records_nothing()
+
+    async def record_message(self, professional: str, consumer: str, message: SentMessage) -> None:
+        raise self._records_nothing()
+
+    async def record_consent(self, professional: str, consumer: str, event: ConsentEvent) -> None:
+        raise self._records_nothing()
+
+    async def record_consents(self, professional: str, rows: Iterable[tuple[str, ConsentEvent]]) -> int:
+        raise self._records_nothing()
+
+
 class BatchDecider:
     """Decides the batches of one run: one campaign, one Guard, one output format."""
 
@@ -113,6 +170,9 @@ class BatchDecider:
         self.newline = newline
         self.next_allowed = NextAllowed(campaign.policy)
         self._caller = parse_number(campaign.caller)
+        # The ends of lines that depend only on what the run holds fixed, formatted once each.
+        self._stateless: dict[tuple[tuple[Place, ...], tuple[str, ...]], tuple[float, str, str] | None] = {}
+        self._never_ends: dict[tuple[str, ...], str] = {}
 
     async def decide(self, rows: list[Row]) -> Decided:
         campaign, caller, policy = self.campaign, self._caller, self.campaign.policy
@@ -138,33 +198,67 @@ class BatchDecider:
         return self._lines(rows, decisions)
 
     def _lines(self, rows: list[Row], decisions: list[tuple[Verdict, PairState | None]]) -> Decided:
-        d, newline = self.delimiter, self.newline
         decided = Decided()
         tally, now, later, never = decided.tally, decided.now, decided.later, decided.never
-        reasons, by_day, next_allowed = tally.reasons, tally.later_by_day, self.next_allowed
-        tally.leads = len(rows)
+        next_allowed, stateless, never_ends = self.next_allowed, self._stateless, self._never_ends
+        d = self.delimiter
+        allowed_end = f"{d}allow{d}now{d}{d}{d}{self.newline}"
+        by_codes: dict[tuple[str, ...], int] = {}  # counted per reason at the end
+        by_day: dict[str, int] = {}
         for (body, _, _), (verdict, state) in zip(rows, decisions, strict=True):
             if verdict.allowed:
-                now.append(f"{body}{d}allow{d}now{d}{d}{d}{newline}")
+                now.append(body + allowed_end)
                 continue
             codes = verdict.codes
-            reasons.update(codes)
-            if codes[0].startswith("CALLER_"):
-                tally.caller_rejected += 1
-            joined = "|".join(codes)
-            # As `Guard.with_next_allowed`: no state to count from (no pair), no next instant.
-            when = next_allowed(verdict, state) if state is not None else None
-            if when is None:
-                never.append(f"{body}{d}reject{d}never{d}{joined}{d}{d}{newline}")
+            by_codes[codes] = by_codes.get(codes, 0) + 1
+            if state is None:  # as `Guard.with_next_allowed`: no state to count from (no pair), no next instant
+                never.append(body + (never_ends.get(codes) or self._never_end(codes)))
+                continue
+            if state.attempts or state.refusals or state.consents:
+                entry = self._ending(next_allowed(verdict, state), codes)
             else:
-                by_day[when.local_day] += 1
-                later.append(
-                    (when.timestamp, f"{body}{d}reject{d}later{d}{joined}{d}{when.utc}{d}{when.local}{newline}")
-                )
+                # A pair with nothing stored: the same places and reasons end the same way (see
+                # NextAllowed), so the line's end is formatted once per run.
+                key = (verdict.prepared.places, codes)
+                entry = stateless.get(key, _UNSEEN)
+                if entry is _UNSEEN:
+                    entry = stateless[key] = self._ending(next_allowed(verdict, state), codes)
+            if entry is None:
+                never.append(body + (never_ends.get(codes) or self._never_end(codes)))
+            else:
+                timestamp, day, end = entry
+                by_day[day] = by_day.get(day, 0) + 1
+                later.append((timestamp, body + end))
+        for codes, count in by_codes.items():
+            for code in codes:
+                tally.reasons[code] += count
+            if codes[0].startswith("CALLER_"):
+                tally.caller_rejected += count
+        tally.later_by_day.update(by_day)
+        tally.leads = len(rows)
         tally.now = len(now)
         tally.later = len(later)
         tally.never = len(never)
         return decided
+
+    def _never_end(self, codes: tuple[str, ...]) -> str:
+        d = self.delimiter
+        end = self._never_ends[codes] = f"{d}reject{d}never{d}{'|'.join(codes)}{d}{d}{self.newline}"
+        return end
+
+    def _ending(self, when: When | None, codes: tuple[str, ...]) -> tuple[float, str, str] | None:
+        """A `later` line's sort key, local day and end (after the record), or None: `never`."""
+        if when is None:
+            return None
+        d = self.delimiter
+        return (
+            when.timestamp,
+            when.local_day,
+            f"{d}reject{d}later{d}{'|'.join(codes)}{d}{when.utc}{d}{when.local}{self.newline}",
+        )
+
+
+_UNSEEN: tuple[float, str, str] = (0.0, "", "")
 
 
 def worker_count(size: int) -> int:
@@ -212,7 +306,7 @@ def decide_in_worker(rows: list[Row]) -> Decided:
             journal = RefusalJournal.if_present(_setup.journal_path)
         except JournalUnreadable as error:
             raise ScrubFailed(str(error)) from None
-        guard = Guard(_setup.campaign.policy, _setup.connect(), journal)
+        guard = Guard(_setup.campaign.policy, ScrubReads(_setup.connect()), journal)
         _worker = (asyncio.new_event_loop(), BatchDecider(_setup.campaign, guard, _setup.delimiter, _setup.newline))
     loop, decider = _worker
     return loop.run_until_complete(decider.decide(rows))

@@ -3,8 +3,9 @@
 Every lead is decided by the Guard exactly as `npv-guard check` without `--record` decides it
 (`Guard.decide_many`: the pair's snapshot plus journaled refusals, the core's `decide`, then
 `next_allowed_at`); the scrubber only reads the file, batches the leads, sorts and writes. It
-records nothing: the only Redis commands it sends are PING, SCRIPT LOAD, EXISTS and EVALSHA of
-the read-only snapshot script.
+records nothing: the only Redis commands it sends are PING, SCRIPT LOAD and EVALSHA of the
+read-only batch snapshot script (`Store.read_snapshots`; on a Cluster, EXISTS and the snapshot
+script). Its Guard's store is `ScrubReads`, whose writes raise.
 
 The input's own bytes are kept: each record is written back as it was read (quotes, spacing,
 accents, embedded line breaks), followed by the added columns, in the input's encoding, BOM and
@@ -41,6 +42,7 @@ from npv_guard.scrub.batch import (
     Campaign,
     Decided,
     ScrubFailed,
+    ScrubReads,
     WorkerSetup,
     decide_in_worker,
     start_worker,
@@ -209,7 +211,7 @@ class Scrubber:
         decided in this process."""
         self.campaign = campaign
         self.store = store
-        self.guard = Guard(campaign.policy, store, journal)
+        self.guard = Guard(campaign.policy, ScrubReads(store), journal)
         self.journal_path = str(journal.path) if journal is not None else ""
         self.connect = connect
         self.progress = Progress(err)

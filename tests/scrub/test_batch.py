@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
+from npv_guard import store as store_module
 from npv_guard.clock import parse_instant
 from npv_guard.core.decide import decide, prepare
 from npv_guard.core.model import Attempt, Basis, CallRequest, PairState, Policy, Professional, RefusalSource
@@ -19,7 +20,7 @@ from npv_guard.core.numbering import parse as parse_number
 from npv_guard.core.schedule import next_allowed_at
 from npv_guard.scrub import NextAllowed
 from npv_guard.service import Guard
-from npv_guard.store import ConsumerHasher, Store
+from npv_guard.store import ConsumerHasher, Store, StoreUnavailable
 from tests.support.redis_servers import RedisCluster, RedisServer
 
 SECRET = "batch-test-secret-0123456789"
@@ -91,6 +92,66 @@ async def test_snapshots_survive_a_flushed_script_cache(backend: tuple[str, bool
     finally:
         await raw.aclose()
         await store.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("client", ["lane", "redis-py"])
+async def test_read_snapshots_equal_snapshot_pair_by_pair(
+    backend: tuple[str, bool, str], client: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scrub's batch script, over several runs of it (7 pairs each here), with most pairs
+    # missing, facts under an old secret and after the instant; on a Cluster it is `snapshots`.
+    monkeypatch.setattr(store_module, "SNAPSHOT_BATCH_PAIRS", 7)
+    url, cluster, _ = backend
+    old = _store(backend, OLD_SECRET)
+    store = _store(backend, SECRET, (OLD_SECRET,))
+    if client == "redis-py":
+        store._lane = None  # as behind Sentinel: redis-py's pipeline, NOSCRIPT handled by the store
+    raw: aioredis.Redis | AsyncRedisCluster = (
+        AsyncRedisCluster.from_url(url) if cluster else aioredis.Redis.from_url(url)
+    )  # fmt: skip
+    at = parse_instant("2026-12-01T11:00")
+    try:
+        old_guard, guard = Guard(Policy(), old), Guard(Policy(), store)
+        for index, consumer in enumerate(CONSUMERS):
+            if index % 4 == 0:
+                await guard.grant_consent("acme", consumer, at - timedelta(days=90), Basis.CONSENT, "web")
+            if index % 9 == 0:
+                await old_guard.record_refusal("acme", consumer, at - timedelta(days=10), RefusalSource.AGENT)
+            if index % 13 == 0:
+                snapshot = await store.snapshot("acme", consumer, at)
+                attempt = Attempt(at - timedelta(days=2), f"c{index}")
+                assert await store.record_attempt("acme", consumer, attempt, snapshot.version)
+            if index % 17 == 0:  # a fact after the instant: read by neither
+                await guard.grant_consent("acme", consumer, at + timedelta(days=1), Basis.CONTRACT, "later")
+        # the last pair stored, its neighbours not: the reply's pair numbers land where they belong
+        await guard.grant_consent("acme", CONSUMERS[-1], at - timedelta(days=3), Basis.CONSENT, "last")
+        one_by_one = [await store.snapshot("acme", consumer, at) for consumer in CONSUMERS]
+        await raw.script_flush()  # the first batch after a restart loads the script itself
+        batched = await store.read_snapshots("acme", CONSUMERS, at)
+        assert batched == one_by_one
+        assert sum(1 for s in batched if s.state != PairState()) > len(CONSUMERS) // 4
+        assert batched[-1].state.consents and batched[-2].state == PairState()
+        assert await store.read_snapshots("acme", CONSUMERS[1:3], at) == one_by_one[1:3]
+        assert await store.read_snapshots("acme", [], at) == []
+    finally:
+        await raw.aclose()
+        await old.close()
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_read_snapshots_fail_closed() -> None:
+    redis_server = RedisServer().start()  # its own: it is stopped
+    store = Store.connect(redis_server.url, ConsumerHasher(SECRET), prefix="gone", timeout=0.5)
+    try:
+        assert len(await store.read_snapshots("acme", CONSUMERS[:3], parse_instant("2026-12-01T11:00"))) == 3
+        redis_server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.read_snapshots("acme", CONSUMERS[:3], parse_instant("2026-12-01T11:00"))
+    finally:
+        await store.close()
+        redis_server.cleanup()
 
 
 # --- the memo of next_allowed_at ----------------------------------------------------------------------
