@@ -120,8 +120,11 @@ class CallService:
                 self._on_stasis_start(event, channel)
                 return
             call = self.calls.get(channel_id or "")
-            if call is not None and not call.finished:
-                call.queue.put_nowait(event)
+            if call is None or call.finished:
+                return
+            if kind == "ChannelStateChange" and (channel_id != call.carrier or channel.get("state") != "Ringing"):
+                return  # only the carrier's ringing is relayed: no queue, no task turn for the others
+            call.queue.put_nowait(event)
         except Exception:
             log.exception("could not route ARI event %s", event.get("type"))
 

@@ -40,6 +40,7 @@ class AioAriPort:
     def __init__(self, url: str, username: str, password: str, metrics: Metrics | None = None) -> None:
         self._http = _Http(url, username, password)
         self._requests = (metrics or Metrics()).ari_requests
+        self._counted: dict[tuple[str, str], Any] = {}  # the counters by (operation, outcome): labels() is slow
         # Asterisk 20.20, 22.10 and 23.4 set several variables in one request; older ones do not.
         self.multi_set = False
         self._batches: dict[str, dict[str, str]] = {}
@@ -64,16 +65,22 @@ class AioAriPort:
             status, payload = await self._http.request(method, path, params, body)
             data = json.loads(payload) if payload else None
         except Exception as error:  # refused, reset, timed out, not JSON: the operation failed
-            self._requests.labels(what, "failed").inc()
+            self._count(what, "failed")
             log.debug("ARI %s failed: %s: %s", what, type(error).__name__, error)
             return False, None
         if status >= 300:  # 404: the channel hung up a moment ago; 409: not in Stasis any more
-            self._requests.labels(what, "failed").inc()
+            self._count(what, "failed")
             message = data.get("message") if isinstance(data, dict) else None
             log.debug("ARI %s failed: HTTP %d %s", what, status, message or "")
             return False, None
-        self._requests.labels(what, "ok").inc()
+        self._count(what, "ok")
         return True, data
+
+    def _count(self, what: str, outcome: str) -> None:
+        counter = self._counted.get((what, outcome))
+        if counter is None:
+            counter = self._counted[(what, outcome)] = self._requests.labels(what, outcome)
+        counter.inc()
 
     async def set_var(self, channel: str, name: str, value: str) -> bool:
         if not self.multi_set:
@@ -195,6 +202,13 @@ class AioAriPort:
 
     async def continue_in_dialplan(self, channel: str) -> bool:
         ok, _ = await self._request("continue", "POST", f"/channels/{_segment(channel)}/continue")
+        return ok
+
+    async def user_event(self, app: str, name: str, variables: dict[str, str]) -> bool:
+        """Post a user event to an app (the supervisor's heartbeat: it must come back on the websocket)."""
+        params = {"application": app}
+        body = {"variables": variables}
+        ok, _ = await self._request("userEvent", "POST", f"/events/user/{_segment(name)}", params, body)
         return ok
 
     async def filter_events(self, app: str, types: Iterable[str]) -> bool:
