@@ -243,7 +243,7 @@ class Ownership:
             for call in calls:
                 if call.dialer in self.offered:
                     await self._taken(call.dialer)
-                elif call.bridge is not None:
+                elif call.bridged:
                     await self._offer(call.dialer)
                     handed += 1
             await asyncio.sleep(0.1)
