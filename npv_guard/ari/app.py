@@ -1,10 +1,10 @@
 """The ARI connection: supervision, heartbeat, event routing, endpoint subscriptions.
 
-`aioari` returns silently when its websocket closes and has no heartbeat, so the connection is
-supervised here: reconnect with exponential backoff and jitter, confirm the app really receives
-events (a user event to itself: Asterisk keeps answering for an app whose socket is gone), and
-after every (re)connection let the call service reconcile (GET /channels and /bridges), since
-Asterisk replays no missed event.
+The events websocket (npv_guard/ari/events.py) returns when it closes and has no heartbeat of its
+own, so the connection is supervised here: reconnect with exponential backoff and jitter, confirm
+the app really receives events (a user event to itself: Asterisk keeps answering for an app whose
+socket is gone), and after every (re)connection let the call service reconcile (GET /channels and
+/bridges), since Asterisk replays no missed event.
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ import contextlib
 import logging
 import random
 import time
-import urllib.parse
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import aioari
-from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
-
 from npv_guard.ari.calls import CallService
+from npv_guard.ari.events import EventStream
 from npv_guard.ari.port import AioAriPort
 from npv_guard.config import Settings, redact_url
 from npv_guard.telephony import AriPort, EventConsumer, PortHolder
@@ -71,7 +68,7 @@ class AriSupervisor:
         self._unsubscribed: list[EventConsumer] = []
         self.connected = asyncio.Event()
         self.stopping = asyncio.Event()
-        self._client: Any = None
+        self._rest: AioAriPort | None = None  # the connection's own port: the heartbeat's user events
         self._pings: dict[str, asyncio.Future[None]] = {}
         self.reconnects = 0
 
@@ -90,19 +87,16 @@ class AriSupervisor:
 
     async def ping(self, within: float = HEARTBEAT_TIMEOUT_S) -> bool:
         """True when a user event posted to the app comes back through its websocket."""
-        client = self._client
-        if client is None:
+        rest = self._rest
+        if rest is None:
             return False
         token = uuid.uuid4().hex
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pings[token] = waiter
         try:
-            await asyncio.wait_for(
-                client.events.userEvent(
-                    eventName=PING_EVENT, application=self.settings.ari.app, variables={"token": token}
-                ),
-                within,
-            )
+            sent = await asyncio.wait_for(rest.user_event(self.settings.ari.app, PING_EVENT, {"token": token}), within)
+            if not sent:
+                return False
             await asyncio.wait_for(waiter, within)
             return True
         except Exception:
@@ -115,16 +109,16 @@ class AriSupervisor:
         delay = 0.5
         scans: asyncio.Task[None] | None = None
         while not self.stopping.is_set():
-            client = None
+            stream = None
             port = None
             try:
-                client = await _connect(ari.url, ari.username, ari.password)
-                client.on_event("*", self._on_event)
-                self._client = client
                 port = AioAriPort(ari.url, ari.username, ari.password, self.service.metrics)
                 if not await port.connect():
                     raise ConnectionError("ARI REST API did not answer")
-                run_task = asyncio.create_task(client.run(apps=ari.app))
+                self._rest = port
+                stream = EventStream(ari.url, ari.username, ari.password, ari.app, self._on_event)
+                await stream.connect()
+                run_task = asyncio.create_task(stream.run())
                 if not await self._wait_registered(run_task):
                     raise ConnectionError("app did not receive its own events")
                 if not await port.filter_events(ari.app, (*EVENT_TYPES, *self.consumers)):
@@ -159,10 +153,10 @@ class AriSupervisor:
                     self.ownership.state = "disconnected"
                 self.service.metrics.ari_connected(False)
                 self.port.detach()
-                self._client = None
-                if client is not None:
+                self._rest = None
+                if stream is not None:
                     with contextlib.suppress(Exception):
-                        await client.close()
+                        await stream.close()
                 if port is not None:
                     with contextlib.suppress(Exception):
                         await port.close()
@@ -266,16 +260,3 @@ class AriSupervisor:
                 await run_task
         elif not self.stopping.is_set():
             log.warning("ARI websocket closed")
-
-
-async def _connect(url: str, username: str, password: str) -> Any:
-    """aioari.connect, without leaking its HTTP session when Asterisk is not there."""
-    host = urllib.parse.urlparse(url).hostname or ""
-    http_client = AsynchronousHttpClient(auth=ApiKeyAuthenticator(host, f"{username}:{password}"))
-    client = aioari.Client(url, http_client)
-    try:
-        await client.init()
-    except BaseException:
-        await http_client.close()
-        raise
-    return client

@@ -67,7 +67,8 @@ class Call:
     lead: str | None = None
     carrier: str | None = None
     bridge: str | None = None
-    answered: bool = False
+    answered: bool = False  # the consumer answered: the dialer is answered, the bridge created
+    bridged: bool = False  # both legs in the bridge
     finished: bool = False
     refusal_recorded: bool = False
     pending_cause: int | None = None  # rejected, announcement playing: the cause to hang up with
@@ -120,8 +121,13 @@ class CallService:
                 self._on_stasis_start(event, channel)
                 return
             call = self.calls.get(channel_id or "")
-            if call is not None and not call.finished:
-                call.queue.put_nowait(event)
+            if call is None or call.finished:
+                return
+            if kind == "ChannelStateChange" and (
+                channel_id != call.carrier or call.answered or channel.get("state") not in ("Ringing", "Up")
+            ):
+                return  # only the carrier's ringing and answer matter: no queue, no task turn for the others
+            call.queue.put_nowait(event)
         except Exception:
             log.exception("could not route ARI event %s", event.get("type"))
 
@@ -209,12 +215,15 @@ class CallService:
         match kind:
             case "Decide":
                 await self._decide(call)
-            case "StasisStart":  # the carrier leg answered
+            case "StasisStart":  # the answered carrier leg entered the app: bridge both legs
                 await self._connect(call)
-            case "ChannelStateChange" if channel == call.carrier:
-                if (event.get("channel") or {}).get("state") == "Ringing" and not call.answered:
+            case "ChannelStateChange" if channel == call.carrier and not call.answered:
+                state = (event.get("channel") or {}).get("state")
+                if state == "Ringing":
                     await self.port.ring(call.dialer)
-            case "ChannelDtmfReceived" if call.bridge:
+                elif state == "Up":
+                    await self._answer(call)
+            case "ChannelDtmfReceived" if call.bridged:
                 await self._dtmf(call, channel, str(event.get("digit", "")))
             case "PlaybackFinished" | "AnnouncementTimeout" if call.pending_cause is not None:
                 await self._finish(call, cause=call.pending_cause)
@@ -284,15 +293,31 @@ class CallService:
             call.carrier = None
             await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
 
-    async def _connect(self, call: Call) -> None:
-        if call.answered or call.carrier is None:
-            return
+    async def _answer(self, call: Call) -> bool:
+        """The consumer answered: answer the dialer and create the bridge.
+
+        Done on the carrier's ChannelStateChange to Up, which Asterisk sends as the 200 OK comes
+        in, a thread hop before the originated channel enters the app (its StasisStart, which
+        bridging needs): the dialer hears the consumer that much sooner. The bridge does not need
+        the answer: both requests go out together."""
         call.answered = True
-        call.bridge = BRIDGE_PREFIX + call.dialer
-        # The bridge does not need the answer: one round trip less before the dialer hears the consumer.
-        answered, created = await asyncio.gather(self.port.answer(call.dialer), self.port.create_bridge(call.bridge))
-        ok = answered and created and await self.port.add_to_bridge(call.bridge, [call.dialer, call.carrier])
-        if not ok:
+        bridge = BRIDGE_PREFIX + call.dialer
+        answered, created = await asyncio.gather(self.port.answer(call.dialer), self.port.create_bridge(bridge))
+        if created:
+            call.bridge = bridge
+        if not answered or not created:
+            log.error("call %s: could not answer the dialer or create the bridge", call.dialer)
+            await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
+            return False
+        return True
+
+    async def _connect(self, call: Call) -> None:
+        if call.bridged or call.carrier is None or call.finished:
+            return
+        if not call.answered and not await self._answer(call):
+            return
+        call.bridged = True
+        if call.bridge is None or not await self.port.add_to_bridge(call.bridge, [call.dialer, call.carrier]):
             log.error("call %s: could not bridge the answered call", call.dialer)
             await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
             return
@@ -439,7 +464,7 @@ class CallService:
                 continue
             if set(members) == {dialer, carrier}:
                 call = await self._adopt(by_id[dialer], carrier)
-                call.answered, call.bridge = True, str(bridge["id"])
+                call.answered, call.bridged, call.bridge = True, True, str(bridge["id"])
                 log.info("adopted bridged call %s", dialer)
                 continue
             for cid in members:  # one leg left: the call is over

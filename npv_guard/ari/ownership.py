@@ -146,10 +146,14 @@ class Ownership:
 
     def _forgotten(self, call: Call) -> None:
         now = time.monotonic()
-        self._recent[call.dialer] = now
-        for dialer, at in list(self._recent.items()):
-            if now - at > RECENT_S:
-                del self._recent[dialer]
+        recent = self._recent
+        recent.pop(call.dialer, None)
+        recent[call.dialer] = now  # kept in time order: the expired ones are at the front
+        while True:  # not a sweep of every recent call per call (9,000 of them at 150 calls/s)
+            oldest = next(iter(recent))
+            if now - recent[oldest] <= RECENT_S:
+                break
+            del recent[oldest]
         token = self.leases.pop(call.dialer, None)
         if token is not None and call.finished:
             asyncio.get_running_loop().create_task(self._release(call.dialer, token))
@@ -239,7 +243,7 @@ class Ownership:
             for call in calls:
                 if call.dialer in self.offered:
                     await self._taken(call.dialer)
-                elif call.bridge is not None:
+                elif call.bridged:
                     await self._offer(call.dialer)
                     handed += 1
             await asyncio.sleep(0.1)

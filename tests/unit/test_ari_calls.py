@@ -84,6 +84,29 @@ async def test_allowed_call_rings_answers_bridges_and_tears_down() -> None:
     assert service.active_calls() == 0
 
 
+async def test_the_dialer_is_answered_when_the_carrier_is_up_and_bridged_once_it_is_in_the_app() -> None:
+    service, port, _, out = await make()
+    service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", ""))
+    await settle()
+    service.dispatch(event("ChannelStateChange", "d1", state="Ringing"))  # the dialer's own: not relayed
+    service.dispatch(event("ChannelStateChange", "d1-carrier", state="Up"))
+    await settle()
+    assert ("ring", "d1") not in port.ops
+    assert ("answer", "d1") in port.ops and ("create_bridge", "npv-d1") in port.ops
+    assert "add_to_bridge" not in port.names()  # the carrier is not in the app yet
+    assert '"bridged"' not in out.getvalue()
+    service.dispatch(event("ChannelStateChange", "d1-carrier", state="Up"))  # again: nothing twice
+    service.dispatch(stasis_start("d1-carrier", "", "", "carrier", "d1"))
+    service.dispatch(stasis_start("d1-carrier", "", "", "carrier", "d1"))
+    await settle()
+    assert port.names().count("answer") == 1 and port.names().count("create_bridge") == 1
+    assert port.calls("add_to_bridge") == [("npv-d1", ("d1", "d1-carrier"))]
+    assert out.getvalue().count('"bridged"') == 1
+    service.dispatch(event("ChannelDestroyed", "d1-carrier", cause=17))  # answered: normal clearing
+    await settle()
+    assert ("hangup", "d1", 16) in port.ops and ("destroy_bridge", "npv-d1") in port.ops
+
+
 async def test_busy_carrier_is_relayed_with_its_cause() -> None:
     service, port, _, _ = await make()
     service.dispatch(stasis_start("d1", "0162000001", "0612345678", "outbound", "", "", ""))
