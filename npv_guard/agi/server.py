@@ -72,17 +72,8 @@ class AgiSession:
         guard to read the answer and close; the guard still reads the answer, to know the command
         was run."""
         verb = text.split(maxsplit=1)[0] if text else ""
-        writer = self.request.writer
         try:
-            # A command is a line of a few hundred bytes: the kernel takes it at once, no drain.
-            writer.write(text.encode(self.request.encoding) + b"\n")
-            if last and writer.can_write_eof():
-                writer.write_eof()
-        except Exception as error:  # the transport is already gone
-            raise SessionError(f"connection lost during {verb}: {type(error).__name__}") from None
-        try:
-            async with asyncio.timeout(self.command_timeout):
-                result = await self._answer()
+            result = await asyncio.wait_for(self._exchange(text, last), self.command_timeout)
         except TimeoutError:
             raise SessionError(f"no answer to {verb} within {self.command_timeout} s") from None
         except Exception as error:  # EOF and garbage make panoramisk's parser raise ValueError and worse
@@ -90,6 +81,14 @@ class AgiSession:
         if "error" in result:
             raise SessionError(f"{verb} failed: {result.get('msg') or result['error']}")
         return result
+
+    async def _exchange(self, text: str, last: bool) -> dict[str, Any]:
+        writer = self.request.writer
+        writer.write(text.encode(self.request.encoding) + b"\n")
+        if last and writer.can_write_eof():
+            writer.write_eof()
+        await writer.drain()
+        return await self._answer()
 
     async def _answer(self) -> dict[str, Any]:
         """The answer to the command just sent, as panoramisk's `Request.send_command` reads it:
@@ -166,8 +165,7 @@ class FastAgiServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
         try:
-            async with asyncio.timeout(self.header_timeout):
-                headers = await read_headers(reader)
+            headers = await asyncio.wait_for(read_headers(reader), self.header_timeout)
         except TimeoutError:
             self.on_session("bad_header")
             log.warning("AGI session from %s closed: no complete header block within %s s", peer, self.header_timeout)
