@@ -8,7 +8,8 @@ without one. It never hangs up: the dialplan decides.
 With `packed` (the include of this version), all of it goes in one AGI command: NPV_GUARD_RESULT,
 which the include splits into those variables, the verdict last; set at once or not at all, it
 keeps "no verdict when cut half-way". An older include, without the argument, gets one command
-per variable as before.
+per variable as before. The last command goes with the end of the stream (a half-close): Asterisk
+returns from AGI() once it has run it, without waiting for the guard to read the answer.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ async def check(session: AgiSession, ctx: AgiContext) -> None:
     pairs = verdict_vars(verdict, mode="agi", cause=cause)
     packed = packed_result(pairs) if form == "packed" else None
     if packed is not None:
-        await session.set_var(RESULT, packed)
+        await session.set_var(RESULT, packed, last=True)
         return
-    for name, value in pairs:
-        await session.set_var(name, value)
+    for index, (name, value) in enumerate(pairs, start=1):
+        await session.set_var(name, value, last=index == len(pairs))

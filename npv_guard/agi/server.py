@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from panoramisk.fast_agi import Request
+from panoramisk.utils import parse_agi_result
 
 from npv_guard.logs import CALL_ID
 
@@ -64,19 +65,44 @@ class AgiSession:
             index += 1
         return result
 
-    async def command(self, text: str) -> dict[str, Any]:
+    async def command(self, text: str, *, last: bool = False) -> dict[str, Any]:
+        """Send one AGI command and read its answer. `last`: no command follows; the guard
+        half-closes the connection right behind it. Asterisk ends AGI() when the stream ends, so it
+        goes on with the dialplan as soon as it has run the command, instead of waiting for the
+        guard to read the answer and close; the guard still reads the answer, to know the command
+        was run."""
+        verb = text.split(maxsplit=1)[0] if text else ""
         try:
-            result: dict[str, Any] = await asyncio.wait_for(self.request.send_command(text), self.command_timeout)
+            result = await asyncio.wait_for(self._exchange(text, last), self.command_timeout)
         except TimeoutError:
-            raise SessionError(f"no answer to {text.split(maxsplit=1)[0]} within {self.command_timeout} s") from None
+            raise SessionError(f"no answer to {verb} within {self.command_timeout} s") from None
         except Exception as error:  # EOF and garbage make panoramisk's parser raise ValueError and worse
-            raise SessionError(f"connection lost during {text.split(maxsplit=1)[0]}: {type(error).__name__}") from None
+            raise SessionError(f"connection lost during {verb}: {type(error).__name__}") from None
         if "error" in result:
-            raise SessionError(f"{text.split(maxsplit=1)[0]} failed: {result.get('msg') or result['error']}")
+            raise SessionError(f"{verb} failed: {result.get('msg') or result['error']}")
         return result
 
-    async def set_var(self, name: str, value: str) -> None:
-        await self.command(f"SET VARIABLE {name} {_quote(value)}")
+    async def _exchange(self, text: str, last: bool) -> dict[str, Any]:
+        writer = self.request.writer
+        writer.write(text.encode(self.request.encoding) + b"\n")
+        if last and writer.can_write_eof():
+            writer.write_eof()
+        await writer.drain()
+        return await self._answer()
+
+    async def _answer(self) -> dict[str, Any]:
+        """The answer to the command just sent, as panoramisk's `Request.send_command` reads it:
+        past any `100 Trying`, with the usage text that follows a 520."""
+        reader = self.request.reader
+        result: dict[str, Any] = parse_agi_result((await reader.readline()).decode(self.request.encoding)[:-1])
+        while result.get("status_code") == 100:
+            result = parse_agi_result((await reader.readline()).decode(self.request.encoding)[:-1])
+        if result.get("error") == "AGIUsageError":
+            result["msg"] += (await reader.readline()).decode(self.request.encoding)
+        return result
+
+    async def set_var(self, name: str, value: str, *, last: bool = False) -> None:
+        await self.command(f"SET VARIABLE {name} {_quote(value)}", last=last)
 
     async def get_var(self, name: str) -> str | None:
         result = await self.command(f"GET VARIABLE {name}")
@@ -270,4 +296,5 @@ def _peer(writer: asyncio.StreamWriter) -> str:
 async def _close(writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(Exception):
         writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 1.0)
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()

@@ -137,6 +137,50 @@ async def test_the_include_of_this_version_gets_the_whole_verdict_in_one_command
     assert decision["campaign"] == "spring-26" and decision["lead"] == "L-1"
 
 
+async def test_the_last_command_comes_with_the_end_of_the_stream(agi: GuardProcess) -> None:
+    # Asterisk ends AGI() at the end of the stream: the guard half-closes right behind its last
+    # command, before the answer, so the dialplan goes on without waiting for the guard's close.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(agi))
+    writer.write(headers(args=("0612345678", "", "", "", "", "", "packed")).encode())
+    await writer.drain()
+    command = await asyncio.wait_for(reader.readline(), 10)
+    assert command.startswith(b"SET VARIABLE NPV_GUARD_RESULT ")
+    assert await asyncio.wait_for(reader.read(), 2) == b""  # nothing more, and not answered yet
+    writer.write(b"200 result=1\n")  # the half-closed session still reads the answer
+    await writer.drain()
+    writer.close()
+
+    assert sessions(agi, "served", wait_for=1) == 1
+
+
+def sessions(guard: GuardProcess, outcome: str, *, wait_for: float, timeout: float = 5.0) -> float:
+    """npv_guard_agi_sessions_total{outcome=...}, once it reaches `wait_for` or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, text = guard.http("/metrics")
+        count = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("npv_guard_agi_sessions_total{") and f'outcome="{outcome}"' in line
+        )
+        if count >= wait_for or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
+
+
+async def test_an_older_include_gets_the_end_of_the_stream_after_the_verdict_only(agi: GuardProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(agi))
+    writer.write(headers().encode())
+    await writer.drain()
+    commands = []
+    while line := await asyncio.wait_for(reader.readline(), 10):
+        commands.append(line.decode().rstrip("\n"))
+        writer.write(b"200 result=1\n")
+        await writer.drain()
+    writer.close()
+    assert len(commands) == 6 and commands[-1] == 'SET VARIABLE NPV_GUARD_VERDICT "REJECT"'
+
+
 async def test_allow_then_refusal_then_reject(agi: GuardProcess) -> None:
     assert (
         agi.cli("consent", "grant", "--professional", "lab", "--callee", "0612345678", "--at", "2026-09-01").returncode
