@@ -610,7 +610,7 @@ async def _evidence(ctx: Context, out: TextIO) -> int:
 
 
 async def _run_guard(ctx: Context, mode: str) -> int:
-    # Imported here so that `check` does not pay for aioari, aiohttp and panoramisk at every start.
+    # Imported here so that `check` does not pay for aiohttp and panoramisk at every start.
     from npv_guard import logs  # noqa: PLC0415
     from npv_guard.runner import run_agi, run_ari  # noqa: PLC0415
 

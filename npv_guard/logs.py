@@ -47,7 +47,7 @@ def setup(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # The libraries' own chatter stays at warning level.
-    for noisy in ("aioari", "aioswagger11", "aiohttp", "redis"):
+    for noisy in ("aiohttp", "redis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
