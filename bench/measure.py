@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from redis.exceptions import RedisError
+
 T = TypeVar("T")
 
 
@@ -148,6 +150,9 @@ async def time_async(
     return len(latencies) - before
 
 
+WARM_UP_TRIES = 5
+
+
 async def warm_up(op: Callable[[int], Awaitable[object]], concurrency: int, rounds: int = 5) -> None:
     """Open the connections a level needs (and warm the code) before timing it."""
     await asyncio.gather(*(_repeat(op, rounds) for _ in range(concurrency)))
@@ -155,7 +160,16 @@ async def warm_up(op: Callable[[int], Awaitable[object]], concurrency: int, roun
 
 async def _repeat(op: Callable[[int], Awaitable[object]], rounds: int) -> None:
     for i in range(rounds):
-        await op(i)
+        for attempt in range(WARM_UP_TRIES):
+            try:
+                await op(i)
+                break
+            except (RedisError, OSError, TimeoutError):
+                # Opening a level's connections all at once may outlast the guard's 200 ms connect
+                # timeout on a busy machine; the warm-up is not timed, so it tries again.
+                if attempt == WARM_UP_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
 
 
 def process_cpu_seconds(pid: int) -> float | None:
