@@ -935,18 +935,7 @@ class Store:
         raws = await self._call(
             "snapshot batch", send, idempotent=True, within=max(self._timeout, BATCH_READ_S * len(commands))
         )
-        result = []
-        position = 0
-        for per_consumer in digests:
-            version, state, newest = _decode_snapshot(raws[position])
-            for old_raw in raws[position + 1 : position + len(per_consumer)]:
-                old = _decode_snapshot(old_raw)[1]
-                state = PairState(
-                    state.attempts + old.attempts, state.refusals + old.refusals, state.consents + old.consents
-                )
-            position += len(per_consumer)
-            result.append(Snapshot(state, version, newest))
-        return result
+        return _merged_snapshots(digests, raws)
 
     async def snapshot_and_hold(
         self, professional: str, consumer: str, attempt: Attempt
@@ -1185,18 +1174,24 @@ class Store:
             offset = number * SNAPSHOT_BATCH_PAIRS - 1  # the script numbers its pairs from 1
             for index, raw in zip(reply[::2], reply[1::2], strict=True):
                 raws[offset + int(index)] = raw
-        result = []
-        position = 0
-        for per_consumer in digests:
-            version, state, newest = _decode_snapshot(raws[position])
-            for old_raw in raws[position + 1 : position + len(per_consumer)]:
-                old = _decode_snapshot(old_raw)[1]
-                state = PairState(
-                    state.attempts + old.attempts, state.refusals + old.refusals, state.consents + old.consents
-                )
-            position += len(per_consumer)
-            result.append(Snapshot(state, version, newest))
-        return result
+        return _merged_snapshots(digests, raws)
+
+
+def _merged_snapshots(digests: Sequence[Sequence[Any]], raws: Sequence[Sequence[Any]]) -> list[Snapshot]:
+    """One snapshot per consumer from the raw replies of its keys, in order: the current secret's
+    pair first (the snapshot's version and newest are its own), the facts of older secrets' pairs added."""
+    result = []
+    position = 0
+    for per_consumer in digests:
+        version, state, newest = _decode_snapshot(raws[position])
+        for old_raw in raws[position + 1 : position + len(per_consumer)]:
+            old = _decode_snapshot(old_raw)[1]
+            state = PairState(
+                state.attempts + old.attempts, state.refusals + old.refusals, state.consents + old.consents
+            )
+        position += len(per_consumer)
+        result.append(Snapshot(state, version, newest))
+    return result
 
 
 def _ms_span(span: timedelta) -> int:
