@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import product
 
 import pytest
@@ -53,18 +53,7 @@ async def test_snapshots_equal_snapshot_pair_by_pair(backend: tuple[str, bool, s
     store = _store(backend, SECRET, (OLD_SECRET,))
     at = parse_instant("2026-12-01T11:00")
     try:
-        old_guard, guard = Guard(Policy(), old), Guard(Policy(), store)
-        for index, consumer in enumerate(CONSUMERS):
-            if index % 3 == 0:
-                await guard.grant_consent("acme", consumer, at - timedelta(days=90), Basis.CONSENT, "web")
-            if index % 5 == 0:
-                await old_guard.record_refusal("acme", consumer, at - timedelta(days=10), RefusalSource.AGENT)
-            if index % 7 == 0:
-                snapshot = await store.snapshot("acme", consumer, at)
-                attempt = Attempt(at - timedelta(days=2), f"c{index}")
-                assert await store.record_attempt("acme", consumer, attempt, snapshot.version)
-            if index % 11 == 0:  # a fact after the instant: read by neither
-                await guard.grant_consent("acme", consumer, at + timedelta(days=1), Basis.CONTRACT, "later")
+        await _history(old, store, at, (3, 5, 7, 11))
         one_by_one = [await store.snapshot("acme", consumer, at) for consumer in CONSUMERS]
         batched = await store.snapshots("acme", CONSUMERS, at)
         assert batched == one_by_one
@@ -112,20 +101,9 @@ async def test_read_snapshots_equal_snapshot_pair_by_pair(
     )  # fmt: skip
     at = parse_instant("2026-12-01T11:00")
     try:
-        old_guard, guard = Guard(Policy(), old), Guard(Policy(), store)
-        for index, consumer in enumerate(CONSUMERS):
-            if index % 4 == 0:
-                await guard.grant_consent("acme", consumer, at - timedelta(days=90), Basis.CONSENT, "web")
-            if index % 9 == 0:
-                await old_guard.record_refusal("acme", consumer, at - timedelta(days=10), RefusalSource.AGENT)
-            if index % 13 == 0:
-                snapshot = await store.snapshot("acme", consumer, at)
-                attempt = Attempt(at - timedelta(days=2), f"c{index}")
-                assert await store.record_attempt("acme", consumer, attempt, snapshot.version)
-            if index % 17 == 0:  # a fact after the instant: read by neither
-                await guard.grant_consent("acme", consumer, at + timedelta(days=1), Basis.CONTRACT, "later")
+        await _history(old, store, at, (4, 9, 13, 17))
         # the last pair stored, its neighbours not: the reply's pair numbers land where they belong
-        await guard.grant_consent("acme", CONSUMERS[-1], at - timedelta(days=3), Basis.CONSENT, "last")
+        await Guard(Policy(), store).grant_consent("acme", CONSUMERS[-1], at - timedelta(days=3), Basis.CONSENT, "last")
         one_by_one = [await store.snapshot("acme", consumer, at) for consumer in CONSUMERS]
         await raw.script_flush()  # the first batch after a restart loads the script itself
         batched = await store.read_snapshots("acme", CONSUMERS, at)
@@ -194,3 +172,21 @@ def test_memoised_next_allowed_at_is_the_core_s_own() -> None:
             compared += 1
             later += direct is not None
     assert compared > 3000 and later > 1000  # many verdicts, most of them with an instant
+
+
+async def _history(old: Store, store: Store, at: datetime, every: tuple[int, int, int, int]) -> None:
+    """Facts for every n-th consumer (consent, refusal under the old secret, attempt, a consent after
+    the instant), `every` giving each n: a rotation in progress, most pairs left empty."""
+    consents, refusals, attempts, later = every
+    old_guard, guard = Guard(Policy(), old), Guard(Policy(), store)
+    for index, consumer in enumerate(CONSUMERS):
+        if index % consents == 0:
+            await guard.grant_consent("acme", consumer, at - timedelta(days=90), Basis.CONSENT, "web")
+        if index % refusals == 0:
+            await old_guard.record_refusal("acme", consumer, at - timedelta(days=10), RefusalSource.AGENT)
+        if index % attempts == 0:
+            snapshot = await store.snapshot("acme", consumer, at)
+            attempt = Attempt(at - timedelta(days=2), f"c{index}")
+            assert await store.record_attempt("acme", consumer, attempt, snapshot.version)
+        if index % later == 0:  # a fact after the instant: read by neither
+            await guard.grant_consent("acme", consumer, at + timedelta(days=1), Basis.CONTRACT, "later")
