@@ -316,11 +316,13 @@ class CallService:
             return
         if not call.answered and not await self._answer(call):
             return
-        call.bridged = True
         if call.bridge is None or not await self.port.add_to_bridge(call.bridge, [call.dialer, call.carrier]):
             log.error("call %s: could not bridge the answered call", call.dialer)
             await self._finish(call, cause=DEFAULT_FAIL_CAUSE)
             return
+        # Only now: a stopping guard offers its bridged calls to the others (ownership.hand_over),
+        # and one offered while its legs were still being added would look half-gone to them.
+        call.bridged = True
         self.audit.write(
             "bridged", call_id=call.dialer, professional=call.professional, campaign=call.campaign, lead=call.lead
         )
