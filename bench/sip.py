@@ -51,10 +51,13 @@ NOW = "2026-12-01T10:30:00"
 
 
 class SipBench:
-    def __init__(self, quick: bool, keep_pcap: bool = False) -> None:
+    def __init__(self, quick: bool, keep_pcap: bool = False, capture: bool = True) -> None:
         self.quick = quick
         self.keep_pcap = keep_pcap
-        self.capture_error: str | None = None  # why the delays are sipp's, where capture failed
+        self.capture = capture
+        # Why the delays are sipp's: capture failed, or was turned off (its thread's CPU then
+        # goes to the calls, to see what the capture itself costs at the top of the ramp).
+        self.capture_error: str | None = None if capture else "capture turned off (--no-capture)"
         self.workdir = Path(tempfile.mkdtemp(prefix="npv-bench-sip-"))
         self.next_consumer = 0
         self.lab = AsteriskLab()
@@ -149,14 +152,20 @@ class SipBench:
         self.lab.wait_no_channels(timeout=30)
         return uac
 
-    def run(self, way: str, rate: float, calls: int, guard_trace: bool = True) -> dict[str, Any]:
+    def run(
+        self, way: str, rate: float, calls: int, guard_trace: bool = True, capture_sip: bool = True
+    ) -> dict[str, Any]:
         """One row: `calls` calls at `rate` through `way`; with `guard_trace`, the guard's TCP
-        exchanges with Asterisk (ARI, FastAGI) are captured too, to split the decision."""
+        exchanges with Asterisk (ARI, FastAGI) are captured too, to split the decision. Without
+        `capture_sip` nothing is captured (sipp's figures only): the ramp, where the capture
+        thread's own CPU would be taken from the calls it measures."""
         injection = self.consumers(calls)
         pcap = self.workdir / f"{way}-{rate:g}-{self.next_consumer}.pcap"
         ports = {"ari": (ARI_PORT,), "agi": (AGI_PORT,)}.get(way, ()) if guard_trace else ()
         capture = LoopbackCapture(pcap, SIP_PORT, ports)
-        if not capture.start():
+        if not self.capture or not capture_sip:
+            capture.error = self.capture_error or "not captured"
+        elif not capture.start():
             self.capture_error = capture.error
         before = self.guard_cost(way)
         try:
@@ -254,6 +263,7 @@ def run_sip(
     ramp: list[float] | None = None,
     keep_pcap: bool = False,
     rates: list[tuple[float, int]] | None = None,
+    capture: bool = True,
 ) -> dict[str, Any]:
     """The table rows of parts 3 and 4 plus the ramp, as JSON-ready data (`ramp=[]`: no ramp)."""
     if rates is None:
@@ -264,13 +274,15 @@ def run_sip(
     rows: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     highest: dict[str, float] = {}
-    with SipBench(quick, keep_pcap) as bench:
+    with SipBench(quick, keep_pcap, capture) as bench:
         for rate, calls in rates:
             for way in WAYS:
                 rows.append(bench.run(way, rate, calls))
         for way in WAYS:
             for rate in ramp:
-                row = bench.run(way, rate, int(rate * step_s), guard_trace=False)
+                # Not captured: on two cores the capture thread alone turned a clean FastAGI
+                # step at 150 calls/s into one with failed calls.
+                row = bench.run(way, rate, int(rate * step_s), guard_trace=False, capture_sip=False)
                 steps.append(row)
                 if row["failed"] or row["successful"] < row["calls"]:
                     break
@@ -395,7 +407,10 @@ def render_sip(sip: dict[str, Any]) -> list[str]:
             if row["way"] != way:
                 continue
             answer = (row.get("capture") or {}).get("answer_us")
+            sipp = row.get("answer_ms")
             delay = f" answer {_ms(answer)} ms" if answer else ""
+            if not answer and sipp:
+                delay = f" answer {sipp['p50']:g}/{sipp['p99']:g} ms (sipp)"
             added = added_ms(row, ramp_base.get(row["rate"])) if way != "baseline" else None
             if added is not None and added["source"] == "capture":
                 delay += f" ({added['p50']:+.3f}/{added['p99']:+.3f})"
@@ -431,13 +446,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", help="comma-separated rate:calls of the delay rows (default 1:30,10:300,50:1500)")
     parser.add_argument("--no-ramp", action="store_true", help="the delay rows only")
     parser.add_argument("--keep-pcap", action="store_true", help="keep each row's capture (the path is printed)")
+    parser.add_argument("--no-capture", action="store_true", help="sipp's clock only (no packet capture thread)")
     parser.add_argument("--output", type=Path, help="write the JSON results here too")
     args = parser.parse_args(argv)
     ramp = [] if args.no_ramp else [float(r) for r in args.ramp.split(",")] if args.ramp else None
     rows = None
     if args.rows:
         rows = [(float(rate), int(calls)) for rate, calls in (item.split(":") for item in args.rows.split(","))]
-    sip = run_sip(args.quick, args.step_s, ramp, args.keep_pcap, rows)
+    sip = run_sip(args.quick, args.step_s, ramp, args.keep_pcap, rows, not args.no_capture)
     # The table imports this module; the targets are defined there, once.
     from bench.table import TARGETS  # noqa: PLC0415
 
