@@ -253,8 +253,30 @@ def _rtt(result: SippResult) -> tuple[list[float], list[float]]:
     return ring, answer
 
 
-DEFAULT_RAMP = [50.0, 75.0, 100.0, 150.0, 200.0]
+DEFAULT_RAMP = [50.0, 100.0, 150.0, 200.0, 250.0]
 QUICK_RAMP = [50.0, 100.0]
+# After a route's first failed step, this many more steps halve the gap to its last clean one
+# (rounded to 5 calls/s): 150 clean, 200 failed -> 175 -> 165 or 185, so that the ratio to the
+# plain route is known to about 5% and not only to the ramp's coarse steps.
+DEFAULT_REFINE = 2
+REFINE_MIN_GAP = 10.0
+
+
+def next_ramp_rate(ramp: list[float], tried: list[tuple[float, bool]], refine: int) -> float | None:
+    """The ramp's next step for a route, from the (rate, clean) steps it has done: the ramp's rates
+    until one fails, then up to `refine` steps halving the gap between the highest clean rate
+    below it and the lowest failed one (rounded to 5 calls/s); None when done."""
+    failed = [rate for rate, ok in tried if not ok]
+    if not failed:
+        return ramp[len(tried)] if len(tried) < len(ramp) else None
+    first_failure = next(i for i, (_, ok) in enumerate(tried) if not ok)
+    if len(tried) - first_failure - 1 >= refine:
+        return None
+    low = min(failed)
+    clean = max((rate for rate, ok in tried if ok and rate < low), default=0.0)
+    if low - clean <= REFINE_MIN_GAP:
+        return None
+    return float(round((clean + low) / 2 / 5) * 5)
 
 
 def run_sip(
@@ -264,6 +286,7 @@ def run_sip(
     keep_pcap: bool = False,
     rates: list[tuple[float, int]] | None = None,
     capture: bool = True,
+    refine: int = DEFAULT_REFINE,
 ) -> dict[str, Any]:
     """The table rows of parts 3 and 4 plus the ramp, as JSON-ready data (`ramp=[]`: no ramp)."""
     if rates is None:
@@ -279,14 +302,16 @@ def run_sip(
             for way in WAYS:
                 rows.append(bench.run(way, rate, calls))
         for way in WAYS:
-            for rate in ramp:
+            tried: list[tuple[float, bool]] = []
+            while (rate := next_ramp_rate(ramp, tried, refine)) is not None:
                 # Not captured: on two cores the capture thread alone turned a clean FastAGI
                 # step at 150 calls/s into one with failed calls.
                 row = bench.run(way, rate, int(rate * step_s), guard_trace=False, capture_sip=False)
                 steps.append(row)
-                if row["failed"] or row["successful"] < row["calls"]:
-                    break
-                highest[way] = rate
+                tried.append((rate, not row["failed"] and row["successful"] >= row["calls"]))
+            clean = [rate for rate, ok in tried if ok]
+            if clean:
+                highest[way] = max(clean)
         clock_note = bench.capture_error
         pcaps = str(bench.workdir) if keep_pcap else None
     return {
@@ -295,6 +320,7 @@ def run_sip(
         "highest_clean_rate": highest,
         "ramp_step_s": step_s,
         "ramp_rates": ramp,
+        "ramp_refine": refine,
         "clock": "sipp" if clock_note else "capture",
         "clock_note": clock_note,
         "pcap_dir": pcaps,
@@ -445,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", help="comma-separated calls/s of the ramp (default 50,75,100,150,200; quick 50,100)")
     parser.add_argument("--rows", help="comma-separated rate:calls of the delay rows (default 1:30,10:300,50:1500)")
     parser.add_argument("--no-ramp", action="store_true", help="the delay rows only")
+    parser.add_argument(
+        "--refine", type=int, default=DEFAULT_REFINE, help="steps halving the gap after a failed step (default 2)"
+    )
     parser.add_argument("--keep-pcap", action="store_true", help="keep each row's capture (the path is printed)")
     parser.add_argument("--no-capture", action="store_true", help="sipp's clock only (no packet capture thread)")
     parser.add_argument("--output", type=Path, help="write the JSON results here too")
@@ -453,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = None
     if args.rows:
         rows = [(float(rate), int(calls)) for rate, calls in (item.split(":") for item in args.rows.split(","))]
-    sip = run_sip(args.quick, args.step_s, ramp, args.keep_pcap, rows, not args.no_capture)
+    sip = run_sip(args.quick, args.step_s, ramp, args.keep_pcap, rows, not args.no_capture, args.refine)
     # The table imports this module; the targets are defined there, once.
     from bench.table import TARGETS  # noqa: PLC0415
 
