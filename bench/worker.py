@@ -1,7 +1,9 @@
 """One guard process deciding calls through Redis, for the scale-out and before/after rows.
 
 `python -m bench.worker --url URL --first N --pairs N --calls N --concurrency C`: builds a Store
-and a Guard exactly as `npv-guard run` does (Store.connect, a journal writer), warms up, prints
+and a Guard exactly as `npv-guard run` does (Store.connect, a journal writer), warms up (its
+connections, and read-only decisions on pairs outside its slice), settles its heap as the guard
+processes do (npv_guard/heap.py; the tree before #20 had no such step), prints
 `ready`, waits for one line on stdin (so that several workers start together), makes the calls
 on its own slice of the seeded pairs, and prints one JSON line: calls, monotonic start and end,
 its own CPU seconds, the outcomes, and which npv_guard it ran (a baseline runs an older tree put
@@ -29,9 +31,19 @@ from npv_guard.journal import RefusalJournal
 from npv_guard.service import Guard
 from npv_guard.store import Store
 
+try:
+    from npv_guard.heap import settle as settle_heap  # as `npv-guard run` does once started
+except ImportError:  # the tree before issue #20 (the baseline row) had no such step
+
+    def settle_heap() -> None:
+        pass
+
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    pairs = workload.redis_pairs(args.population)[args.first : args.first + args.pairs]
+    population = workload.redis_pairs(args.population)
+    pairs = population[args.first : args.first + args.pairs]
+    # Pairs outside this worker's slice, for its first (read-only, untimed) decisions.
+    others = population[: args.first] + population[args.first + args.pairs :]
     n = len(pairs)
     journal_dir = Path(tempfile.mkdtemp(prefix="npv-bench-worker-"))
     store = Store.connect(args.url, secret_hasher(), timeout=TIMEOUT_S)
@@ -52,6 +64,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
     try:
         await warm_up(ping, args.concurrency)
+        # The first decisions import each territory's holiday tables: before the clock starts.
+        for i, pair in enumerate(others[:300]):
+            await guard.check(workload.redis_request(pair, i), record=False)
+        settle_heap()
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         samples = Samples("worker", args.concurrency)

@@ -27,6 +27,7 @@ from npv_guard.audit import AuditLog
 from npv_guard.clock import Clock
 from npv_guard.config import ConfigError, Settings, file_warnings
 from npv_guard.doctor import OK, durability_of
+from npv_guard.heap import settle as settle_heap
 from npv_guard.httpserver import GuardedRunner, Limits, start_site
 from npv_guard.journal import JournalBusy, RefusalJournal
 from npv_guard.observability import Health, Metrics, serve_http, stop_http
@@ -137,6 +138,7 @@ async def run_ari(settings: Settings, *, drain_s: float = 10.0) -> int:
         probe,
         wiring.start_durability_check(settings),
     ]
+    settle_heap()
     log.info("npv-guard started (app %r, redis %s)", settings.ari.app, settings.redis.where())
     await stop.wait()
     deadline = time.monotonic() + drain_s
@@ -183,6 +185,7 @@ async def run_agi(settings: Settings, *, drain_s: float = 10.0) -> int:
     http, probe = await wiring.start_http(settings, listening.is_serving, lambda: len(server.sessions))
     replay = wiring.start_journal_replay(stop)
     durability = wiring.start_durability_check(settings)
+    settle_heap()
     log.info(
         "npv-guard FastAGI listening on %s:%d (redis %s)",
         settings.agi.host,
@@ -240,6 +243,7 @@ async def run_api(settings: Settings, *, drain_s: float = 10.0) -> int:
         asyncio.create_task(health.probe_forever(), name="health"),
         wiring.start_durability_check(settings),
     ]
+    settle_heap()
     log.info(
         "npv-guard API listening on http://%s (redis %s, tokens for %d professional(s))",
         settings.api.listen,
