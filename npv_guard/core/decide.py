@@ -32,7 +32,7 @@ from npv_guard.core.model import (
 from npv_guard.core.numbering import NumberKind, PhoneNumber, parse
 from npv_guard.core.reasons import Reason, ReasonCode
 from npv_guard.core.rules import Rule, Stage, always, from_d223_9, from_opt_in_or_recorded
-from npv_guard.core.territories import METROPOLE, Place, PostcodeError, place_of, place_of_postcode
+from npv_guard.core.territories import METROPOLE, Place, PostcodeError, Territory, place_of, place_of_postcode
 
 MAX_ATTEMPTS = 4
 ATTEMPT_WINDOW_DAYS = 30  # consumer-local days D-29 ... D
@@ -302,8 +302,15 @@ def locate_consumer(callee: PhoneNumber, postcode: str | None) -> tuple[tuple[Pl
         return (), Reason(
             ReasonCode.CONSUMER_INVALID, f"called number {shown} is a service number, not a consumer line"
         )
-    from_number = tuple(place_of(territory) for territory in callee.territories)
-    if not postcode or not postcode.strip():
+    return _places(callee.territories, postcode if postcode and postcode.strip() else None)
+
+
+@lru_cache(maxsize=4096)
+def _places(territories: tuple[Territory, ...], postcode: str | None) -> tuple[tuple[Place, ...], Reason | None]:
+    """Where a consumer of a French line in `territories` may be, given the postcode declared (if
+    any): a pure function of both, memoised (a lead list holds a few thousand postcodes at most)."""
+    from_number = tuple(place_of(territory) for territory in territories)
+    if postcode is None:
         return from_number, None
     try:
         declared = place_of_postcode(postcode)

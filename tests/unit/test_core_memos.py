@@ -1,8 +1,9 @@
 """The core's memoised pure functions answer exactly what they compute unmemoised.
 
 A lead-list scrub decides every lead at the same instant, so the rules that depend only on the
-consumer's places, the instant and the policy are memoised (core/decide.py `calendar_reasons`);
-a memo must never change a verdict, whatever was asked before.
+consumer's places, the instant and the policy are memoised (core/decide.py `calendar_reasons`),
+and so is where a consumer may be (`_places`): a memo must never change a verdict, whatever was
+asked before.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from npv_guard.core.calendar import CALL_WINDOWS, Window
-from npv_guard.core.decide import calendar_reasons, decide, prepare
+from npv_guard.core.decide import calendar_reasons, decide, locate_consumer, prepare
 from npv_guard.core.model import CallRequest, Medium, PairState, Policy, Professional
-from npv_guard.core.territories import ALL, place_of, place_of_postcode
+from npv_guard.core.numbering import PhoneNumber, parse
+from npv_guard.core.reasons import Reason, ReasonCode
+from npv_guard.core.territories import ALL, Place, PostcodeError, place_of, place_of_postcode
 
 PARIS = ZoneInfo("Europe/Paris")
 PLACES = (
@@ -80,3 +83,27 @@ def test_prepared_calendar_reasons_equal_a_fresh_computation(seed: int) -> None:
         prepared = prepare(request, policy)
         calendar_reasons.cache_clear()
         assert prepare(request, policy) == prepared
+
+
+def _located_as_before(number: PhoneNumber, postcode: str | None) -> tuple[tuple[Place, ...], Reason | None]:
+    """`locate_consumer` for a French line as it was written before its places were memoised."""
+    from_number = tuple(place_of(territory) for territory in number.territories)
+    if not postcode or not postcode.strip():
+        return from_number, None
+    try:
+        declared = place_of_postcode(postcode)
+    except PostcodeError as error:
+        return (), Reason(ReasonCode.CONSUMER_INVALID, str(error))
+    if any(place.territory == declared.territory for place in from_number):
+        return (declared,), None
+    return (declared, *from_number), None
+
+
+def test_located_consumers_equal_their_unmemoised_places() -> None:
+    callees = ("0612345678", "+590690123456", "0696123456", "0262123456", "+262639123456", "0590271234", "0388123456")
+    postcodes = (None, "", "  ", "75011", " 75011 ", "57000", "97133", "97200", "975", "2A", "99999", "abc", "057")
+    for _ in range(2):  # the second round answers from the memo
+        for callee in callees:
+            number = parse(callee)
+            for postcode in postcodes:
+                assert locate_consumer(number, postcode) == _located_as_before(number, postcode), (callee, postcode)
