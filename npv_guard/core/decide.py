@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 from npv_guard.core import regimes
 from npv_guard.core.calendar import Window, holiday_name, local_issues, local_midnight, utc_iso
@@ -31,7 +32,7 @@ from npv_guard.core.model import (
 from npv_guard.core.numbering import NumberKind, PhoneNumber, parse
 from npv_guard.core.reasons import Reason, ReasonCode
 from npv_guard.core.rules import Rule, Stage, always, from_d223_9, from_opt_in_or_recorded
-from npv_guard.core.territories import METROPOLE, Place, PostcodeError, place_of, place_of_postcode
+from npv_guard.core.territories import METROPOLE, Place, PostcodeError, Territory, place_of, place_of_postcode
 
 MAX_ATTEMPTS = 4
 ATTEMPT_WINDOW_DAYS = 30  # consumer-local days D-29 ... D
@@ -301,8 +302,15 @@ def locate_consumer(callee: PhoneNumber, postcode: str | None) -> tuple[tuple[Pl
         return (), Reason(
             ReasonCode.CONSUMER_INVALID, f"called number {shown} is a service number, not a consumer line"
         )
-    from_number = tuple(place_of(territory) for territory in callee.territories)
-    if not postcode or not postcode.strip():
+    return _places(callee.territories, postcode if postcode and postcode.strip() else None)
+
+
+@lru_cache(maxsize=4096)
+def _places(territories: tuple[Territory, ...], postcode: str | None) -> tuple[tuple[Place, ...], Reason | None]:
+    """Where a consumer of a French line in `territories` may be, given the postcode declared (if
+    any): a pure function of both, memoised (a lead list holds a few thousand postcodes at most)."""
+    from_number = tuple(place_of(territory) for territory in territories)
+    if postcode is None:
         return from_number, None
     try:
         declared = place_of_postcode(postcode)
@@ -325,14 +333,27 @@ def place_consumer(raw: str | None) -> tuple[str, tuple[Place, ...]]:
 
 
 def _check_calendar(facts: CallFacts) -> tuple[Reason, ...]:
+    request = facts.request
+    # In UTC: two aware instants of the same zone compare (and hash) by their wall clock alone, so
+    # the two 02:30 of a fall-back night would share one memo entry.
+    return calendar_reasons(
+        facts.places, request.at.astimezone(UTC), facts.windows, facts.policy.local_holidays, request.medium
+    )
+
+
+@lru_cache(maxsize=1024)
+def calendar_reasons(
+    places: tuple[Place, ...], at: datetime, windows: tuple[Window, ...], local_holidays: bool, medium: Medium
+) -> tuple[Reason, ...]:
+    """The calendar rule's reasons for a consumer who may be in `places`, at instant `at`: a pure
+    function of its arguments, memoised (a lead-list scrub decides every lead at one instant, so
+    each distinct set of places is worked out once; the reasons are immutable)."""
     # SMS hours are the operator's policy (same days, their own windows), whatever the date: the
     # rule is in force for messages always (RULES).
-    places, at, policy, windows = facts.places, facts.request.at, facts.policy, facts.windows
-    medium = facts.request.medium
     contacts = "messages" if medium is Medium.SMS else "calls"
     found: dict[ReasonCode, Reason] = {}
     for place in places:
-        local, issues = local_issues(place, at, windows, policy.local_holidays)
+        local, issues = local_issues(place, at, windows, local_holidays)
         if not (issues.weekend or issues.holiday or issues.outside_hours):
             continue  # the message below is only written for a call it rejects
         where = f"{_wall_clock(local)} in {place.territory.name} ({place.territory.timezone})"

@@ -9,6 +9,7 @@ foreign numbers; the overseas prefixes are ours because the library misplaces se
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -112,10 +113,25 @@ def _parse(raw: str | None) -> PhoneNumber:
     source = "" if raw is None else str(raw)
     if len(source) > MAX_RAW_LENGTH:
         return PhoneNumber(source[:32] + "…", NumberKind.INVALID, problem="far too long for a phone number")
+    # The spellings of nearly every lead and call ("0612345678", "06 12 34 56 78", "+33612345678",
+    # "0033612345678"): ASCII digits, spaces and one leading plus are neither a URI, nor a name-addr,
+    # nor a masked word, and the separators below would only have removed the spaces.
+    compact = source.replace(" ", "")
+    if compact.isascii() and (compact.isdigit() or (compact[:1] == "+" and compact[1:].isdigit())):
+        return _compact(source, compact)
+    return _any_spelling(source)
+
+
+def _any_spelling(source: str) -> PhoneNumber:
+    """`parse` of any spelling: a URI or name-addr, a masked word, every separator."""
     user = _user_part(source)
     if user.strip().lower() in _MASKED_WORDS:
         return PhoneNumber(source, NumberKind.MASKED, problem="empty, anonymous or withheld")
-    compact = _SEPARATORS.sub("", user)
+    return _compact(source, _SEPARATORS.sub("", user))
+
+
+def _compact(source: str, compact: str) -> PhoneNumber:
+    """Classify a number without its separators (`source`: as it was given)."""
     if compact.startswith("+"):
         digits, international = compact[1:], True
     elif compact.startswith("00"):
@@ -182,14 +198,23 @@ def _international_by_library(source: str, digits: str) -> PhoneNumber:
     return PhoneNumber(source, NumberKind.FOREIGN, e164=f"+{cc}{nsn}")
 
 
+def _longest(national: str, lengths: tuple[int, ...], prefixes: Container[str]) -> str | None:
+    """The longest of `prefixes` that `national` starts with (`lengths`: theirs, longest first)."""
+    for length in lengths:
+        prefix = national[:length]
+        if prefix in prefixes:
+            return prefix
+    return None
+
+
 def _national(source: str, national: str, by_country_code: tuple[t.Territory, ...] | None) -> PhoneNumber:
     """Classify ten national digits; `by_country_code` is what the country code alone implied."""
     if national[1] == "0":
         return PhoneNumber(source, NumberKind.INVALID, problem="no French number starts with 00 nationally")
     kind: NumberKind
     places: tuple[t.Territory, ...]
-    overseas = next((national[:n] for n in _OVERSEAS_LENGTHS if national[:n] in _OVERSEAS_PREFIXES), None)
-    npv_overseas = next((national[:n] for n in _NPV_OVERSEAS_LENGTHS if national[:n] in NPV_OVERSEAS_PREFIXES), None)
+    overseas = _longest(national, _OVERSEAS_LENGTHS, _OVERSEAS_PREFIXES)
+    npv_overseas = _longest(national, _NPV_OVERSEAS_LENGTHS, NPV_OVERSEAS_PREFIXES)
     if npv_overseas:
         kind, places = NumberKind.NPV_OVERSEAS, NPV_OVERSEAS_PREFIXES[npv_overseas]
     elif national.startswith(NPV_METROPOLITAN_PREFIXES):
